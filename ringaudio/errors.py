@@ -1,0 +1,119 @@
+"""The exceptions ringaudio raises.
+
+Every error is a :class:`RingAudioError`; where a builtin fits, the subclass
+inherits it too, so ``except ValueError`` keeps working for callers who do not
+know ringaudio::
+
+    RingAudioError
+     ├── ConfigError (ValueError)            bad ring/arena parameters
+     │    └── WatermarkError                 watermarks out of order or range
+     ├── FrameFormatError (ValueError)       frame of the wrong shape, dtype or size
+     ├── SegmentError                        shared-memory segment problems
+     │    ├── SegmentNotFound (FileNotFoundError)
+     │    ├── SegmentExists (FileExistsError)
+     │    ├── ForeignSegment                 not a ringaudio segment (bad magic, too small)
+     │    └── LayoutMismatch                 ringaudio segment of another layout version
+     ├── FrameNotReady (LookupError)         sequence not written yet
+     ├── FrameOverrun (LookupError)          sequence overwritten before it was read
+     ├── RingClosed                          ring released, closed, or its lease moved on
+     ├── RingTimeout (TimeoutError)          a bounded wait ran out
+     ├── ArenaFull                           no free ring to lease
+     └── ReaderSlotsFull                     no free gating-reader slot
+
+Each process role translates these once, at its edge (an error event, a close
+code, an exit status); the core only raises.
+"""
+
+from __future__ import annotations
+
+
+class RingAudioError(Exception):
+    """Root of every error raised by ringaudio."""
+
+
+class ConfigError(RingAudioError, ValueError):
+    """A ring or arena parameter is out of range."""
+
+
+class WatermarkError(ConfigError):
+    """Watermarks must satisfy ``0 <= low < high <= 1``."""
+
+    def __init__(self, high: float, low: float) -> None:
+        self.high = high
+        self.low = low
+        super().__init__(f"watermarks must satisfy 0 <= low < high <= 1, got high={high!r} low={low!r}")
+
+
+class FrameFormatError(RingAudioError, ValueError):
+    """A frame (or block of frames) does not match the ring's format."""
+
+
+class SegmentError(RingAudioError):
+    """A shared-memory segment cannot be used."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"shared-memory segment {name!r}: {reason}")
+
+
+class SegmentNotFound(SegmentError, FileNotFoundError):
+    """No segment of that name exists."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "does not exist")
+
+
+class SegmentExists(SegmentError, FileExistsError):
+    """A live segment of that name already exists."""
+
+    def __init__(self, name: str, reason: str = "already exists and its owner is alive") -> None:
+        super().__init__(name, reason)
+
+
+class ForeignSegment(SegmentError):
+    """The segment is not a ringaudio ring (wrong magic, or too small)."""
+
+
+class LayoutMismatch(SegmentError):
+    """The segment is a ringaudio ring written by another layout version."""
+
+
+class FrameNotReady(RingAudioError, LookupError):
+    """The requested sequence number has not been written yet."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+        super().__init__(f"frame {seq} is not written yet")
+
+
+class FrameOverrun(RingAudioError, LookupError):
+    """The requested frame was overwritten before it could be read.
+
+    ``expected`` is the sequence that was asked for, ``oldest`` the oldest
+    sequence still readable when the overrun was seen, and ``lost`` the number of
+    frames skipped (``oldest - expected``): a reader that resumes at ``oldest``
+    has lost exactly ``lost`` frames.
+    """
+
+    def __init__(self, expected: int, oldest: int) -> None:
+        self.expected = expected
+        self.oldest = oldest
+        self.lost = oldest - expected
+        super().__init__(f"frame {expected} was overwritten; oldest readable is {oldest} ({self.lost} lost)")
+
+
+class RingClosed(RingAudioError):
+    """The ring was closed or released, or the lease this handle refers to has ended."""
+
+
+class RingTimeout(RingAudioError, TimeoutError):
+    """A bounded wait on the ring ran out."""
+
+
+class ArenaFull(RingAudioError):
+    """Every ring of the arena is leased."""
+
+
+class ReaderSlotsFull(RingAudioError):
+    """Every gating-reader slot of the ring is taken."""

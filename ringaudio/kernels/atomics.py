@@ -1,0 +1,103 @@
+"""Atomic loads, stores and fences on ``uint64`` array elements, for numba kernels.
+
+numba has no memory-model primitives of its own, so these emit LLVM's atomic
+instructions through :func:`numba.extending.intrinsic`. LLVM lowers them per
+target: on x86-64 an acquire load is a plain ``mov`` (TSO) and a sequentially
+consistent store an ``xchg``; on AArch64 they become ``ldar``/``stlr`` and
+``dmb`` barriers. Plain array loads inside a loop may be hoisted out of it by
+the optimiser; atomic loads never are, which is what makes spinning on a word
+another process writes correct.
+
+Usage inside ``@njit`` code only: ``load_acquire(words, i)``,
+``store_release(words, i, v)``, ``store_seq_cst(words, i, v)``,
+``load_seq_cst(words, i)``, ``fetch_add(words, i, v)``, ``fence_acquire()``,
+``fence_release()``, ``load_relaxed(words, i)``, ``store_relaxed(words, i, v)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+
+def _is_u64_array(arr: Any) -> bool:
+    return isinstance(arr, types.Array) and arr.dtype == types.uint64 and arr.ndim == 1
+
+
+def _pointer(context: Any, builder: Any, aryty: Any, ary: Any, idx: Any) -> Any:
+    array = context.make_array(aryty)(context, builder, ary)
+    return cgutils.get_item_pointer(context, builder, aryty, array, [idx], wraparound=False)  # type: ignore[no-untyped-call]
+
+
+def _make_load(ordering: str) -> Any:
+    def typer(typingctx: Any, arr: Any, idx: Any) -> Any:
+        if not (_is_u64_array(arr) and isinstance(idx, types.Integer)):
+            return None
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
+            return builder.load_atomic(ptr, ordering=ordering, align=8)
+
+        return types.uint64(arr, idx), codegen
+
+    typer.__name__ = f"load_{ordering}"
+    return intrinsic(typer)
+
+
+def _make_store(ordering: str) -> Any:
+    def typer(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
+        if not (_is_u64_array(arr) and isinstance(idx, types.Integer) and isinstance(val, types.Integer)):
+            return None
+
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
+            value = context.cast(builder, args[2], signature.args[2], types.uint64)
+            builder.store_atomic(value, ptr, ordering=ordering, align=8)
+            return context.get_dummy_value()
+
+        return types.void(arr, idx, val), codegen
+
+    typer.__name__ = f"store_{ordering}"
+    return intrinsic(typer)
+
+
+def _make_fence(ordering: str) -> Any:
+    def typer(typingctx: Any) -> Any:
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            builder.fence(ordering)
+            return context.get_dummy_value()
+
+        return types.void(), codegen
+
+    typer.__name__ = f"fence_{ordering}"
+    return intrinsic(typer)
+
+
+@intrinsic
+def _fetch_add(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
+    """Atomically add ``val`` to ``arr[idx]`` (sequentially consistent); returns the old value."""
+    if not (_is_u64_array(arr) and isinstance(idx, types.Integer) and isinstance(val, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
+        value = context.cast(builder, args[2], signature.args[2], types.uint64)
+        return builder.atomic_rmw("add", ptr, value, "seq_cst")
+
+    return types.uint64(arr, idx, val), codegen
+
+
+# Typed as Any: they are only ever called from numba code, where numba types them.
+fetch_add: Any = _fetch_add
+load_relaxed: Any = _make_load("monotonic")
+load_acquire: Any = _make_load("acquire")
+load_seq_cst: Any = _make_load("seq_cst")
+store_relaxed: Any = _make_store("monotonic")
+store_release: Any = _make_store("release")
+store_seq_cst: Any = _make_store("seq_cst")
+fence_acquire: Any = _make_fence("acquire")
+fence_release: Any = _make_fence("release")
+fence_seq_cst: Any = _make_fence("seq_cst")

@@ -1,0 +1,7 @@
+"""``python -m ringaudio.ring``: the ring demo (see :mod:`ringaudio.ring.demo`)."""
+
+import sys
+
+from .demo import main
+
+sys.exit(main())

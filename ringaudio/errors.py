@@ -8,6 +8,7 @@ know ringaudio::
      ├── ConfigError (ValueError)            bad ring/arena parameters
      │    └── WatermarkError                 watermarks out of order or range
      ├── FrameFormatError (ValueError)       frame of the wrong shape, dtype or size
+     ├── InvalidSequence (ValueError)        a sequence number that cannot exist
      ├── SegmentError                        shared-memory segment problems
      │    ├── SegmentNotFound (FileNotFoundError)
      │    ├── SegmentExists (FileExistsError)
@@ -46,6 +47,14 @@ class WatermarkError(ConfigError):
 
 class FrameFormatError(RingAudioError, ValueError):
     """A frame (or block of frames) does not match the ring's format."""
+
+
+class InvalidSequence(RingAudioError, ValueError):
+    """Sequence numbers are integers in ``0 .. 2**39 - 1``."""
+
+    def __init__(self, seq: object) -> None:
+        self.seq = seq
+        super().__init__(f"sequence numbers are integers from 0 to 2**39 - 1, got {seq!r}")
 
 
 class SegmentError(RingAudioError):

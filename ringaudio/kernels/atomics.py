@@ -10,14 +10,16 @@ another process writes correct.
 
 Usage inside ``@njit`` code only: ``load_acquire(words, i)``,
 ``store_release(words, i, v)``, ``store_seq_cst(words, i, v)``,
-``load_seq_cst(words, i)``, ``fetch_add(words, i, v)``, ``fence_acquire()``,
+``load_seq_cst(words, i)``, ``fetch_add(words, i, v)``, ``exchange(words, i, v)``, ``cpu_relax()``, ``fence_acquire()``,
 ``fence_release()``, ``load_relaxed(words, i)``, ``store_relaxed(words, i, v)``.
 """
 
 from __future__ import annotations
 
+import platform
 from typing import Any
 
+from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -90,8 +92,44 @@ def _fetch_add(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
     return types.uint64(arr, idx, val), codegen
 
 
+@intrinsic
+def _exchange(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
+    """Atomically replace ``arr[idx]`` with ``val`` (sequentially consistent); returns the old value."""
+    if not (_is_u64_array(arr) and isinstance(idx, types.Integer) and isinstance(val, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
+        value = context.cast(builder, args[2], signature.args[2], types.uint64)
+        return builder.atomic_rmw("xchg", ptr, value, "seq_cst")
+
+    return types.uint64(arr, idx, val), codegen
+
+
+_MACHINE = platform.machine().lower()
+
+
+@intrinsic
+def _cpu_relax(typingctx: Any) -> Any:
+    """A spin-loop hint: x86 ``pause``, AArch64 ``yield``; nothing elsewhere."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        if _MACHINE in ("x86_64", "amd64", "i686", "i386"):
+            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(fn, [])
+        elif _MACHINE in ("aarch64", "arm64"):
+            fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.aarch64.hint")
+            builder.call(fn, [ir.Constant(ir.IntType(32), 1)])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
 # Typed as Any: they are only ever called from numba code, where numba types them.
 fetch_add: Any = _fetch_add
+exchange: Any = _exchange
+cpu_relax: Any = _cpu_relax
 load_relaxed: Any = _make_load("monotonic")
 load_acquire: Any = _make_load("acquire")
 load_seq_cst: Any = _make_load("seq_cst")

@@ -30,6 +30,7 @@ from ..ring.layout import (
     C_FULL_COUNT,
     C_GENERATION,
     C_HIGH,
+    C_LIMIT,
     C_LOW,
     C_PAUSED,
     C_POLICY,
@@ -48,8 +49,11 @@ from ..ring.layout import (
     R_POS,
     READER0,
     STAMP0,
+    STAMP_STRIDE,
 )
 from .atomics import (
+    cpu_relax,
+    exchange,
     fence_acquire,
     fence_release,
     fetch_add,
@@ -65,6 +69,7 @@ WAIT = -1
 NOT_READY = -1
 CLOSED = -2
 OVERRUN = -2
+BAD_ARGUMENT = -3  # frame of the wrong length, or a negative sequence: the caller re-checks and raises
 _MINUS_ONE = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
@@ -101,21 +106,31 @@ def min_gating_position(ctrl):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, nogil=True)
 def _admit(ctrl, capacity, gen):  # type: ignore[no-untyped-def]
-    """May the writer put the next frame? 0 yes, WAIT, or CLOSED. Applies policy bookkeeping."""
+    """May the writer put the next frame? 0 yes, WAIT, or CLOSED. Applies policy bookkeeping.
+
+    Under ``block`` the writer caches how far it may go (``C_LIMIT``) and looks
+    at the readers' positions only when it gets there, as a Disruptor producer
+    caches its gating sequence: positions only grow, so the cache is safe, and
+    the readers' cache lines are not pulled to the writer on every frame.
+    """
     if ld(ctrl, C_GENERATION) != gen or ld(ctrl, C_STATE) != LEASED:
         return CLOSED
     w = np.int64(load_relaxed(ctrl, C_WRITE_SEQ))
     paused = load_relaxed(ctrl, C_PAUSED) != 0
     if ld(ctrl, C_POLICY) == BLOCK:
+        if not paused and w < np.int64(load_relaxed(ctrl, C_LIMIT)):
+            return 0
         fill = w - min_gating_position(ctrl)
+        high = ld(ctrl, C_HIGH)
         if paused:
             if fill > ld(ctrl, C_LOW):
                 return WAIT
             store_relaxed(ctrl, C_PAUSED, 0)
-        elif fill >= ld(ctrl, C_HIGH):
+        elif fill >= high:
             store_relaxed(ctrl, C_PAUSED, 1)
             store_relaxed(ctrl, C_FULL_COUNT, load_relaxed(ctrl, C_FULL_COUNT) + np.uint64(1))
             return WAIT
+        store_relaxed(ctrl, C_LIMIT, w + high - fill)
         return 0
     # drop_oldest: never waits; count frames the default reader never got
     dropping = w >= capacity and np.int64(load_seq_cst(ctrl, READER0 + R_POS)) <= w - capacity
@@ -133,16 +148,18 @@ def _admit(ctrl, capacity, gen):  # type: ignore[no-untyped-def]
 def _put(ctrl, slots, frame, gen, w):  # type: ignore[no-untyped-def]
     capacity = slots.shape[0]
     slot = w % capacity
-    store_relaxed(ctrl, STAMP0 + slot, stamp(gen, w, False))
+    store_relaxed(ctrl, STAMP0 + slot * STAMP_STRIDE, stamp(gen, w, False))
     fence_release()
     _copy(slots[slot], frame)
-    store_release(ctrl, STAMP0 + slot, stamp(gen, w, True))
+    store_release(ctrl, STAMP0 + slot * STAMP_STRIDE, stamp(gen, w, True))
     store_seq_cst(ctrl, C_WRITE_SEQ, w + 1)
 
 
 @njit(cache=True, nogil=True)
 def write_frame(ctrl, slots, frame, gen):  # type: ignore[no-untyped-def]
-    """Write one frame. Returns ``seq << 1 | wake``, WAIT or CLOSED."""
+    """Write one frame. Returns ``seq << 1 | wake``, WAIT, CLOSED or BAD_ARGUMENT."""
+    if frame.shape[0] != slots.shape[1]:
+        return BAD_ARGUMENT
     verdict = _admit(ctrl, slots.shape[0], gen)
     if verdict != 0:
         return verdict
@@ -187,28 +204,32 @@ def _advance(ctrl, reader, new_pos):  # type: ignore[no-untyped-def]
     if new_pos > np.int64(load_relaxed(ctrl, p)):
         store_seq_cst(ctrl, p, new_pos)
     if load_seq_cst(ctrl, C_WRITER_WAITING) != 0 and new_pos >= ld(ctrl, C_WAKE_AT):
-        fetch_add(ctrl, C_SPACE_EVENT, 1)
-        return 1
+        # whoever clears the flag wakes the writer: one wake-up per sleep, not one per read
+        if exchange(ctrl, C_WRITER_WAITING, 0) != 0:
+            fetch_add(ctrl, C_SPACE_EVENT, 1)
+            return 1
     return 0
 
 
 @njit(cache=True, nogil=True)
 def _get(ctrl, slots, seq, out, gen):  # type: ignore[no-untyped-def]
     slot = seq % slots.shape[0]
-    s1 = np.int64(load_acquire(ctrl, STAMP0 + slot))
+    s1 = np.int64(load_acquire(ctrl, STAMP0 + slot * STAMP_STRIDE))
     verdict = classify_stamp(s1, gen, seq)
     if verdict != 0:
         return verdict
     _copy(out, slots[slot])
     fence_acquire()
-    if np.int64(load_relaxed(ctrl, STAMP0 + slot)) != s1:
+    if np.int64(load_relaxed(ctrl, STAMP0 + slot * STAMP_STRIDE)) != s1:
         return OVERRUN  # overwritten while we copied
     return 0
 
 
 @njit(cache=True, nogil=True)
 def read_frame(ctrl, slots, seq, out, gen, reader):  # type: ignore[no-untyped-def]
-    """Copy frame ``seq`` into ``out``. Returns ``0 | wake``, NOT_READY or OVERRUN."""
+    """Copy frame ``seq`` into ``out``. Returns ``0 | wake``, NOT_READY, OVERRUN or BAD_ARGUMENT."""
+    if out.shape[0] != slots.shape[1] or seq < 0:
+        return BAD_ARGUMENT
     verdict = _get(ctrl, slots, seq, out, gen)
     if verdict != 0:
         return verdict
@@ -236,12 +257,13 @@ def read_block(ctrl, slots, seq, out, gen, reader):  # type: ignore[no-untyped-d
 @njit(cache=True, nogil=True)
 def readable(ctrl, capacity, seq, gen, spins):  # type: ignore[no-untyped-def]
     """Spin up to ``spins`` atomic loads for ``seq``: 0 ready, NOT_READY, OVERRUN."""
-    slot = STAMP0 + seq % capacity
+    slot = STAMP0 + (seq % capacity) * STAMP_STRIDE
     verdict = NOT_READY
     for _ in range(spins + 1):
         verdict = classify_stamp(np.int64(load_acquire(ctrl, slot)), gen, seq)
         if verdict != NOT_READY:
             break
+        cpu_relax()
     return verdict
 
 
@@ -275,6 +297,17 @@ def begin_writer_wait(ctrl):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def space_after_spin(ctrl, spins):  # type: ignore[no-untyped-def]
+    """Spin up to ``spins`` rounds for the gating readers to bring the fill to the low watermark."""
+    target = np.int64(load_relaxed(ctrl, C_WRITE_SEQ)) - ld(ctrl, C_LOW)
+    for _ in range(spins + 1):
+        if min_gating_position(ctrl) >= target or ld(ctrl, C_STATE) != LEASED:
+            return True
+        cpu_relax()
+    return False
+
+
+@njit(cache=True, nogil=True)
 def end_writer_wait(ctrl):  # type: ignore[no-untyped-def]
     store_relaxed(ctrl, C_WRITER_WAITING, 0)
 
@@ -301,6 +334,7 @@ def reset(ctrl, gen, policy, high, low):  # type: ignore[no-untyped-def]
         store_relaxed(ctrl, base + R_POS, 0)
         store_relaxed(ctrl, base + R_ACTIVE, 1 if g == 0 else 0)
     store_relaxed(ctrl, C_WRITE_SEQ, 0)
+    store_relaxed(ctrl, C_LIMIT, 0)
     store_relaxed(ctrl, C_WRITER_WAITING, 0)
     store_relaxed(ctrl, C_PAUSED, 0)
     store_relaxed(ctrl, C_DROPPED, 0)
@@ -312,6 +346,7 @@ def reset(ctrl, gen, policy, high, low):  # type: ignore[no-untyped-def]
 
 
 _warmed: set[str] = set()
+_DISPATCHED = (write_frame, write_block, read_frame, read_block)
 
 
 def warm(dtype: np.dtype) -> None:
@@ -323,9 +358,11 @@ def warm(dtype: np.dtype) -> None:
     key = np.dtype(dtype).str
     if key in _warmed:
         return
+    for kernel in _DISPATCHED:
+        kernel.disable_compile(False)
     capacity = 4
     frame_shape = (4,)
-    ctrl = np.zeros(STAMP0 + 8, dtype=np.uint64)
+    ctrl = np.zeros(STAMP0 + capacity * STAMP_STRIDE, dtype=np.uint64)
     slots = np.zeros((capacity, *frame_shape), dtype=dtype)
     frame = np.zeros(frame_shape, dtype=dtype)
     block = np.zeros((2, *frame_shape), dtype=dtype)
@@ -341,7 +378,12 @@ def warm(dtype: np.dtype) -> None:
     if begin_writer_wait(ctrl) >= 0:
         end_writer_wait(ctrl)
     min_gating_position(ctrl)
+    space_after_spin(ctrl, 1)
     ld(ctrl, 0)
     store(ctrl, C_STATE, LEASED)
     bump(ctrl, C_SPACE_EVENT)
+    for kernel in _DISPATCHED:
+        # From now on a call with other argument types raises TypeError instead of compiling a
+        # new variant: the Python layer relies on that to skip its own checks on the hot path.
+        kernel.disable_compile()
     _warmed.add(key)

@@ -17,6 +17,7 @@ only when the writer is held at the high watermark or a reader waits for data.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import deque
 from types import TracebackType
@@ -31,6 +32,7 @@ from ..errors import (
     FrameFormatError,
     FrameNotReady,
     FrameOverrun,
+    InvalidSequence,
     ReaderSlotsFull,
     RingClosed,
     RingTimeout,
@@ -44,7 +46,8 @@ _write_frame = k.write_frame
 _read_frame = k.read_frame
 _wake = futex.wake
 
-SPIN_LOADS = 2000  # atomic loads a reader spins before it sleeps (~ a few µs)
+SPIN_LOADS = 300  # stamp checks (with a pause hint) a reader spins before it sleeps (~10 µs)
+SPIN_ROUNDS = 1000  # rounds over the gating positions a writer spins before it sleeps (~30 µs)
 WAIT_TICK = 0.1  # a sleeper re-checks the ring's state at least this often (s)
 
 
@@ -54,6 +57,20 @@ class RingHandle(NamedTuple):
     name: str
     ring_index: int = 0
     generation: int | None = None
+
+
+def _check_seq(seq: object) -> int:
+    try:
+        value = operator.index(seq)  # type: ignore[arg-type]
+    except TypeError:
+        raise InvalidSequence(seq) from None
+    if not 0 <= value < layout.SEQ_LIMIT:
+        raise InvalidSequence(seq)
+    return value
+
+
+def _deadline(timeout: float | None) -> float:
+    return float("inf") if timeout is None else time.monotonic() + timeout
 
 
 def _policy_code(overflow: str) -> int:
@@ -467,10 +484,24 @@ class FrameRing:
         (until the slowest gating reader brings it to the low one); ``timeout``
         bounds that wait (:class:`RingTimeout`). ``drop_oldest`` never waits.
         """
-        if frame.__class__ is not np.ndarray or frame.dtype is not self.dtype or frame.shape != self.frame_shape:
-            self._check_frames(frame, len(self.frame_shape), "frame")
-        if not self._mono:
-            frame = frame.reshape(self._frame_size)
+        # Hot path: one kernel call. The kernels accept only the argument types
+        # they were compiled for (TypeError otherwise) and check the frame's
+        # length themselves, so every unusual case lands in _write_slow.
+        try:
+            r = _write_frame(self._ctrl, self._slots, frame, self.generation)
+        except TypeError:
+            return self._write_slow(frame, timeout)
+        if r >= 0:
+            if r & 1:
+                _wake(self._data_addr)
+            return r >> 1  # type: ignore[no-any-return]
+        return self._write_slow(frame, timeout)
+
+    def _write_slow(self, frame: Any, timeout: float | None) -> int:
+        if self._ctrl is None:
+            raise RingClosed("ring is closed in this process")
+        self._check_frames(frame, len(self.frame_shape), "frame")
+        frame = np.ascontiguousarray(frame).reshape(self._frame_size)
         deadline = None
         while True:
             if self._ctrl is None:
@@ -483,7 +514,7 @@ class FrameRing:
             if r == k.CLOSED:
                 raise RingClosed(f"ring {self.handle} is closed or its lease has ended")
             if deadline is None:
-                deadline = float("inf") if timeout is None else time.monotonic() + timeout
+                deadline = _deadline(timeout)
             self._wait_for_space(deadline)
 
     def write_many(self, block: np.ndarray, timeout: float | None = None) -> int:
@@ -493,8 +524,7 @@ class FrameRing:
         frames already written stay written (:class:`RingTimeout` says how many).
         """
         self._check_frames(block, len(self.frame_shape) + 1, "block")
-        if not self._mono:
-            block = block.reshape(len(block), self._frame_size)
+        block = np.ascontiguousarray(block).reshape(len(block), self._frame_size)
         first = self.write_seq
         done = 0
         deadline = None
@@ -510,7 +540,7 @@ class FrameRing:
             if r == k.CLOSED:
                 raise RingClosed(f"ring {self.handle} is closed or its lease has ended ({done} frames written)")
             if deadline is None:
-                deadline = float("inf") if timeout is None else time.monotonic() + timeout
+                deadline = _deadline(timeout)
             try:
                 self._wait_for_space(deadline)
             except RingTimeout as exc:
@@ -518,6 +548,8 @@ class FrameRing:
         return first
 
     def _wait_for_space(self, deadline: float) -> None:
+        if k.space_after_spin(self._live_ctrl(), SPIN_ROUNDS):
+            return  # a reader right behind: no sleep, no wake-up syscall
         now = time.monotonic()
         if now >= deadline:
             raise RingTimeout(f"ring {self.handle} stayed above its low watermark")
@@ -542,32 +574,34 @@ class FrameRing:
                 k.store(ctrl, base + layout.R_ACTIVE, 0)
 
     # -- reading --------------------------------------------------------------
-    def read(self, seq: int, out: np.ndarray | None = None) -> np.ndarray:
+    def read(self, seq: int, out: np.ndarray | None = None, timeout: float | None = 0.0) -> np.ndarray:
         """Copy frame ``seq`` (into ``out`` if given) through the default reader.
 
         Reading publishes the default reader's position past ``seq``, which is
-        what the writer's watermark follows. Raises :class:`FrameNotReady` or
-        :class:`FrameOverrun` (``expected``, ``oldest``, ``lost``).
+        what the writer's watermark follows. Raises :class:`FrameNotReady` if
+        the frame is not written within ``timeout`` seconds (0: do not wait,
+        None: wait as long as it takes) and :class:`FrameOverrun` (``expected``,
+        ``oldest``, ``lost``) if it was overwritten.
         """
-        if (
-            self._ctrl is None
-            or out.__class__ is not np.ndarray
-            or out.dtype is not self.dtype  # type: ignore[union-attr]
-            or out.shape != self.frame_shape  # type: ignore[union-attr]
-            or not self._mono
-            or not out.flags.writeable  # type: ignore[union-attr]
-        ):
-            return self._default.read_at(seq, out)  # allocation, checks, multi-channel
-        r = _read_frame(self._ctrl, self._slots, seq, out, self.generation, 0)
-        if r >= 0:
-            if r:
-                _wake(self._space_addr)
-            return out  # type: ignore[return-value]
-        self._default._raise(r, seq)
+        try:
+            if seq.__class__ is int:
+                r = _read_frame(self._ctrl, self._slots, seq, out, self.generation, 0)
+                if r >= 0:
+                    if r:
+                        _wake(self._space_addr)
+                    return out  # type: ignore[return-value]
+        except (TypeError, OverflowError):
+            pass  # no out (allocate), a multi-channel ring, or bad arguments: checked below
+        return self._default.read_at(seq, out, timeout)
 
-    def read_many(self, seq: int, out: np.ndarray | None = None, count: int | None = None) -> np.ndarray:
-        """Copy the frames from ``seq`` that are ready (at least one, at most ``len(out)``/``count``)."""
-        return self._default.read_many_at(seq, out, count)
+    def read_many(
+        self, seq: int, out: np.ndarray | None = None, count: int | None = None, timeout: float | None = 0.0
+    ) -> np.ndarray:
+        """Copy the frames from ``seq`` that are ready (at least one, at most ``len(out)``/``count``).
+
+        ``timeout`` is how long to wait for the first of them, as in :meth:`read`.
+        """
+        return self._default.read_many_at(seq, out, count, timeout)
 
     def wait(self, seq: int, timeout: float | None = None) -> bool:
         """Sleep until frame ``seq`` can be read (or was overrun); False on timeout.
@@ -577,7 +611,7 @@ class FrameRing:
         """
         if k.readable(self._live_ctrl(), self.capacity, seq, self.generation, SPIN_LOADS) != k.NOT_READY:
             return True
-        deadline = float("inf") if timeout is None else time.monotonic() + timeout
+        deadline = _deadline(timeout)
         while True:
             word = k.begin_reader_wait(self._live_ctrl(), self.capacity, seq, self.generation)
             if word < 0:
@@ -607,6 +641,10 @@ class FrameRing:
             start = max(0, self.write_seq - self.capacity + 1)
         if not gating:
             return RingReader(self, -1, start)
+        # The writer may be up to `high` frames past the positions it last saw
+        # (its cached limit), so a gating reader cannot join further back than
+        # capacity - high behind the writer without risking an overrun.
+        start = max(start, self.write_seq + self.watermarks[0] - self.capacity)
         slot = self._claim_gating_slot(start)
         if slot is None:
             raise ReaderSlotsFull(f"ring {self.handle} already has {layout.MAX_GATING_READERS} gating readers")
@@ -620,6 +658,7 @@ class FrameRing:
                 k.store(ctrl, base + layout.R_PID, psutil.Process().pid)
                 k.store(ctrl, base + layout.R_POS, start)
                 k.store(ctrl, base + layout.R_ACTIVE, 1)
+                k.store(ctrl, layout.C_LIMIT, 0)  # make the writer look at the readers again
                 return g
         return None
 
@@ -667,32 +706,44 @@ class RingReader:
             ring._check_frames(out, len(ring.frame_shape) + (0 if batch is None else 1), "out")
         if not out.flags.writeable:
             raise FrameFormatError("out is read-only")
-        if not ring._mono and not out.flags.c_contiguous:
-            raise FrameFormatError("out must be C-contiguous for a multi-channel ring")
+        if not out.flags.c_contiguous:
+            raise FrameFormatError("out must be C-contiguous")
         return out
 
-    def read_at(self, seq: int, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy frame ``seq``; a gating reader publishes its position past it."""
+    def read_at(self, seq: int, out: np.ndarray | None = None, timeout: float | None = 0.0) -> np.ndarray:
+        """Copy frame ``seq``, waiting up to ``timeout`` for it; a gating reader publishes its position past it."""
         ring = self._live()
+        seq = _check_seq(seq)
         out = self._out(ring, out, None)
         if out.ndim != len(ring.frame_shape):
             ring._check_frames(out, len(ring.frame_shape), "out")
         flat = out if ring._mono else out.reshape(ring._frame_size)
-        r = _read_frame(ring._ctrl, ring._slots, seq, flat, ring.generation, self.slot)
-        if r >= 0:
-            if r:
-                ring._wake_writer()
-            return out
-        self._raise(r, seq)
+        deadline = None
+        while True:
+            r = _read_frame(self._live()._ctrl, ring._slots, seq, flat, ring.generation, self.slot)
+            if r >= 0:
+                if r:
+                    ring._wake_writer()
+                return out
+            if r != k.NOT_READY or timeout == 0:
+                self._raise(r, seq)
+            deadline = deadline or _deadline(timeout)
+            if not ring.wait(seq, max(0.0, deadline - time.monotonic())):
+                self._raise(r, seq)
 
     def _raise(self, r: int, seq: int) -> NoReturn:
         if r == k.NOT_READY:
             raise FrameNotReady(seq)
         raise FrameOverrun(seq, self._live()._oldest(seq))
 
-    def read_many_at(self, seq: int, out: np.ndarray | None = None, count: int | None = None) -> np.ndarray:
+    def read_many_at(
+        self, seq: int, out: np.ndarray | None = None, count: int | None = None, timeout: float | None = 0.0
+    ) -> np.ndarray:
         """Copy up to ``len(out)`` (or ``count``, default ``capacity``) ready frames from ``seq``; returns them."""
         ring = self._live()
+        seq = _check_seq(seq)
+        if timeout != 0 and not ring._readable(seq) and not ring.wait(seq, timeout):
+            raise FrameNotReady(seq)
         out = self._out(ring, out, count if count is not None else ring.capacity)
         if out.ndim != len(ring.frame_shape) + 1:
             ring._check_frames(out, len(ring.frame_shape) + 1, "out")
@@ -704,24 +755,34 @@ class RingReader:
             return out[: r >> 1]
         self._raise(r, seq)
 
-    def read(self, out: np.ndarray | None = None) -> np.ndarray:
-        """Copy the frame at ``position`` and advance.
+    def read(self, out: np.ndarray | None = None, timeout: float | None = 0.0) -> np.ndarray:
+        """Copy the frame at ``position`` and advance (waiting up to ``timeout`` for it).
 
         On :class:`FrameOverrun` the cursor moves to ``oldest`` (``lost`` is
         added to :attr:`lost`), so the next call continues there.
         """
+        ring = self._ring
+        try:  # hot path, as in FrameRing.read
+            r = _read_frame(ring._ctrl, ring._slots, self.position, out, ring.generation, self.slot)  # type: ignore[union-attr]
+            if r == 0:
+                self.position += 1
+                return out  # type: ignore[return-value]
+        except (TypeError, AttributeError):
+            pass
         try:
-            frame = self.read_at(self.position, out)
+            frame = self.read_at(self.position, out, timeout)
         except FrameOverrun as exc:
             self._skip(exc)
             raise
         self.position += 1
         return frame
 
-    def read_many(self, out: np.ndarray | None = None, count: int | None = None) -> np.ndarray:
+    def read_many(
+        self, out: np.ndarray | None = None, count: int | None = None, timeout: float | None = 0.0
+    ) -> np.ndarray:
         """Copy the ready frames at ``position`` (at least one) and advance past them."""
         try:
-            frames = self.read_many_at(self.position, out, count)
+            frames = self.read_many_at(self.position, out, count, timeout)
         except FrameOverrun as exc:
             self._skip(exc)
             raise

@@ -9,7 +9,7 @@ same format. All words are little-endian ``uint64``; every word written by a
 different party sits on its own 64-byte cache line::
 
     segment:  header (256 B) | ring 0 | ring 1 | ... | ring n-1
-    ring:     control lines | reader lines | stamps (capacity words) | slots
+    ring:     control lines | reader lines | stamps (one line each) | slots
 
 Sequence numbers count frames from 0 for each lease of a ring. Frame ``seq``
 lives in slot ``seq % capacity``. Each slot has a seqlock *stamp* that also
@@ -58,6 +58,7 @@ H_READY: Final = 17  # written last, with release: the header is complete
 
 # Ring control words (offsets from the ring's first word).
 C_WRITE_SEQ: Final = 0  # next sequence to write; low 32 bits are the readers' futex word
+C_LIMIT: Final = 1  # writer's cache: it may write below this without looking at the readers (block)
 C_WRITER_WAITING: Final = 8  # writer sleeps for space
 C_WAKE_AT: Final = 9  # ... until a gating reader reaches this position
 C_SPACE_EVENT: Final = 10  # counter; low 32 bits are the writer's futex word
@@ -76,6 +77,7 @@ R_ACTIVE: Final = 0
 R_POS: Final = 1  # next sequence this reader will read
 R_PID: Final = 2
 STAMP0: Final = READER0 + MAX_GATING_READERS * LINE_WORDS
+STAMP_STRIDE: Final = LINE_WORDS  # one stamp per cache line: a reader right behind the writer shares none
 
 # Ring states.
 FREE: Final = 0
@@ -194,7 +196,7 @@ class RingFormat:
     @property
     def ctrl_words(self) -> int:
         """Control lines, reader lines and stamps, padded to a cache line."""
-        return STAMP0 + round_up(self.capacity, LINE_WORDS)
+        return STAMP0 + self.capacity * STAMP_STRIDE
 
     @property
     def data_offset(self) -> int:

@@ -19,7 +19,8 @@ def test_format_offsets_are_aligned_and_disjoint() -> None:
         assert fmt.ring_bytes >= fmt.data_offset + cap * fmt.frame_bytes
         # stamps live after the reader lines and before the slots
         assert L.STAMP0 * 8 >= (L.READER0 + L.MAX_GATING_READERS * L.LINE_WORDS) * 8
-        assert (L.STAMP0 + cap) * 8 <= fmt.data_offset
+        assert (L.STAMP0 + cap * L.STAMP_STRIDE) * 8 <= fmt.data_offset
+        assert L.STAMP_STRIDE * 8 % 64 == 0  # each stamp on a cache line of its own
         offsets = [fmt.ring_offset(i) for i in range(n)]
         assert offsets[0] == L.HEADER_BYTES
         assert all(b - a == fmt.ring_bytes for a, b in itertools.pairwise(offsets))

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(exist_ok=True)
     env = {**os.environ, "RINGAUDIO_BENCH_FRAMES": str(args.frames)}
     cmd = [sys.executable, "-m", "pytest", str(HERE / "test_ring_throughput.py"), "-q", "-p", "no:cacheprovider"]
-    cmd += ["--benchmark-only", f"--benchmark-json={out}", "--benchmark-columns=median,min,max"]
+    cmd += ["--benchmark-enable", "--benchmark-only", f"--benchmark-json={out}", "--benchmark-columns=median,min,max"]
     status = subprocess.call(cmd, env=env)
     if status != 0:
         return status

@@ -8,10 +8,10 @@ consistent store an ``xchg``; on AArch64 they become ``ldar``/``stlr`` and
 the optimiser; atomic loads never are, which is what makes spinning on a word
 another process writes correct.
 
-Usage inside ``@njit`` code only: ``load_acquire(words, i)``,
-``store_release(words, i, v)``, ``store_seq_cst(words, i, v)``,
-``load_seq_cst(words, i)``, ``fetch_add(words, i, v)``, ``exchange(words, i, v)``, ``cpu_relax()``, ``fence_acquire()``,
-``fence_release()``, ``load_relaxed(words, i)``, ``store_relaxed(words, i, v)``.
+Usage inside ``@njit`` code only: ``load_relaxed/load_acquire/load_seq_cst(words, i)``,
+``store_relaxed/store_release/store_seq_cst(words, i, v)``, ``fetch_add(words, i, v)``,
+``exchange(words, i, v)``, ``compare_exchange(words, i, old, new)``, ``fence_acquire()``,
+``fence_release()``, ``fence_seq_cst()`` and the spin hint ``cpu_relax()``.
 """
 
 from __future__ import annotations
@@ -106,7 +106,28 @@ def _exchange(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
     return types.uint64(arr, idx, val), codegen
 
 
+@intrinsic
+def _compare_exchange(typingctx: Any, arr: Any, idx: Any, expected: Any, new: Any) -> Any:
+    """If ``arr[idx] == expected``, store ``new`` (sequentially consistent); True if it did."""
+    ok = _is_u64_array(arr) and all(isinstance(t, types.Integer) for t in (idx, expected, new))
+    if not ok:
+        return None
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
+        cmp = context.cast(builder, args[2], signature.args[2], types.uint64)
+        val = context.cast(builder, args[3], signature.args[3], types.uint64)
+        pair = builder.cmpxchg(ptr, cmp, val, "seq_cst", "seq_cst")
+        return builder.extract_value(pair, 1)
+
+    return types.boolean(arr, idx, expected, new), codegen
+
+
 _MACHINE = platform.machine().lower()
+
+
+def _declare(builder: Any, fnty: Any, name: str) -> Any:
+    return cgutils.get_or_insert_function(builder.module, fnty, name)  # type: ignore[no-untyped-call]
 
 
 @intrinsic
@@ -115,12 +136,10 @@ def _cpu_relax(typingctx: Any) -> Any:
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         if _MACHINE in ("x86_64", "amd64", "i686", "i386"):
-            fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-            builder.call(fn, [])
+            builder.call(_declare(builder, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause"), [])
         elif _MACHINE in ("aarch64", "arm64"):
             fnty = ir.FunctionType(ir.VoidType(), [ir.IntType(32)])
-            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.aarch64.hint")
-            builder.call(fn, [ir.Constant(ir.IntType(32), 1)])
+            builder.call(_declare(builder, fnty, "llvm.aarch64.hint"), [ir.Constant(ir.IntType(32), 1)])
         return context.get_dummy_value()
 
     return types.void(), codegen
@@ -129,6 +148,7 @@ def _cpu_relax(typingctx: Any) -> Any:
 # Typed as Any: they are only ever called from numba code, where numba types them.
 fetch_add: Any = _fetch_add
 exchange: Any = _exchange
+compare_exchange: Any = _compare_exchange
 cpu_relax: Any = _cpu_relax
 load_relaxed: Any = _make_load("monotonic")
 load_acquire: Any = _make_load("acquire")

@@ -46,12 +46,15 @@ from ..ring.layout import (
     LINE_WORDS,
     MAX_GATING_READERS,
     R_ACTIVE,
+    R_CLAIMING,
+    R_PID,
     R_POS,
     READER0,
     STAMP0,
     STAMP_STRIDE,
 )
 from .atomics import (
+    compare_exchange,
     cpu_relax,
     exchange,
     fence_acquire,
@@ -97,7 +100,7 @@ def min_gating_position(ctrl):  # type: ignore[no-untyped-def]
     low = np.int64(load_relaxed(ctrl, C_WRITE_SEQ))
     for g in range(MAX_GATING_READERS):
         base = READER0 + g * LINE_WORDS
-        if load_acquire(ctrl, base + R_ACTIVE) != 0:
+        if load_acquire(ctrl, base + R_ACTIVE) == 1:
             pos = np.int64(load_seq_cst(ctrl, base + R_POS))
             if pos < low:
                 low = pos
@@ -203,11 +206,14 @@ def _advance(ctrl, reader, new_pos):  # type: ignore[no-untyped-def]
     p = READER0 + reader * LINE_WORDS + R_POS
     if new_pos > np.int64(load_relaxed(ctrl, p)):
         store_seq_cst(ctrl, p, new_pos)
-    if load_seq_cst(ctrl, C_WRITER_WAITING) != 0 and new_pos >= ld(ctrl, C_WAKE_AT):
-        # whoever clears the flag wakes the writer: one wake-up per sleep, not one per read
-        if exchange(ctrl, C_WRITER_WAITING, 0) != 0:
-            fetch_add(ctrl, C_SPACE_EVENT, 1)
-            return 1
+    # whoever clears the flag wakes the writer: one wake-up per sleep, not one per read
+    if (
+        load_seq_cst(ctrl, C_WRITER_WAITING) != 0
+        and new_pos >= ld(ctrl, C_WAKE_AT)
+        and exchange(ctrl, C_WRITER_WAITING, 0) != 0
+    ):
+        fetch_add(ctrl, C_SPACE_EVENT, 1)
+        return 1
     return 0
 
 
@@ -313,6 +319,24 @@ def end_writer_wait(ctrl):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def claim_gating(ctrl, start, pid):  # type: ignore[no-untyped-def]
+    """Take a free gating-reader slot (1..) for a reader at ``start``; its index, or -1 if none is free.
+
+    Safe against another process claiming at the same time: the slot goes free -> claiming (CAS),
+    gets its position, and only then becomes active, so the writer never gates on a stale position.
+    """
+    for g in range(1, MAX_GATING_READERS):
+        base = READER0 + g * LINE_WORDS
+        if compare_exchange(ctrl, base + R_ACTIVE, 0, R_CLAIMING):
+            store_seq_cst(ctrl, base + R_PID, pid)
+            store_seq_cst(ctrl, base + R_POS, start)
+            store_seq_cst(ctrl, base + R_ACTIVE, 1)
+            store_seq_cst(ctrl, C_LIMIT, 0)  # make the writer look at the readers again
+            return g
+    return -1
+
+
+@njit(cache=True, nogil=True)
 def store(ctrl, i, value):  # type: ignore[no-untyped-def]
     """Sequentially consistent store of a control word (slow paths: lease, close, reader slots)."""
     store_seq_cst(ctrl, i, value)
@@ -379,6 +403,7 @@ def warm(dtype: np.dtype) -> None:
         end_writer_wait(ctrl)
     min_gating_position(ctrl)
     space_after_spin(ctrl, 1)
+    claim_gating(ctrl, 0, 1)
     ld(ctrl, 0)
     store(ctrl, C_STATE, LEASED)
     bump(ctrl, C_SPACE_EVENT)

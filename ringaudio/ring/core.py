@@ -561,8 +561,8 @@ class FrameRing:
         finally:
             if self._ctrl is not None:
                 k.end_writer_wait(self._ctrl)
-        if self._ctrl is not None and time.monotonic() >= deadline - WAIT_TICK:
-            self._reap_dead_readers()
+        if self._ctrl is not None and time.monotonic() - now >= WAIT_TICK * 0.9:
+            self._reap_dead_readers()  # a whole tick without progress: is a gating reader dead?
 
     def _reap_dead_readers(self) -> None:
         """A gating reader whose process died must not hold the writer forever."""
@@ -570,7 +570,7 @@ class FrameRing:
         for g in range(1, layout.MAX_GATING_READERS):
             base = layout.READER0 + g * layout.LINE_WORDS
             pid = int(ctrl[base + layout.R_PID])
-            if int(ctrl[base + layout.R_ACTIVE]) and pid and not psutil.pid_exists(pid):
+            if int(ctrl[base + layout.R_ACTIVE]) == 1 and pid and not psutil.pid_exists(pid):
                 k.store(ctrl, base + layout.R_ACTIVE, 0)
 
     # -- reading --------------------------------------------------------------
@@ -651,16 +651,8 @@ class FrameRing:
         return RingReader(self, slot, start)
 
     def _claim_gating_slot(self, start: int) -> int | None:
-        ctrl = self._live_ctrl()
-        for g in range(1, layout.MAX_GATING_READERS):
-            base = layout.READER0 + g * layout.LINE_WORDS
-            if int(k.ld(ctrl, base + layout.R_ACTIVE)) == 0:
-                k.store(ctrl, base + layout.R_PID, psutil.Process().pid)
-                k.store(ctrl, base + layout.R_POS, start)
-                k.store(ctrl, base + layout.R_ACTIVE, 1)
-                k.store(ctrl, layout.C_LIMIT, 0)  # make the writer look at the readers again
-                return g
-        return None
+        slot = int(k.claim_gating(self._live_ctrl(), start, psutil.Process().pid))
+        return None if slot < 0 else slot
 
     def _oldest(self, expected: int) -> int:
         return layout.oldest_readable(self.write_seq, self.capacity, expected)

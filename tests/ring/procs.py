@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,14 @@ def write_until_killed(handle: RingHandle) -> None:
             fill(frame, seq)
             ring.write(frame)
             seq += 1
+
+
+def gating_reader_then_hang(handle: RingHandle, ready: Any) -> None:
+    """Join a ring as a gating reader, read nothing, and wait to be killed."""
+    ring = FrameRing.attach(handle)
+    ring.reader(gating=True, start=0)
+    ready.set()
+    time.sleep(3600)
 
 
 def own_a_ring_and_hang() -> None:

@@ -381,6 +381,20 @@ def test_arena_leases_without_allocating_and_recycles() -> None:
         assert arena.free == 3
 
 
+def test_arena_serves_hundreds_of_sessions_from_one_segment() -> None:
+    with RingArena.create(rings=500, capacity=50) as arena:
+        assert arena.format.segment_bytes < 500 * 50 * 1920 * 1.05  # control data is small beside the audio
+        for _cycle in range(2):
+            rings = [arena.lease() for _ in range(500)]
+            assert arena.free == 0
+            for i, ring in enumerate(rings):
+                ring.write(frame(i))
+            assert all(bad(ring.read(0), i) == 0 for i, ring in enumerate(rings))
+            for ring in rings:
+                ring.close()
+            assert arena.free == 500
+
+
 def test_arena_attach_from_another_handle_and_owner_rules() -> None:
     with RingArena.create(rings=2, capacity=4) as arena:
         ring = arena.lease()

@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from ringaudio import FrameNotReady, FrameOverrun, FrameRing
+from ringaudio import FrameNotReady, FrameOverrun, FrameRing, RingTimeout
 from ringaudio.ring import reclaim_stale
 
 from ..conftest import long_runs, ringaudio_segments
 from . import procs
-from .patterns import bad, bad_block, fill
+from .patterns import bad, bad_block, fill, frame
 
 CTX = mp.get_context("spawn")
 N_BLOCK = 5_000_000 if long_runs() else 1_000_000
@@ -163,6 +163,21 @@ def test_writer_killed_while_blocked_at_the_watermark() -> None:
         os.kill(writer.pid, signal.SIGKILL)  # type: ignore[arg-type]
         writer.join(10)
         assert all(bad(ring.read(s), s) == 0 for s in range(6))
+
+
+def test_a_dead_gating_reader_stops_holding_the_writer() -> None:
+    with FrameRing.create(capacity=8) as ring:
+        ready = CTX.Event()
+        reader = _start(procs.gating_reader_then_hang, ring.handle, ready)
+        assert ready.wait(60)
+        for seq in range(6):
+            ring.write(frame(seq))
+            ring.read(seq)  # the default reader keeps up; the child's gating reader never reads
+        with pytest.raises(RingTimeout):
+            ring.write(frame(6), timeout=0.3)  # held at the watermark by the live child
+        os.kill(reader.pid, signal.SIGKILL)  # type: ignore[arg-type]
+        reader.join(10)
+        assert ring.write(frame(6), timeout=5) == 6  # its slot was reaped: the writer goes on
 
 
 def test_separately_started_process_does_not_unlink_the_ring() -> None:

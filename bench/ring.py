@@ -8,30 +8,11 @@ machine has two cores and each benchmark uses both), stores pytest-benchmark's J
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
-import psutil
-
-HERE = Path(__file__).resolve().parent
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem = psutil.virtual_memory().total / 2**30
-    return f"{cpu}, {psutil.cpu_count()} cores, {mem:.0f} GiB, Python {platform.python_version()}, {platform.system()}"
+from .common import run
 
 
 def table(results: dict[str, object]) -> str:
@@ -83,20 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200_000, help="frames per round")
     parser.add_argument("--json", type=Path, help="only print the table of an earlier run")
     args = parser.parse_args(argv)
-    if args.json:
-        print(table(json.loads(args.json.read_text())))
-        return 0
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    out = HERE / "results" / f"ring-{stamp}.json"
-    out.parent.mkdir(exist_ok=True)
-    env = {**os.environ, "RINGAUDIO_BENCH_FRAMES": str(args.frames)}
-    cmd = [sys.executable, "-m", "pytest", str(HERE / "test_ring_throughput.py"), "-q", "-p", "no:cacheprovider"]
-    cmd += ["--benchmark-enable", "--benchmark-only", f"--benchmark-json={out}", "--benchmark-columns=median,min,max"]
-    status = subprocess.call(cmd, env=env)
-    if status != 0:
-        return status
-    print(f"\nMeasured {stamp} on {machine()}; {args.frames} frames per round, median of 5 rounds.\n")
-    print(table(json.loads(out.read_text())))
+    results = (
+        json.loads(args.json.read_text())
+        if args.json
+        else run("test_ring_throughput.py", "ring", {"RINGAUDIO_BENCH_FRAMES": str(args.frames)})
+    )
+    if results is None:
+        return 1
+    print(f"{args.frames} frames per round, median of 5 rounds.\n")
+    print(table(results))
     return 0
 
 

@@ -5,10 +5,14 @@ inherits it too, so ``except ValueError`` keeps working for callers who do not
 know ringaudio::
 
     RingAudioError
-     ├── ConfigError (ValueError)            bad ring/arena parameters
-     │    └── WatermarkError                 watermarks out of order or range
+     ├── ConfigError (ValueError)            bad ring/arena/resampler parameters
+     │    ├── WatermarkError                 watermarks out of order or range
+     │    └── UnsupportedRate                a sample rate or quality preset we do not design for
      ├── FrameFormatError (ValueError)       frame of the wrong shape, dtype or size
      ├── InvalidSequence (ValueError)        a sequence number that cannot exist
+     ├── SampleFormatError (ValueError)      audio of the wrong dtype or shape for the resampler
+     │    └── NonFiniteSamples               NaN or infinity in the audio
+     ├── StreamFinished                      a resampler was fed after flush()
      ├── SegmentError                        shared-memory segment problems
      │    ├── SegmentNotFound (FileNotFoundError)
      │    ├── SegmentExists (FileExistsError)
@@ -45,6 +49,10 @@ class WatermarkError(ConfigError):
         super().__init__(f"watermarks must satisfy 0 <= low < high <= 1, got high={high!r} low={low!r}")
 
 
+class UnsupportedRate(ConfigError):
+    """A sample rate (or quality preset) the resampler does not design filters for."""
+
+
 class FrameFormatError(RingAudioError, ValueError):
     """A frame (or block of frames) does not match the ring's format."""
 
@@ -55,6 +63,22 @@ class InvalidSequence(RingAudioError, ValueError):
     def __init__(self, seq: object) -> None:
         self.seq = seq
         super().__init__(f"sequence numbers are integers from 0 to 2**39 - 1, got {seq!r}")
+
+
+class SampleFormatError(RingAudioError, ValueError):
+    """Audio handed to the resampler has the wrong dtype, dimensions or channel count."""
+
+
+class NonFiniteSamples(SampleFormatError):
+    """NaN or infinity in the audio: refused rather than spread through the filter."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        super().__init__(f"sample {index} of the chunk is NaN or infinite")
+
+
+class StreamFinished(RingAudioError):
+    """The resampler was flushed; a new stream needs a new (or reset) resampler."""
 
 
 class SegmentError(RingAudioError):

@@ -14,6 +14,7 @@ from .common import run
 ORDER = [
     "ringaudio hq, one-shot",
     "ringaudio hq, 20 ms chunks",
+    "ringaudio vhq, 20 ms chunks",
     "soxr HQ, one-shot",
     "soxr HQ, 20 ms chunks",
     "resampy kaiser_best, one-shot",
@@ -37,6 +38,65 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def quality_table() -> str:
+    """SNR of 1 kHz against the analytic sine, level beside a 10.5 kHz tone, and the -3 dB point."""
+    import numpy as np
+
+    from ringaudio.resample import resample
+
+    methods: dict[str, Any] = {
+        "ringaudio hq": lambda x: resample(x, 22_050, 48_000),
+        "ringaudio vhq": lambda x: resample(x, 22_050, 48_000, "vhq"),
+    }
+    try:
+        import soxr
+
+        methods["soxr HQ"] = lambda x: soxr.resample(x, 22_050, 48_000, quality="HQ")
+    except ImportError:
+        pass
+    try:
+        import resampy
+
+        methods["resampy kaiser_best"] = lambda x: resampy.resample(x, 22_050, 48_000, filter="kaiser_best")
+    except ImportError:
+        pass
+    try:
+        from scipy import signal
+
+        methods["scipy resample_poly"] = lambda x: signal.resample_poly(x, 320, 147)
+    except ImportError:
+        pass
+
+    def tone(f: float, rate: int, n: int) -> Any:
+        return np.sin(2 * np.pi * f * np.arange(n) / rate)
+
+    def fit(y: Any, f: float) -> tuple[float, Any]:
+        t = np.arange(len(y)) / 48_000
+        basis = np.stack([np.sin(2 * np.pi * f * t), np.cos(2 * np.pi * f * t)], axis=1)
+        coef, *_ = np.linalg.lstsq(basis, y.astype(np.float64), rcond=None)
+        return float(np.hypot(*coef)), y - basis @ coef
+
+    lines = ["| method | SNR, 1 kHz | beside a 10.5 kHz tone | -3 dB point |", "|---|---|---|---|"]
+    n = 22_050
+    for name, fn in methods.items():
+        edge = 2000
+        y = np.asarray(fn(tone(1000, 22_050, n).astype(np.float32)), np.float64)
+        ref = tone(1000, 48_000, len(y))
+        snr = 10 * np.log10(np.sum(ref[edge:-edge] ** 2) / np.sum((y - ref)[edge:-edge] ** 2))
+        y = np.asarray(fn(tone(10_500, 22_050, n).astype(np.float32)), np.float64)[edge:-edge]
+        _, rest = fit(y, 10_500)
+        beside = 20 * np.log10(np.sqrt(2 * np.mean(rest**2)))
+        point = 0.0
+        for frac in np.arange(0.80, 1.0, 0.0025):
+            y = np.asarray(fn(tone(frac * 11_025, 22_050, n).astype(np.float32)), np.float64)[edge:-edge]
+            gain, _ = fit(y, frac * 11_025)
+            if 20 * np.log10(gain) < -3:
+                break
+            point = frac
+        lines.append(f"| {name} | {snr:.0f} dB | {beside:.0f} dB | {point * 100:.1f} % of Nyquist |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.resample", description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per round")
@@ -50,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     if results is None:
         return 1
     print(table(results))
+    print()
+    print(quality_table())
     return 0
 
 

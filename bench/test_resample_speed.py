@@ -36,16 +36,17 @@ def test_ringaudio_one_shot(benchmark: Any) -> None:
     _bench(benchmark, "ringaudio hq, one-shot", lambda: resample(X, IN, OUT))
 
 
-def test_ringaudio_streaming(benchmark: Any) -> None:
+@pytest.mark.parametrize("quality", ["hq", "vhq"])
+def test_ringaudio_streaming(benchmark: Any, quality: str) -> None:
     chunks = _chunks()
     out = np.empty(2 * 960, np.float32)
 
     def run() -> None:
-        r = Resampler(IN, OUT)
+        r = Resampler(IN, OUT, quality)
         for c in chunks:
             r.process(c, out)
 
-    _bench(benchmark, "ringaudio hq, 20 ms chunks", run)
+    _bench(benchmark, f"ringaudio {quality}, 20 ms chunks", run)
 
 
 def test_soxr_one_shot(benchmark: Any) -> None:

@@ -41,3 +41,11 @@ def run(test_file: str, name: str, env: dict[str, str]) -> dict[str, Any] | None
     print(f"\nMeasured {stamp} on {machine()}.\n")
     result: dict[str, Any] = json.loads(out.read_text())
     return result
+
+
+def load_or_run(earlier: Path | None, test_file: str, name: str, env: dict[str, str]) -> dict[str, Any] | None:
+    """The JSON of an earlier run when one is named (``--json``), else a fresh run."""
+    if earlier is not None:
+        loaded: dict[str, Any] = json.loads(earlier.read_text())
+        return loaded
+    return run(test_file, name, env)

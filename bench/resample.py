@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from .common import run
+from .common import load_or_run
 
 ORDER = [
     "ringaudio hq, one-shot",
@@ -102,11 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of audio per round")
     parser.add_argument("--json", type=Path, help="only print the table of an earlier run")
     args = parser.parse_args(argv)
-    results = (
-        json.loads(args.json.read_text())
-        if args.json
-        else run("test_resample_speed.py", "resample", {"RINGAUDIO_BENCH_SECONDS": str(args.seconds)})
-    )
+    env = {"RINGAUDIO_BENCH_SECONDS": str(args.seconds)}
+    results = load_or_run(args.json, "test_resample_speed.py", "resample", env)
     if results is None:
         return 1
     print(table(results))

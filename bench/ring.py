@@ -8,11 +8,10 @@ machine has two cores and each benchmark uses both), stores pytest-benchmark's J
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .common import run
+from .common import load_or_run
 
 
 def table(results: dict[str, object]) -> str:
@@ -64,11 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=200_000, help="frames per round")
     parser.add_argument("--json", type=Path, help="only print the table of an earlier run")
     args = parser.parse_args(argv)
-    results = (
-        json.loads(args.json.read_text())
-        if args.json
-        else run("test_ring_throughput.py", "ring", {"RINGAUDIO_BENCH_FRAMES": str(args.frames)})
-    )
+    results = load_or_run(args.json, "test_ring_throughput.py", "ring", {"RINGAUDIO_BENCH_FRAMES": str(args.frames)})
     if results is None:
         return 1
     print(f"{args.frames} frames per round, median of 5 rounds.\n")

@@ -78,32 +78,22 @@ def _make_fence(ordering: str) -> Any:
     return intrinsic(typer)
 
 
-@intrinsic
-def _fetch_add(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
-    """Atomically add ``val`` to ``arr[idx]`` (sequentially consistent); returns the old value."""
-    if not (_is_u64_array(arr) and isinstance(idx, types.Integer) and isinstance(val, types.Integer)):
-        return None
+def _make_rmw(op: str) -> Any:
+    """A sequentially consistent read-modify-write (``add``, ``xchg``) returning the old value."""
 
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
-        value = context.cast(builder, args[2], signature.args[2], types.uint64)
-        return builder.atomic_rmw("add", ptr, value, "seq_cst")
+    def typer(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
+        if not (_is_u64_array(arr) and isinstance(idx, types.Integer) and isinstance(val, types.Integer)):
+            return None
 
-    return types.uint64(arr, idx, val), codegen
+        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+            ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
+            value = context.cast(builder, args[2], signature.args[2], types.uint64)
+            return builder.atomic_rmw(op, ptr, value, "seq_cst")
 
+        return types.uint64(arr, idx, val), codegen
 
-@intrinsic
-def _exchange(typingctx: Any, arr: Any, idx: Any, val: Any) -> Any:
-    """Atomically replace ``arr[idx]`` with ``val`` (sequentially consistent); returns the old value."""
-    if not (_is_u64_array(arr) and isinstance(idx, types.Integer) and isinstance(val, types.Integer)):
-        return None
-
-    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-        ptr = _pointer(context, builder, signature.args[0], args[0], args[1])
-        value = context.cast(builder, args[2], signature.args[2], types.uint64)
-        return builder.atomic_rmw("xchg", ptr, value, "seq_cst")
-
-    return types.uint64(arr, idx, val), codegen
+    typer.__name__ = f"rmw_{op}"
+    return intrinsic(typer)
 
 
 @intrinsic
@@ -146,8 +136,8 @@ def _cpu_relax(typingctx: Any) -> Any:
 
 
 # Typed as Any: they are only ever called from numba code, where numba types them.
-fetch_add: Any = _fetch_add
-exchange: Any = _exchange
+fetch_add: Any = _make_rmw("add")  # arr[idx] += val; returns the old value
+exchange: Any = _make_rmw("xchg")  # arr[idx] = val; returns the old value
 compare_exchange: Any = _compare_exchange
 cpu_relax: Any = _cpu_relax
 load_relaxed: Any = _make_load("monotonic")

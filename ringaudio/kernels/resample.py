@@ -25,6 +25,17 @@ def _pair(r0, x0, r1, x1):  # type: ignore[no-untyped-def]
     return a0, a1
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _step(q, p, step_q, step_p, up):  # type: ignore[no-untyped-def]
+    """The next output's input index and phase."""
+    q += step_q
+    p += step_p
+    if p >= up:
+        p -= up
+        q += 1
+    return q, p
+
+
 @njit(cache=True, fastmath=True, nogil=True)
 def polyphase(x, base, table, up, down, half, n0, count, out):  # type: ignore[no-untyped-def]
     """``out[j] = y[n0 + j]`` for ``j < count``, one channel: ``x[0]`` is input index ``base``.
@@ -40,27 +51,16 @@ def polyphase(x, base, table, up, down, half, n0, count, out):  # type: ignore[n
     p = (n0 * down) % up
     j = 0
     while j + 1 < count:
-        s0 = q - half + 1 - base
-        r0 = table[p]
-        q += step_q
-        p += step_p
-        if p >= up:
-            p -= up
-            q += 1
-        s1 = q - half + 1 - base
-        r1 = table[p]
-        q += step_q
-        p += step_p
-        if p >= up:
-            p -= up
-            q += 1
+        s0, r0 = q - half + 1 - base, table[p]
+        q, p = _step(q, p, step_q, step_p, up)
+        s1, r1 = q - half + 1 - base, table[p]
+        q, p = _step(q, p, step_q, step_p, up)
         a0, a1 = _pair(r0, x[s0 : s0 + taps], r1, x[s1 : s1 + taps])
         out[j] = a0
         out[j + 1] = a1
         j += 2
     if j < count:
-        s0 = q - half + 1 - base
-        r0 = table[p]
+        s0, r0 = q - half + 1 - base, table[p]
         a0, _ = _pair(r0, x[s0 : s0 + taps], r0, x[s0 : s0 + taps])
         out[j] = a0
 

@@ -13,6 +13,7 @@ know ringaudio::
      ├── SampleFormatError (ValueError)      audio of the wrong dtype or shape for the resampler
      │    └── NonFiniteSamples               NaN or infinity in the audio
      ├── StreamFinished                      a resampler was fed after flush()
+     ├── TextError (ValueError)              text a worker cannot speak (empty, too long, control characters)
      ├── SegmentError                        shared-memory segment problems
      │    ├── SegmentNotFound (FileNotFoundError)
      │    ├── SegmentExists (FileExistsError)
@@ -79,6 +80,10 @@ class NonFiniteSamples(SampleFormatError):
 
 class StreamFinished(RingAudioError):
     """The resampler was flushed; a new stream needs a new (or reset) resampler."""
+
+
+class TextError(RingAudioError, ValueError):
+    """Text refused before synthesis: empty, over the configured length, or with control characters."""
 
 
 class SegmentError(RingAudioError):

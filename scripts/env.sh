@@ -18,3 +18,14 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     touch "$stamp"
 fi
 export PATH="$PWD/.venv/bin:$PATH"
+
+# espeak-ng gives the workers real speech; without it they fall back to the built-in synthetic voice.
+if ! command -v espeak-ng >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing espeak-ng ..." >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null 2>&1 \
+            || echo "could not install espeak-ng: the synthetic voice will be used" >&2
+    else
+        echo "espeak-ng is not installed (sudo apt-get install espeak-ng): the synthetic voice will be used" >&2
+    fi
+fi

@@ -497,6 +497,29 @@ class FrameRing:
             return r >> 1  # type: ignore[no-any-return]
         return self._write_slow(frame, timeout)
 
+    def offer(self, frame: np.ndarray) -> int:
+        """Write one frame if the ring takes it now: its sequence, or -1 if the writer must wait.
+
+        For a writer that serves several rings from one loop: it never sleeps here; under ``block``
+        it gets -1 from the high watermark until the readers bring the ring to the low one.
+        """
+        try:
+            r = _write_frame(self._ctrl, self._slots, frame, self.generation)
+        except TypeError:
+            r = k.BAD_ARGUMENT
+        if r >= 0:
+            if r & 1:
+                _wake(self._data_addr)
+            return r >> 1  # type: ignore[no-any-return]
+        if r == k.WAIT:
+            return -1
+        if r == k.BAD_ARGUMENT:  # a multi-channel frame, or a wrong one: the slow path tells which
+            try:
+                return self._write_slow(frame, 0.0)
+            except RingTimeout:
+                return -1
+        raise RingClosed(f"ring {self.handle} is closed or its lease has ended")
+
     def _write_slow(self, frame: Any, timeout: float | None) -> int:
         if self._ctrl is None:
             raise RingClosed("ring is closed in this process")

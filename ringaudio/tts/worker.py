@@ -1,0 +1,284 @@
+"""The TTS worker process: text -> backend (native rate) -> resampler -> 20/40 ms frames -> session ring.
+
+One process serves several sessions from one loop: each job is a pipeline stepped a few frames at a
+time, and a job whose ring is at its high watermark simply waits its turn (``FrameRing.offer``
+returns -1) until the reader brings the ring to the low watermark. With nothing to write the loop
+sleeps in ``poll`` on its control pipe: no spinning. Control messages (jobs, cancel, stop) come from
+the pool over a pipe; events (started, first_frame, finished, failed, cancelled) go back on it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+
+from .. import logs
+from ..errors import RingAudioError, RingClosed
+from ..kernels import ring as ring_kernels
+from ..resample import Resampler, warm
+from ..ring import FrameRing, RingArena, RingHandle
+from .backends import Backend, BackendError, EspeakBackend, SyntheticBackend
+from .framer import Framer
+from .text import split_text
+
+log = logging.getLogger("ringaudio.worker")
+
+STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
+BLOCKED_POLL = 0.005  # s: how long a loop whose jobs all wait at the watermark sleeps between looks
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, picklable."""
+
+    backend: str
+    voice: str
+    speed: int
+    synthetic_rtf: float
+    synthetic_rate: int
+    output_sample_rate: int
+    frame_samples: int
+    resample_quality: str
+    clause_chars: int
+    log_level: str = "INFO"
+
+
+@dataclass(frozen=True)
+class Job:
+    session_id: str
+    utterance_id: int
+    text: str
+    ring: RingHandle
+    voice: str | None = None
+    request_id: str | None = None
+
+
+def make_backend(spec: WorkerSpec) -> Backend:
+    if spec.backend == "espeak":
+        return EspeakBackend(voice=spec.voice, speed=spec.speed)
+    if spec.backend == "synthetic":
+        return SyntheticBackend(native_rate=spec.synthetic_rate, rtf=spec.synthetic_rtf)
+    raise BackendError(f"unknown backend {spec.backend!r}")
+
+
+class ActiveJob:
+    """One utterance in flight: a generator of frames and the frame waiting for room in the ring."""
+
+    def __init__(self, job: Job, ring: FrameRing, backend: Backend, spec: WorkerSpec) -> None:
+        self.job = job
+        self.ring = ring
+        self.backend = backend
+        self.spec = spec
+        self.started = time.monotonic()
+        self.synthesis_s = 0.0
+        self.first_seq = -1
+        self.last_seq = -1
+        self.frames = 0
+        self._pending: np.ndarray | None = None
+        self._frames = self._produce()
+
+    def _produce(self) -> Generator[np.ndarray, None, None]:
+        resampler = Resampler(self.backend.native_rate, self.spec.output_sample_rate, self.spec.resample_quality)
+        framer = Framer(self.spec.frame_samples)
+        for piece in split_text(self.job.text, self.spec.clause_chars):
+            chunks = self.backend.synthesize(piece, self.job.voice)
+            try:
+                while True:
+                    t0 = time.monotonic()
+                    chunk = next(chunks, None)
+                    self.synthesis_s += time.monotonic() - t0
+                    if chunk is None:
+                        break
+                    yield from framer.push(resampler.process(chunk))
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # a cancel stops the engine now (espeak's process is killed)
+        yield from framer.push(resampler.flush())
+        yield from framer.flush()
+
+    def step(self) -> str:
+        """Write up to STEP_FRAMES frames: 'running', 'blocked' (at the watermark) or 'done'."""
+        for _ in range(STEP_FRAMES):
+            if self._pending is None:
+                self._pending = next(self._frames, None)
+                if self._pending is None:
+                    return "done"
+            seq = self.ring.offer(self._pending)
+            if seq < 0:
+                return "blocked"
+            self._pending = None  # the framer may reuse its buffer now
+            if self.first_seq < 0:
+                self.first_seq = seq
+            self.last_seq = seq
+            self.frames += 1
+        return "running"
+
+    def close(self) -> None:
+        self._frames.close()
+
+    def audio_seconds(self) -> float:
+        return self.frames * self.spec.frame_samples / self.spec.output_sample_rate
+
+
+class Worker:
+    def __init__(self, conn: Connection, spec: WorkerSpec) -> None:
+        self.conn = conn
+        self.spec = spec
+        self.backend = make_backend(spec)
+        self.arenas: dict[str, RingArena] = {}
+        self.jobs: dict[str, ActiveJob] = {}
+
+    def send(self, kind: str, **fields: Any) -> None:
+        self.conn.send((kind, fields))
+
+    def event(self, job: Job, type_: str, **fields: Any) -> None:
+        self.send(
+            "event",
+            type=type_,
+            session_id=job.session_id,
+            utterance_id=job.utterance_id,
+            request_id=job.request_id,
+            pid=os.getpid(),
+            **fields,
+        )
+
+    def warm(self) -> None:
+        """Compile/load every kernel before reporting ready: the first chunk pays no compilation."""
+        warm(((self.backend.native_rate, self.spec.output_sample_rate),), self.spec.resample_quality)
+        ring_kernels.warm(np.dtype("int16"))
+
+    def ring_for(self, handle: RingHandle) -> FrameRing:
+        arena = self.arenas.get(handle.name)
+        if arena is None:
+            arena = self.arenas[handle.name] = RingArena.attach(handle.name)
+        return arena.ring(handle.ring_index, handle.generation)
+
+    def start_job(self, job: Job) -> None:
+        if job.session_id in self.jobs:  # the pool serialises a session's utterances; be safe anyway
+            self.cancel(job.session_id, quiet=True)
+        try:
+            ring = self.ring_for(job.ring)
+        except RingAudioError as exc:
+            self.event(job, "failed", code="ring_unavailable", message=str(exc))
+            return
+        self.jobs[job.session_id] = ActiveJob(job, ring, self.backend, self.spec)
+        self.event(job, "started")
+
+    def cancel(self, session_id: str, quiet: bool = False) -> None:
+        active = self.jobs.pop(session_id, None)
+        if active is None:
+            return
+        active.close()
+        active.ring.close()
+        if not quiet:
+            self.event(active.job, "cancelled", last_sequence=active.last_seq, frames=active.frames)
+
+    def finish(self, active: ActiveJob) -> None:
+        self.jobs.pop(active.job.session_id, None)
+        active.ring.close()
+        audio = active.audio_seconds()
+        rtf = active.synthesis_s / audio if audio else 0.0
+        fields = {
+            "model_id": self.backend.model_id,
+            "rtf": round(rtf, 4),
+            "synthesis_duration_ms": round(active.synthesis_s * 1000, 2),
+            "frames": active.frames,
+            "duration_ms": round(audio * 1000, 1),
+        }
+        logs.event(
+            log,
+            logging.INFO,
+            "utterance synthesized",
+            active.job.session_id,
+            utterance_id=active.job.utterance_id,
+            **fields,
+        )
+        self.event(active.job, "finished", first_sequence=active.first_seq, last_sequence=active.last_seq, **fields)
+
+    def fail(self, active: ActiveJob, code: str, exc: BaseException) -> None:
+        self.jobs.pop(active.job.session_id, None)
+        active.close()
+        active.ring.close()
+        logs.event(log, logging.ERROR, "utterance failed", active.job.session_id, code=code, error=str(exc))
+        self.event(active.job, "failed", code=code, message=str(exc), last_sequence=active.last_seq)
+
+    def handle(self, message: tuple[str, Any]) -> bool:
+        kind, payload = message
+        if kind == "job":
+            self.start_job(payload)
+        elif kind == "cancel":
+            self.cancel(payload)
+        elif kind == "stop":
+            return False
+        return True
+
+    def run(self) -> None:
+        self.warm()
+        self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
+        blocked = False
+        while True:
+            timeout = None if not self.jobs else (BLOCKED_POLL if blocked else 0)
+            if self.conn.poll(timeout):
+                if not self.handle(self.conn.recv()):
+                    break
+                continue  # drain control messages first: a cancel must not wait for a step
+            blocked = True
+            for active in list(self.jobs.values()):
+                was_first = active.first_seq < 0
+                try:
+                    state = active.step()
+                except BackendError as exc:
+                    self.fail(active, "backend_error", exc)
+                    continue
+                except RingClosed as exc:
+                    self.fail(active, "ring_closed", exc)
+                    continue
+                except Exception as exc:  # an engine bug must not take the worker down
+                    log.exception("job failed", extra={"session_id": active.job.session_id})
+                    self.fail(active, "internal_error", exc)
+                    continue
+                if was_first and active.first_seq >= 0:
+                    self.event(
+                        active.job,
+                        "first_frame",
+                        sequence=active.first_seq,
+                        latency_ms=round((time.monotonic() - active.started) * 1000, 2),
+                    )
+                if state == "done":
+                    self.finish(active)
+                elif state == "running":
+                    blocked = False
+
+    def close(self) -> None:
+        for session_id in list(self.jobs):
+            self.cancel(session_id, quiet=True)
+        for arena in self.arenas.values():
+            arena.close()
+        self.backend.close()
+
+
+def worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Entry point of a worker process (started by :class:`~ringaudio.tts.pool.WorkerPool`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
+    logs.setup(spec.log_level)
+    try:
+        worker = Worker(conn, spec)
+    except RingAudioError as exc:
+        conn.send(("fatal", {"message": str(exc)}))
+        return
+    try:
+        worker.run()
+    except (EOFError, BrokenPipeError, KeyboardInterrupt):
+        pass  # the pool is gone: nobody to serve
+    finally:
+        worker.close()
+        conn.close()

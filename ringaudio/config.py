@@ -22,6 +22,15 @@ from .errors import ConfigError
 DEFAULTS: dict[str, Any] = {
     "log_level": "INFO",
     "transport": {"websocket": {"frame_queue_size": 50, "compress": False}},
+    "server": {
+        "prebuffer_ms": 200,  # burst sent at the start of a stream, then real time
+        "max_sessions": 256,  # rings in the arena: one per connection
+        "max_message_bytes": 65_536,  # larger client messages close the connection (1009)
+        "max_queued_utterances": 16,
+        "send_buffer_frames": 25,  # a client with more unsent than this is "not consuming"
+        "allowed_origins": [],  # empty: any Origin (and none); else the list
+        "tick_ms": 5,
+    },
     "audio": {
         "frame_duration_ms": 20,
         "output_sample_rate": 48_000,
@@ -66,12 +75,24 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class ServerSettings:
+    prebuffer_ms: int
+    max_sessions: int
+    max_message_bytes: int
+    max_queued_utterances: int
+    send_buffer_frames: int
+    allowed_origins: tuple[str, ...]
+    tick_ms: int
+
+
+@dataclass(frozen=True)
 class Config:
     frame_queue_size: int
     compress: bool
     frame_duration_ms: int
     output_sample_rate: int
     worker: WorkerSettings
+    server: ServerSettings
     log_level: str = "INFO"
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
@@ -174,6 +195,22 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
         high_watermark=_typed(w["high_watermark"], float, "worker.high_watermark"),
         low_watermark=_typed(w["low_watermark"], float, "worker.low_watermark"),
     )
+    srv = tree["server"]
+    origins = srv["allowed_origins"]
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError("server.allowed_origins must be a list of origins")
+    server = ServerSettings(
+        prebuffer_ms=_typed(srv["prebuffer_ms"], int, "server.prebuffer_ms"),
+        max_sessions=_typed(srv["max_sessions"], int, "server.max_sessions"),
+        max_message_bytes=_typed(srv["max_message_bytes"], int, "server.max_message_bytes"),
+        max_queued_utterances=_typed(srv["max_queued_utterances"], int, "server.max_queued_utterances"),
+        send_buffer_frames=_typed(srv["send_buffer_frames"], int, "server.send_buffer_frames"),
+        allowed_origins=tuple(origins),
+        tick_ms=_typed(srv["tick_ms"], int, "server.tick_ms"),
+    )
+    for name in ("max_sessions", "max_message_bytes", "max_queued_utterances", "send_buffer_frames", "tick_ms"):
+        if getattr(server, name) < 1:
+            raise ConfigError(f"server.{name} must be at least 1")
     level = _typed(tree["log_level"], str, "log_level").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise ConfigError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
@@ -183,6 +220,7 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
         frame_duration_ms=frame_ms,
         output_sample_rate=rate,
         worker=settings,
+        server=server,
         log_level=level,
         raw=tree,
     )

@@ -1,0 +1,76 @@
+"""``python -m ringaudio.server [--host 127.0.0.1] [--port 8080] [--config configs/] [--workers N] [--log-level]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .. import config as config_mod
+from .. import logs
+from ..errors import RingAudioError
+from .app import App
+
+
+def _loop_factory() -> type[asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+
+        return uvloop.Loop  # type: ignore[no-any-return]
+    except ImportError:  # pragma: no cover - uvloop is a dependency, but not on every platform
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ringaudio.server", description="ringaudio WebSocket server")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless you say otherwise)")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (logged at start)")
+    default_configs = Path("configs") if Path("configs").is_dir() else None
+    parser.add_argument("--config", type=Path, default=default_configs, help="folder with orchestrator.yaml, worker.yaml")
+    parser.add_argument("--workers", type=int, help="worker processes (overrides worker.workers)")
+    parser.add_argument("--backend", choices=["auto", "espeak", "synthetic"], help="overrides worker.backend")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (overrides LOG_LEVEL)")
+    args = parser.parse_args(argv)
+    environ = dict(os.environ)
+    if args.workers is not None:
+        environ["RINGAUDIO__WORKER__WORKERS"] = str(args.workers)
+    if args.backend is not None:
+        environ["RINGAUDIO__WORKER__BACKEND"] = args.backend
+    if args.log_level is not None:
+        environ["LOG_LEVEL"] = args.log_level
+    try:
+        cfg = config_mod.load(args.config, environ)
+    except RingAudioError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    logs.setup(cfg.log_level)
+    app = App(cfg, host=args.host, port=args.port)
+
+    async def serve() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app.request_stop)
+        await app.run()
+
+    try:
+        factory = _loop_factory()
+        if factory is not None:
+            with asyncio.Runner(loop_factory=factory) as runner:
+                runner.run(serve())
+        else:
+            asyncio.run(serve())
+    except RingAudioError as exc:
+        logging.getLogger("ringaudio.server").error("server failed: %s", exc)
+        return 1
+    except OSError as exc:
+        logging.getLogger("ringaudio.server").error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

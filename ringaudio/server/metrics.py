@@ -1,0 +1,57 @@
+"""Prometheus metrics under the names the operators' runbook queries; per-session series removed at the end."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+_MS = (1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 75, 100, 150, 200, 300, 500, 1000)
+_JITTER = (0.25, 0.5, 1, 2, 3, 5, 10, 20, 50)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.depth = Gauge("tts_frame_queue_depth", "Frames buffered in the session's ring", ["session_id"], registry=r)
+        self.full = Gauge(
+            "tts_frame_queue_full_count", "Times the session's ring reached its high watermark", ["session_id"], registry=r
+        )
+        self.drops = Counter("tts_frames_dropped_total", "Frames lost by the session (overruns)", ["session_id"], registry=r)
+        self.interval = Histogram("tts_frame_interval_ms", "Time between frames sent to a client", buckets=_MS, registry=r)
+        self.jitter = Histogram("tts_frame_jitter_ms", "Change of the inter-frame interval", buckets=_JITTER, registry=r)
+        self.end_to_end = Histogram(
+            "tts_end_to_end_latency_ms", "Frame sent to played out, from client acks", buckets=_MS, registry=r
+        )
+        self.first_audio = Histogram(
+            "tts_first_audio_latency_ms", "Synthesize request to first frame sent", buckets=_MS, registry=r
+        )
+        self.rtf = Histogram(
+            "tts_rtf", "Real-time factor of synthesis", ["model_id"], buckets=(0.01, 0.05, 0.1, 0.3, 0.5, 1, 2), registry=r
+        )
+        self.sessions = Gauge("tts_sessions", "Open sessions", registry=r)
+        self._known: set[str] = set()
+
+    def queue_depth(self, session_id: str, fill: int) -> None:
+        self._known.add(session_id)
+        self.depth.labels(session_id).set(fill)
+
+    def dropped(self, session_id: str, lost: int) -> None:
+        self._known.add(session_id)
+        self.drops.labels(session_id).inc(lost)
+
+    def forget(self, session_id: str) -> None:
+        """Remove a finished session's series."""
+        if session_id in self._known:
+            self._known.discard(session_id)
+            for metric in (self.depth, self.full, self.drops):
+                try:
+                    metric.remove(session_id)
+                except KeyError:
+                    pass
+
+    def exposition(self, gauges: dict[str, tuple[int, int]]) -> tuple[bytes, str]:
+        for sid, (fill, full) in gauges.items():
+            self._known.add(sid)
+            self.depth.labels(sid).set(fill)
+            self.full.labels(sid).set(full)
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -33,12 +33,17 @@ def live_children() -> list[psutil.Process]:
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
     before = ringaudio_segments()
+    kept = {c.pid for c in live_children()}  # e.g. a module-scoped server and its workers
+
+    def new_children() -> list[psutil.Process]:
+        return [c for c in live_children() if c.pid not in kept]
+
     yield
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and (ringaudio_segments() - before or live_children()):
+    while time.monotonic() < deadline and (ringaudio_segments() - before or new_children()):
         time.sleep(0.05)
     leaked = ringaudio_segments() - before
-    children = live_children()
+    children = new_children()
     for child in children:
         child.kill()
     for name in leaked:

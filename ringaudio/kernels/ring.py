@@ -218,6 +218,12 @@ def _advance(ctrl, reader, new_pos):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def advance(ctrl, reader, new_pos):  # type: ignore[no-untyped-def]
+    """Publish a gating reader's position without reading (a reader that skips frames)."""
+    return _advance(ctrl, reader, new_pos)
+
+
+@njit(cache=True, nogil=True)
 def _get(ctrl, slots, seq, out, gen):  # type: ignore[no-untyped-def]
     slot = seq % slots.shape[0]
     s1 = np.int64(load_acquire(ctrl, STAMP0 + slot * STAMP_STRIDE))
@@ -407,6 +413,7 @@ def warm(dtype: np.dtype) -> None:
     ld(ctrl, 0)
     store(ctrl, C_STATE, LEASED)
     bump(ctrl, C_SPACE_EVENT)
+    advance(ctrl, 0, 0)
     for kernel in _DISPATCHED:
         # From now on a call with other argument types raises TypeError instead of compiling a
         # new variant: the Python layer relies on that to skip its own checks on the hot path.

@@ -617,6 +617,15 @@ class FrameRing:
             pass  # no out (allocate), a multi-channel ring, or bad arguments: checked below
         return self._default.read_at(seq, out, timeout)
 
+    def skip_to(self, seq: int) -> None:
+        """Tell the writer the default reader is done with everything before ``seq`` (read or not).
+
+        A reader that discards frames (after a cancel, or jumping over a gap) calls this so the
+        watermark follows it; otherwise a ``block`` writer would wait for frames nobody will read.
+        """
+        if k.advance(self._live_ctrl(), 0, _check_seq(seq)):
+            self._wake_writer()
+
     def read_many(
         self, seq: int, out: np.ndarray | None = None, count: int | None = None, timeout: float | None = 0.0
     ) -> np.ndarray:

@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless you say otherwise)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (logged at start)")
     default_configs = Path("configs") if Path("configs").is_dir() else None
-    parser.add_argument("--config", type=Path, default=default_configs, help="folder with orchestrator.yaml, worker.yaml")
+    parser.add_argument(
+        "--config", type=Path, default=default_configs, help="folder with orchestrator.yaml, worker.yaml"
+    )
     parser.add_argument("--workers", type=int, help="worker processes (overrides worker.workers)")
     parser.add_argument("--backend", choices=["auto", "espeak", "synthetic"], help="overrides worker.backend")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (overrides LOG_LEVEL)")

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from . import protocol as P
 from .metrics import Metrics
 
 log = logging.getLogger("ringaudio.server")
+SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
 
 
 @dataclass
@@ -60,6 +62,7 @@ class Session:
     frame: bytearray
     pcm: np.ndarray
     cursor: int = 0  # next sequence to send
+    last_sent: int | None = None  # sequence of the last frame that went out
     paused: bool = False
     cancelling: bool = False
     slow: bool = False
@@ -124,6 +127,7 @@ class App:
                 max_size=cfg.server.max_message_bytes,
                 origins=origins,
                 ping_interval=None,  # a deliberately slow but healthy client is not closed for it
+                close_timeout=2,  # shutdown is bounded even with clients that never close their side
                 server_header=f"ringaudio/{__version__}",
                 logger=logging.getLogger("ringaudio.websockets"),
             ) as server:
@@ -210,6 +214,12 @@ class App:
             await ws.send(P.event("error", code="too_many_sessions", message="the server is at max_sessions"))
             await ws.close(1013, "too many sessions")
             return
+        sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
+        if sock is not None:
+            # a small kernel send buffer (~330 ms of 48 kHz audio) makes a client that stops
+            # draining visible to the scheduler quickly, instead of megabytes later
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         sid = secrets.token_hex(8)
         frame = bytearray(self.frame_bytes)
         s = Session(
@@ -385,11 +395,13 @@ class App:
         elif kind == "cancelled":
             last = ev.get("last_sequence")
             if s.ring is not None:
-                # discard every frame not sent yet: the cursor jumps past what the worker wrote
+                # discard every frame not sent yet: the cursor jumps past what the worker wrote,
+                # and the ring is told, so the next utterance's writer is not held by them
                 s.cursor = max(s.cursor, s.ring.write_seq if last is None else last + 1)
+                s.ring.skip_to(s.cursor)
             s.utterances.clear()
             s.cancelling = False
-            self._send_text(s, P.event("cancelled", last_sequence=s.cursor - 1 if s.cursor else None))
+            self._send_text(s, P.event("cancelled", last_sequence=s.last_sent))
 
     def _end_due(self, s: Session) -> None:
         """Send utterance.end for utterances whose last frame has been sent."""
@@ -460,6 +472,7 @@ class App:
             self._gap(s, gap)
             return True
         s.cursor = seq + 1
+        s.last_sent = seq
         uid, flags = self._label(s, seq, now)
         P.pack_into(s.frame, seq, int(time.time() * 1e6), uid, flags)
         broadcast([s.ws], s.frame)
@@ -494,6 +507,8 @@ class App:
     def _gap(self, s: Session, gap: FrameOverrun) -> None:
         if s.reader is None:
             s.cursor = gap.oldest
+            if s.ring is not None:
+                s.ring.skip_to(gap.oldest)
         logs.event(
             log, logging.WARNING, "Frame sequence gap detected", s.id, expected=gap.expected, received=gap.oldest
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -14,11 +16,20 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.depth = Gauge("tts_frame_queue_depth", "Frames buffered in the session's ring", ["session_id"], registry=r)
         self.full = Gauge(
-            "tts_frame_queue_full_count", "Times the session's ring reached its high watermark", ["session_id"], registry=r
+            "tts_frame_queue_full_count",
+            "Times the session's ring reached its high watermark",
+            ["session_id"],
+            registry=r,
         )
-        self.drops = Counter("tts_frames_dropped_total", "Frames lost by the session (overruns)", ["session_id"], registry=r)
-        self.interval = Histogram("tts_frame_interval_ms", "Time between frames sent to a client", buckets=_MS, registry=r)
-        self.jitter = Histogram("tts_frame_jitter_ms", "Change of the inter-frame interval", buckets=_JITTER, registry=r)
+        self.drops = Counter(
+            "tts_frames_dropped_total", "Frames lost by the session (overruns)", ["session_id"], registry=r
+        )
+        self.interval = Histogram(
+            "tts_frame_interval_ms", "Time between frames sent to a client", buckets=_MS, registry=r
+        )
+        self.jitter = Histogram(
+            "tts_frame_jitter_ms", "Change of the inter-frame interval", buckets=_JITTER, registry=r
+        )
         self.end_to_end = Histogram(
             "tts_end_to_end_latency_ms", "Frame sent to played out, from client acks", buckets=_MS, registry=r
         )
@@ -26,7 +37,11 @@ class Metrics:
             "tts_first_audio_latency_ms", "Synthesize request to first frame sent", buckets=_MS, registry=r
         )
         self.rtf = Histogram(
-            "tts_rtf", "Real-time factor of synthesis", ["model_id"], buckets=(0.01, 0.05, 0.1, 0.3, 0.5, 1, 2), registry=r
+            "tts_rtf",
+            "Real-time factor of synthesis",
+            ["model_id"],
+            buckets=(0.01, 0.05, 0.1, 0.3, 0.5, 1, 2),
+            registry=r,
         )
         self.sessions = Gauge("tts_sessions", "Open sessions", registry=r)
         self._known: set[str] = set()
@@ -44,10 +59,8 @@ class Metrics:
         if session_id in self._known:
             self._known.discard(session_id)
             for metric in (self.depth, self.full, self.drops):
-                try:
+                with contextlib.suppress(KeyError):
                     metric.remove(session_id)
-                except KeyError:
-                    pass
 
     def exposition(self, gauges: dict[str, tuple[int, int]]) -> tuple[bytes, str]:
         for sid, (fill, full) in gauges.items():

@@ -1,0 +1,170 @@
+"""The Python client: a library (async) and ``python -m ringaudio.client "Hello there" --out hello.wav``.
+
+It speaks the wire contract of ``docs/protocol.md``: sends ``synthesize``, receives binary frames
+(24-byte header + PCM), checks sequence continuity, writes a WAV, and reports frames, gaps, lost,
+first-audio latency and inter-frame jitter. ``--slow-ms 25`` makes it a deliberately slow consumer
+(the runbook's slow-client test); ``--pause-after-ms/--pause-ms`` exercise flow control.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import connect
+
+from .server import protocol as P
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    gaps: int = 0
+    lost: int = 0  # sequence numbers never received
+    reported_lost: int = 0  # what the server's overrun events said
+    first_audio_ms: float | None = None
+    intervals_ms: list[float] = field(default_factory=list)
+    sequences: list[int] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    session: dict[str, Any] = field(default_factory=dict)
+
+    def jitter_ms(self, q: float) -> float:
+        if len(self.intervals_ms) < 3:
+            return 0.0
+        return float(np.quantile(np.abs(np.diff(self.intervals_ms)), q))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "gaps": self.gaps,
+            "lost": self.lost,
+            "reported_lost": self.reported_lost,
+            "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 2),
+            "jitter_p50_ms": round(self.jitter_ms(0.5), 3),
+            "jitter_p99_ms": round(self.jitter_ms(0.99), 3),
+        }
+
+
+async def speak(
+    url: str,
+    texts: list[str],
+    *,
+    out: Path | None = None,
+    slow_ms: float = 0.0,
+    pause_after_ms: float | None = None,
+    pause_ms: float = 0.0,
+    token: str | None = None,
+    timeout: float = 60.0,
+) -> Stats:
+    """Synthesize ``texts`` back to back and receive every frame until the last ``utterance.end``."""
+    stats = Stats()
+    pcm: list[bytes] = []
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with connect(url, additional_headers=headers, max_size=2**20, compression=None) as ws:
+        stats.session = json.loads(await ws.recv())
+        sent_at = time.monotonic()
+        for text in texts:
+            await ws.send(json.dumps({"type": "synthesize", "text": text}))
+        remaining = len(texts)
+        expected = None
+        last = None
+        paused = False
+        deadline = time.monotonic() + timeout
+        while remaining:
+            message = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+            now = time.monotonic()
+            if isinstance(message, str):
+                ev = json.loads(message)
+                stats.events.append(ev)
+                if ev["type"] == "utterance.end":
+                    remaining -= 1
+                elif ev["type"] == "overrun":
+                    stats.reported_lost += ev["lost"]
+                elif ev["type"] == "error" and ev.get("utterance_id") is not None:
+                    remaining -= 1
+                continue
+            header = P.decode_header(message)
+            stats.frames += 1
+            stats.sequences.append(header.sequence)
+            if stats.first_audio_ms is None:
+                stats.first_audio_ms = (now - sent_at) * 1000
+            if expected is not None and header.sequence != expected:
+                stats.gaps += 1
+                stats.lost += header.sequence - expected
+            expected = header.sequence + 1
+            if last is not None:
+                stats.intervals_ms.append((now - last) * 1000)
+            last = now
+            pcm.append(message[P.HEADER_SIZE :])
+            if pause_after_ms is not None and not paused and (now - sent_at) * 1000 >= pause_after_ms:
+                paused = True
+                await ws.send(json.dumps({"type": "control", "action": "pause"}))
+                await asyncio.sleep(pause_ms / 1000)
+                await ws.send(json.dumps({"type": "control", "action": "resume"}))
+            if slow_ms:
+                await asyncio.sleep(slow_ms / 1000)
+    if out is not None:
+        with wave.open(str(out), "wb") as w:
+            w.setnchannels(stats.session.get("channels", 1))
+            w.setsampwidth(2)
+            w.setframerate(stats.session.get("sample_rate", 48_000))
+            w.writeframes(b"".join(pcm))
+    return stats
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m ringaudio.client", description="speak text through a ringaudio server"
+    )
+    parser.add_argument("text", nargs="+", help="one or more utterances, spoken back to back")
+    parser.add_argument("--url", default="ws://127.0.0.1:8080/ws")
+    parser.add_argument("--out", type=Path, help="write the audio to this WAV file")
+    parser.add_argument("--slow-ms", type=float, default=0.0, help="extra time spent per frame (a slow client)")
+    parser.add_argument("--pause-after-ms", type=float, help="send pause this long after the request ...")
+    parser.add_argument("--pause-ms", type=float, default=1000.0, help="... and resume this much later")
+    parser.add_argument("--token", help="shared token (or RINGAUDIO_TOKEN)")
+    parser.add_argument("--stats", action="store_true", help="print the statistics as JSON")
+    args = parser.parse_args(argv)
+    import os
+
+    try:
+        stats = asyncio.run(
+            speak(
+                args.url,
+                args.text,
+                out=args.out,
+                slow_ms=args.slow_ms,
+                pause_after_ms=args.pause_after_ms,
+                pause_ms=args.pause_ms,
+                token=args.token or os.environ.get("RINGAUDIO_TOKEN"),
+            )
+        )
+    except (OSError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a refused handshake, a closed connection: say it plainly
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    summary = stats.summary()
+    if args.stats:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"{summary['frames']} frames, {summary['gaps']} gaps, {summary['lost']} lost, "
+            f"first audio {summary['first_audio_ms']} ms, jitter p50 {summary['jitter_p50_ms']} ms "
+            f"p99 {summary['jitter_p99_ms']} ms" + (f", wrote {args.out}" if args.out else "")
+        )
+    errors = [e for e in stats.events if e["type"] == "error"]
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

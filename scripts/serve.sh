@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Run ringaudio on a fresh machine: installs what it needs, then starts it.
-# Until the WebSocket server lands this runs the ring demo (a writer process and a reader, live stats).
+# Run the ringaudio server on a fresh machine: installs what it needs (and espeak-ng where it can),
+# then serves ws://127.0.0.1:8080/ws, /healthz and /metrics. Arguments go to the server
+# (e.g. --port 9000, --workers 2, --host 0.0.0.0 to leave loopback on purpose).
 set -euo pipefail
-. "$(dirname "$0")/env.sh"
-exec python -m ringaudio.ring "$@"
+. "$(dirname "$0")/env.sh" ""  # no extras (and not this script's arguments)
+exec python -m ringaudio.server --config configs "$@"

@@ -368,6 +368,14 @@ class App:
         kind = ev["type"]
         u = self._find(s, ev.get("utterance_id"))
         if kind == "started" and u is not None:
+            logs.event(
+                log,
+                logging.INFO,
+                "utterance started",
+                s.id,
+                utterance_id=u.utterance_id,
+                queue_wait_ms=round((time.monotonic() - u.submitted) * 1000, 2),
+            )
             self._send_text(s, P.event("utterance.start", utterance_id=u.utterance_id, request_id=u.request_id))
         elif kind == "first_frame" and u is not None:
             u.first_seq = ev["sequence"]

@@ -47,6 +47,11 @@ def test_write_then_read_by_sequence() -> None:
         assert isinstance(info.value, LookupError)
 
 
+def test_segments_are_private_to_their_user() -> None:
+    with FrameRing.create(capacity=4) as ring:
+        assert os.stat(f"/dev/shm/{ring.name}").st_mode & 0o777 == 0o600
+
+
 def test_default_reader_position_drives_fill() -> None:
     with FrameRing.create(capacity=10) as ring:
         for seq in range(6):

@@ -228,6 +228,10 @@ def test_metrics_carry_the_runbook_names_and_drop_ended_sessions(server: ServerP
         assert f"# TYPE {name}" in during, name
     assert f'tts_frame_queue_depth{{session_id="{sid}"}}' in during
     assert "tts_end_to_end_latency_ms_count 1.0" in during
+    started = server.logged("utterance started")
+    assert started and isinstance(started[-1]["queue_wait_ms"], float)  # the runbook's queueing figure
+    finished = server.logged("utterance finished")
+    assert finished and {"rtf", "model_id", "synthesis_duration_ms"} <= set(finished[-1])
     time.sleep(0.3)
     after = urllib.request.urlopen(server.http + "/metrics", timeout=5).read().decode()
     assert sid not in after  # per-session series are removed when the session ends

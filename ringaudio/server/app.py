@@ -96,6 +96,7 @@ class App:
         self.frame_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.send_limit = config.server.send_buffer_frames * self.frame_bytes
         self.signals = 0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- life cycle ---------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
@@ -438,6 +439,12 @@ class App:
                     self._pump(s, now)
                 except RingClosed:
                     continue
+                except Exception:  # one broken session must not stop the scheduler of all the others
+                    log.exception("session failed", extra={"session_id": s.id})
+                    self._error(s, "internal_error", "the server could not send this stream")
+                    task = asyncio.create_task(self._close(s, 1011, "internal error"))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
             await asyncio.sleep(max(0.0, tick - (time.monotonic() - now)))
 
     def _pump(self, s: Session, now: float) -> None:

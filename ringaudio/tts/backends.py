@@ -136,6 +136,7 @@ class SyntheticBackend(Backend):
         self.rtf = float(rtf)
         self.chars_per_second = float(chars_per_second)
         self.model_id = f"synthetic-{self.native_rate}-rtf{self.rtf:g}"
+        self._cache: dict[str, np.ndarray] = {}  # text -> audio: the same text costs only its pacing
 
     def segments(self, text: str) -> list[tuple[str, float]]:
         """(kind, seconds) for each character: a vowel, 'voiced', 'noise', 'gap' or 'pause'."""
@@ -159,14 +160,28 @@ class SyntheticBackend(Backend):
         return sum(round(s * self.native_rate) for _, s in self.segments(text)) / self.native_rate
 
     def synthesize(self, text: str, voice: str | None = None) -> Iterator[np.ndarray]:
+        chunk = self.native_rate // 100  # 10 ms: a slow model still hands over often (cancel stays prompt)
+        audio = self._cache.get(text)
+        if audio is None:
+            audio = np.concatenate([np.zeros(0, np.float32), *self._generate(text)])
+            if len(self._cache) >= 16:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[text] = audio
+        started = time.monotonic()
+        for at in range(0, len(audio), chunk):
+            # play a model of this speed: audio of d seconds costs rtf * d seconds to make
+            lag = self.rtf * (at + chunk) / self.native_rate - (time.monotonic() - started)
+            if lag > 0:
+                time.sleep(lag)
+            yield audio[at : at + chunk]
+
+    def _generate(self, text: str) -> Iterator[np.ndarray]:
         rate = self.native_rate
         rng = np.random.default_rng(zlib.crc32(text.encode("utf-8")))
         segs = self.segments(text)
         total = sum(round(s * rate) for _, s in segs)
-        started = time.monotonic()
         phase = 0.0
         produced = 0
-        chunk = rate // 20  # 50 ms
         pitch_base = 110.0 + 40.0 * rng.random()
         for kind, seconds in segs:
             n = round(seconds * rate)
@@ -195,14 +210,8 @@ class SyntheticBackend(Backend):
                 fade = np.linspace(0.0, 1.0, ramp, dtype=np.float32)
                 audio[:ramp] *= fade
                 audio[-ramp:] *= fade[::-1]
-            for at in range(0, n, chunk):
-                piece = audio[at : at + chunk]
-                produced += len(piece)
-                # play a model of this speed: audio of d seconds costs rtf * d seconds to make
-                lag = self.rtf * produced / rate - (time.monotonic() - started)
-                if lag > 0:
-                    time.sleep(lag)
-                yield piece
+            produced += n
+            yield audio
 
 
 BACKENDS: dict[str, type[Backend]] = {"espeak": EspeakBackend, "synthetic": SyntheticBackend}

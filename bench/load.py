@@ -1,0 +1,247 @@
+"""Load benchmark: ``python -m bench.load --sessions 100,400 --seconds 10 [--scenario independent|fanout]``.
+
+For each N it starts the real server as a separate process (synthetic backend at its fastest: RTF 0,
+the same text for every session, so synthesis is a cached copy and the server path is what is
+measured), opens N sessions from separate client processes on loopback for a bounded time, and
+reports: delivered frames %, gaps, lost, p50/p99/max inter-frame jitter, first-audio latency
+p50/p95/p99, server and worker CPU (psutil) and RSS. The same clients then run against a bare
+websockets + uvloop server sending canned frames on the same schedule (``bench/bare_server.py``),
+so the engine's overhead is a ratio. Results go to ``bench/results/load-<date>.json``.
+
+``fanout``: one session speaks; N-1 connections ``listen`` to it (non-gating readers of one ring).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+import psutil
+
+from .common import HERE, machine
+
+TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away. "
+
+
+# -- the load generator (client processes) --------------------------------------------------------
+
+
+async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dict[str, Any]]) -> None:
+    from websockets.asyncio.client import connect
+
+    from ringaudio.server import protocol as P
+
+    stats: dict[str, Any] = {"frames": 0, "gaps": 0, "lost": 0, "first_ms": None, "intervals": []}
+    try:
+        async with connect(url, compression=None, max_size=2**20, open_timeout=60) as ws:
+            session = json.loads(await ws.recv())
+            if role.get("speak"):
+                await ws.send(json.dumps({"type": "synthesize", "text": TEXT * int(seconds / 4 + 3)}))
+                role["session"] = session
+            elif role.get("listen"):
+                owner = role["listen"]
+                while "session" not in owner:
+                    await asyncio.sleep(0.01)
+                s = owner["session"]
+                await ws.send(json.dumps({"type": "listen", "session_id": s["session_id"], "key": s["listen_key"]}))
+            t0 = time.monotonic()
+            end = t0 + seconds
+            last = None
+            expected = None
+            intervals = stats["intervals"]
+            while (left := end - time.monotonic()) > 0:
+                try:
+                    msg = await asyncio.wait_for(ws.recv(), left)
+                except TimeoutError:
+                    break
+                if isinstance(msg, str):
+                    continue
+                now = time.monotonic()
+                seq = P.HEADER.unpack_from(msg)[4]
+                if stats["first_ms"] is None:
+                    stats["first_ms"] = (now - t0) * 1000
+                if expected is not None and seq != expected:
+                    stats["gaps"] += 1
+                    stats["lost"] += max(0, seq - expected)
+                expected = seq + 1
+                if last is not None and stats["frames"] > 10:  # after the 200 ms burst: real-time pacing
+                    intervals.append((now - last) * 1000)
+                last = now
+                stats["frames"] += 1
+    except Exception as exc:  # a refused or dropped connection is a result, not a crash
+        stats["error"] = f"{type(exc).__name__}: {exc}"
+    out.append(stats)
+
+
+def _client_process(url: str, count: int, seconds: float, scenario: str, first: bool, queue: Any) -> None:
+    import uvloop
+
+    async def run() -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        owner: dict[str, Any] = {"speak": True}
+        tasks = []
+        for i in range(count):
+            role = (owner if first and i == 0 else {"listen": owner}) if scenario == "fanout" else {"speak": True}
+            tasks.append(asyncio.create_task(_session(url, seconds, role, out)))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)  # do not stampede the accept queue
+        await asyncio.gather(*tasks)
+        return out
+
+    queue.put(uvloop.run(run()))
+
+
+# -- servers ------------------------------------------------------------------------------------------
+
+
+class Server:
+    def __init__(self, kind: str, sessions: int, scenario: str) -> None:
+        env = {**os.environ, "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0", "LOG_LEVEL": "WARNING"}
+        env["RINGAUDIO__SERVER__MAX_SESSIONS"] = str(sessions + 16)
+        if kind == "ringaudio":
+            cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", "synthetic", "--workers", "1"]
+            env["LOG_LEVEL"] = "INFO"
+        else:
+            cmd = [sys.executable, "-m", "bench.bare_server", "--port", "0"]
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE.parent)
+        self.port = 0
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc.stderr is not None
+            for line in self.proc.stderr:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if entry.get("message") == "server listening":
+                    self.port = entry["port"]
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(120):
+            self.proc.kill()
+            raise RuntimeError(f"{kind} server did not start")
+        self.ps = psutil.Process(self.proc.pid)
+
+    def cpu(self) -> tuple[float, float]:
+        """CPU seconds of the server process and of its workers so far."""
+        own = sum(self.ps.cpu_times()[:2])
+        workers = 0.0
+        for child in self.ps.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                workers += sum(child.cpu_times()[:2])
+        return own, workers
+
+    def rss(self) -> tuple[int, int]:
+        workers = 0
+        for child in self.ps.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                workers += child.memory_info().rss
+        return self.ps.memory_info().rss, workers
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def run_one(kind: str, sessions: int, seconds: float, scenario: str, clients: int) -> dict[str, Any]:
+    server = Server(kind, sessions, scenario)
+    try:
+        url = f"ws://127.0.0.1:{server.port}/ws"
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()
+        per = [sessions // clients + (1 if i < sessions % clients else 0) for i in range(clients)]
+        procs = [
+            ctx.Process(target=_client_process, args=(url, n, seconds, scenario, i == 0, queue), daemon=True)
+            for i, n in enumerate(per)
+            if n
+        ]
+        for p in procs:
+            p.start()
+        time.sleep(min(2.0, seconds / 4))  # connections open; measure the steady part
+        cpu0, t0 = server.cpu(), time.monotonic()
+        step = max(1.0, seconds / 10)
+        while time.monotonic() - t0 < seconds * 0.6:
+            done = (time.monotonic() - t0) / (seconds * 0.6)
+            print(f"\r  {kind:9s} N={sessions:<5d} [{'#' * int(done * 30):<30s}]", end="", file=sys.stderr, flush=True)
+            time.sleep(step)
+        cpu1, t1 = server.cpu(), time.monotonic()
+        rss = server.rss()
+        results: list[dict[str, Any]] = []
+        for _ in procs:
+            results.extend(queue.get(timeout=seconds + 120))
+        for p in procs:
+            p.join(30)
+        print(file=sys.stderr)
+    finally:
+        server.stop()
+    frames = sum(r["frames"] for r in results)
+    intervals = np.concatenate([np.asarray(r["intervals"], np.float64) for r in results if r["intervals"]] or [[0.0]])
+    jitter = np.abs(intervals - 20.0)
+    firsts = np.asarray([r["first_ms"] for r in results if r["first_ms"] is not None] or [np.nan])
+    expected = sessions * (seconds * 50)
+    wall = t1 - t0
+    return {
+        "server": kind,
+        "scenario": scenario,
+        "sessions": sessions,
+        "errors": sum(1 for r in results if "error" in r),
+        "delivered_pct": round(100 * frames / expected, 2),
+        "gaps": sum(r["gaps"] for r in results),
+        "lost": sum(r["lost"] for r in results),
+        "jitter_p50_ms": round(float(np.percentile(jitter, 50)), 3),
+        "jitter_p99_ms": round(float(np.percentile(jitter, 99)), 3),
+        "jitter_max_ms": round(float(jitter.max()), 3),
+        "first_audio_p50_ms": round(float(np.nanpercentile(firsts, 50)), 2),
+        "first_audio_p95_ms": round(float(np.nanpercentile(firsts, 95)), 2),
+        "first_audio_p99_ms": round(float(np.nanpercentile(firsts, 99)), 2),
+        "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
+        "worker_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
+        "server_rss_mb": round(rss[0] / 2**20, 1),
+        "worker_rss_mb": round(rss[1] / 2**20, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", default="100,400", help="comma-separated N")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--scenario", choices=["independent", "fanout"], default="independent")
+    parser.add_argument("--clients", type=int, default=1, help="client processes generating the load")
+    parser.add_argument("--no-bare", action="store_true", help="skip the bare websockets baseline")
+    args = parser.parse_args(argv)
+    rows = []
+    for n in [int(x) for x in args.sessions.split(",")]:
+        for kind in ("ringaudio",) if args.no_bare else ("ringaudio", "bare"):
+            rows.append(run_one(kind, n, args.seconds, args.scenario, args.clients))
+            print(json.dumps(rows[-1]), flush=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    out = HERE / "results" / f"load-{args.scenario}-{stamp}.json"
+    out.write_text(json.dumps({"machine": machine(), "date": stamp, "seconds": args.seconds, "rows": rows}, indent=1))
+    cols = ["server", "sessions", "delivered_pct", "lost", "jitter_p50_ms", "jitter_p99_ms", "first_audio_p95_ms"]
+    cols += ["server_cpu_pct", "worker_cpu_pct", "server_rss_mb"]
+    print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+    print(f"\n{machine()}; {args.seconds:g} s per run; JSON: {out.relative_to(HERE.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

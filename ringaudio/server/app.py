@@ -466,9 +466,7 @@ class App:
                 break
             sent += 1
         if sent:
-            s.pacer.spend(sent)
-            if s.ring is not None:
-                self.metrics.queue_depth(s.id, s.ring.fill)
+            s.pacer.spend(sent)  # (queue depth is read from the rings when Prometheus scrapes)
             self._end_due(s)
 
     def _send_one(self, s: Session, now: float) -> bool:

@@ -160,7 +160,9 @@ class SyntheticBackend(Backend):
         return sum(round(s * self.native_rate) for _, s in self.segments(text)) / self.native_rate
 
     def synthesize(self, text: str, voice: str | None = None) -> Iterator[np.ndarray]:
-        chunk = self.native_rate // 100  # 10 ms: a slow model still hands over often (cancel stays prompt)
+        # 10 ms chunks when pacing a model's speed (a cancel never waits behind a long sleep);
+        # 100 ms at full speed, where there is no sleep and fewer, larger chunks cost less
+        chunk = self.native_rate // (100 if self.rtf > 0 else 10)
         audio = self._cache.get(text)
         if audio is None:
             audio = np.concatenate([np.zeros(0, np.float32), *self._generate(text)])

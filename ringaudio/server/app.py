@@ -97,6 +97,7 @@ class App:
         self.send_limit = config.server.send_buffer_frames * self.frame_bytes
         self.signals = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
 
     # -- life cycle ---------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
@@ -330,6 +331,7 @@ class App:
             self._error(s, "unavailable", str(exc), request_id=cmd.request_id)
             return
         s.utterances.append(Utterance(uid, cmd.request_id, time.monotonic()))
+        self._wake.set()
         self._send_text(s, P.event("queued", utterance_id=uid, request_id=cmd.request_id))
 
     def _cancel(self, s: Session) -> None:
@@ -352,6 +354,7 @@ class App:
         s.reader = owner.ring.reader(gating=False, start=owner.cursor)
         s.pacer = P.Pacer(self.period, self.prebuffer, time.monotonic())
         owner.listeners.add(s)
+        self._wake.set()
         self._send_text(s, P.event("listening", session_id=owner.id, sequence=owner.cursor))
 
     # -- worker events (from the pool's thread) ------------------------------------------------------
@@ -363,6 +366,7 @@ class App:
         return next((u for u in s.utterances if u.utterance_id == uid), None)
 
     def _on_worker_event(self, ev: dict[str, Any]) -> None:
+        self._wake.set()
         s = self.sessions.get(ev.get("session_id", ""))
         if s is None:
             return
@@ -430,9 +434,18 @@ class App:
             )
 
     # -- the scheduler --------------------------------------------------------------------------------
+    def _busy(self) -> bool:
+        """Is any session speaking or listening? (Otherwise the scheduler sleeps until one is.)"""
+        return any(s.utterances or s.listening_to is not None or s.cancelling for s in self.sessions.values())
+
     async def _ticker(self) -> None:
         tick = self.config.server.tick_ms / 1000
         while True:
+            if not self._busy():
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 1.0)  # idle: no 5 ms wake-ups
+                continue
             now = time.monotonic()
             for s in list(self.sessions.values()):
                 try:
@@ -476,6 +489,8 @@ class App:
                 seq = s.reader.position
                 s.reader.read(s.pcm)
             elif s.ring is not None:
+                if seq >= s.ring.write_seq:
+                    return False  # nothing new: cheaper than a FrameNotReady per idle session and tick
                 s.ring.read(seq, s.pcm)
             else:
                 return False

@@ -142,8 +142,9 @@ class App:
                 await self.stopping.wait()
                 logs.event(log, logging.INFO, "server stopping", None, sessions=len(self.sessions))
                 server.close(close_connections=False)
-                for s in list(self.sessions.values()):
-                    await self._close(s, 1001, "server shutting down")
+                await asyncio.gather(
+                    *(self._close(s, 1001, "server shutting down") for s in list(self.sessions.values()))
+                )
                 ticker.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker

@@ -21,7 +21,7 @@ from ringaudio.client import speak
 from ringaudio.server import protocol as P
 
 from ..conftest import ringaudio_segments
-from .conftest import ServerProcess, start
+from .conftest import ServerProcess, start, wait_until
 
 LONG = "This sentence is long enough to keep a worker busy for a few seconds of audio, at least. " * 2
 
@@ -353,5 +353,16 @@ def test_sigterm_ends_sessions_and_leaves_nothing_behind() -> None:
     assert srv.proc.returncode == 0
     import psutil
 
-    assert not [pid for pid in workers if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+    def survivors() -> list[int]:
+        alive = []
+        for pid in workers:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    alive.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    # workers are joined before the server exits; multiprocessing's resource tracker follows it within moments
+    wait_until(lambda: not survivors(), timeout=3)
     assert ringaudio_segments() == before

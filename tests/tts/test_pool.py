@@ -152,7 +152,7 @@ def test_cancel_stops_within_a_frame_period_and_leaves_no_stale_frames(arena: Ri
         t0 = time.monotonic()
         pool.cancel("s1")
         t1, ev = events.wait(lambda e: e["type"] == "cancelled")
-        assert t1 - t0 < 0.1  # measured at the pool: the worker stopped and answered
+        assert t1 - t0 < 0.2  # measured at the pool (pipe, worker, pipe, thread): stopped and answered
         written = ring.write_seq
         assert ev["last_sequence"] == written - 1  # the worker's account is exact
         time.sleep(0.2)

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,17 +38,18 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away. "
 # -- the load generator (client processes) --------------------------------------------------------
 
 
-async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dict[str, Any]]) -> None:
+async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dict[str, Any]], text: str) -> None:
     from websockets.asyncio.client import connect
 
     from ringaudio.server import protocol as P
 
     stats: dict[str, Any] = {"frames": 0, "gaps": 0, "lost": 0, "first_ms": None, "intervals": []}
+    stats["slow"] = bool(role.get("slow"))
     try:
         async with connect(url, compression=None, max_size=2**20, open_timeout=60) as ws:
             session = json.loads(await ws.recv())
             if role.get("speak"):
-                await ws.send(json.dumps({"type": "synthesize", "text": TEXT * int(seconds / 4 + 3)}))
+                await ws.send(json.dumps({"type": "synthesize", "text": text}))
                 role["session"] = session
             elif role.get("listen"):
                 owner = role["listen"]
@@ -56,7 +58,8 @@ async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dic
                 s = owner["session"]
                 await ws.send(json.dumps({"type": "listen", "session_id": s["session_id"], "key": s["listen_key"]}))
             t0 = time.monotonic()
-            end = t0 + seconds
+            # a fanned-out stream's owner stays a little longer than its listeners, who joined after it
+            end = t0 + seconds + (3.0 if role.get("owner") else 0.0)
             last = None
             expected = None
             intervals = stats["intervals"]
@@ -79,21 +82,26 @@ async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dic
                     intervals.append((now - last) * 1000)
                 last = now
                 stats["frames"] += 1
+                if stats["slow"]:
+                    await asyncio.sleep(0.025)  # the runbook's slow client: 25 ms per 20 ms frame
     except Exception as exc:  # a refused or dropped connection is a result, not a crash
         stats["error"] = f"{type(exc).__name__}: {exc}"
     out.append(stats)
 
 
-def _client_process(url: str, count: int, seconds: float, scenario: str, first: bool, queue: Any) -> None:
+def _client_process(url: str, count: int, seconds: float, scenario: str, first: bool, queue: Any, text: str) -> None:
     import uvloop
 
     async def run() -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
-        owner: dict[str, Any] = {"speak": True}
+        owner: dict[str, Any] = {"speak": True, "owner": scenario == "fanout"}
         tasks = []
         for i in range(count):
-            role = (owner if first and i == 0 else {"listen": owner}) if scenario == "fanout" else {"speak": True}
-            tasks.append(asyncio.create_task(_session(url, seconds, role, out)))
+            if scenario == "fanout":  # the first session of the first process speaks, the others listen
+                role = owner if first and i == 0 else {"listen": owner}
+            else:  # in "slow", that first session is the runbook's slow client
+                role = {"speak": True, "slow": scenario == "slow" and first and i == 0}
+            tasks.append(asyncio.create_task(_session(url, seconds, role, out, text)))
             if i % 50 == 49:
                 await asyncio.sleep(0.05)  # do not stampede the accept queue
         await asyncio.gather(*tasks)
@@ -106,11 +114,11 @@ def _client_process(url: str, count: int, seconds: float, scenario: str, first: 
 
 
 class Server:
-    def __init__(self, kind: str, sessions: int, scenario: str) -> None:
+    def __init__(self, kind: str, sessions: int, scenario: str, backend: str = "synthetic") -> None:
         env = {**os.environ, "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0", "LOG_LEVEL": "WARNING"}
         env["RINGAUDIO__SERVER__MAX_SESSIONS"] = str(sessions + 16)
         if kind == "ringaudio":
-            cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", "synthetic", "--workers", "1"]
+            cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", backend, "--workers", "1"]
             env["LOG_LEVEL"] = "INFO"
         else:
             cmd = [sys.executable, "-m", "bench.bare_server", "--port", "0"]
@@ -160,15 +168,18 @@ class Server:
             self.proc.wait()
 
 
-def run_one(kind: str, sessions: int, seconds: float, scenario: str, clients: int) -> dict[str, Any]:
-    server = Server(kind, sessions, scenario)
+def run_one(
+    kind: str, sessions: int, seconds: float, scenario: str, clients: int, backend: str = "synthetic", text: str = ""
+) -> dict[str, Any]:
+    text = text or TEXT * int(seconds / 4 + 3)
+    server = Server(kind, sessions, scenario, backend)
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         per = [sessions // clients + (1 if i < sessions % clients else 0) for i in range(clients)]
         procs = [
-            ctx.Process(target=_client_process, args=(url, n, seconds, scenario, i == 0, queue), daemon=True)
+            ctx.Process(target=_client_process, args=(url, n, seconds, scenario, i == 0, queue, text), daemon=True)
             for i, n in enumerate(per)
             if n
         ]
@@ -191,11 +202,13 @@ def run_one(kind: str, sessions: int, seconds: float, scenario: str, clients: in
         print(file=sys.stderr)
     finally:
         server.stop()
+    slow = [r for r in results if r.get("slow")]
+    results = [r for r in results if not r.get("slow")]  # the figures below are the healthy sessions'
     frames = sum(r["frames"] for r in results)
     intervals = np.concatenate([np.asarray(r["intervals"], np.float64) for r in results if r["intervals"]] or [[0.0]])
     jitter = np.abs(intervals - 20.0)
     firsts = np.asarray([r["first_ms"] for r in results if r["first_ms"] is not None] or [np.nan])
-    expected = sessions * (seconds * 50)
+    expected = len(results) * (seconds * 50)
     wall = t1 - t0
     return {
         "server": kind,
@@ -215,25 +228,66 @@ def run_one(kind: str, sessions: int, seconds: float, scenario: str, clients: in
         "worker_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
         "server_rss_mb": round(rss[0] / 2**20, 1),
         "worker_rss_mb": round(rss[1] / 2**20, 1),
+        "backend": backend if kind == "ringaudio" else None,
+        "slow_client_frames": slow[0]["frames"] if slow else None,
+        "slow_client_lost": slow[0]["lost"] if slow else None,
     }
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """Jitter p99 and server CPU against N, ringaudio beside the bare peer (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib is not installed: no plot)", file=sys.stderr)
+        return
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for kind in ("ringaudio", "bare"):
+        mine = [r for r in rows if r["server"] == kind]
+        if not mine:
+            continue
+        ns = [r["sessions"] for r in mine]
+        left.plot(ns, [r["jitter_p99_ms"] for r in mine], marker="o", label=kind)
+        right.plot(ns, [r["server_cpu_pct"] for r in mine], marker="o", label=f"{kind} server")
+        if kind == "ringaudio":
+            right.plot(ns, [r["worker_cpu_pct"] for r in mine], marker="x", linestyle="--", label="ringaudio worker")
+    left.set(xlabel="sessions", ylabel="p99 jitter (ms)", title="Jitter")
+    right.set(xlabel="sessions", ylabel="CPU (% of one core)", title="CPU")
+    left.legend()
+    right.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.load", description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", default="100,400", help="comma-separated N")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--scenario", choices=["independent", "fanout"], default="independent")
+    parser.add_argument(
+        "--scenario",
+        choices=["independent", "fanout", "slow"],
+        default="independent",
+        help="independent sessions; one stream fanned out to N listeners; or one slow client among N healthy",
+    )
+    parser.add_argument("--backend", choices=["synthetic", "espeak"], default="synthetic")
+    parser.add_argument("--text", default="", help="what each session says (default: enough for the run)")
     parser.add_argument("--clients", type=int, default=1, help="client processes generating the load")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare websockets baseline")
     args = parser.parse_args(argv)
     rows = []
     for n in [int(x) for x in args.sessions.split(",")]:
         for kind in ("ringaudio",) if args.no_bare else ("ringaudio", "bare"):
-            rows.append(run_one(kind, n, args.seconds, args.scenario, args.clients))
+            rows.append(run_one(kind, n, args.seconds, args.scenario, args.clients, args.backend, args.text))
             print(json.dumps(rows[-1]), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    out = HERE / "results" / f"load-{args.scenario}-{stamp}.json"
+    name = f"load-{args.scenario}-{args.backend}-{stamp}"
+    out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps({"machine": machine(), "date": stamp, "seconds": args.seconds, "rows": rows}, indent=1))
+    plot(rows, HERE / "results" / f"{name}.png")
     cols = ["server", "sessions", "delivered_pct", "lost", "jitter_p50_ms", "jitter_p99_ms", "first_audio_p95_ms"]
     cols += ["server_cpu_pct", "worker_cpu_pct", "server_rss_mb"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))

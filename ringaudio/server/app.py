@@ -441,11 +441,15 @@ class App:
 
     async def _ticker(self) -> None:
         tick = self.config.server.tick_ms / 1000
-        while True:
+        assert self.stopping is not None
+        while not self.stopping.is_set():
             if not self._busy():
                 self._wake.clear()
+                # idle: no 5 ms wake-ups. (asyncio.timeout, not wait_for: on Python 3.11 wait_for can
+                # swallow the cancellation that stops this task, which hung shutdown now and then.)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), 1.0)  # idle: no 5 ms wake-ups
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
                 continue
             now = time.monotonic()
             for s in list(self.sessions.values()):

@@ -63,6 +63,12 @@ class ServerProcess:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
+                import shutil
+
+                spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+                if os.path.exists(spy):
+                    dump = subprocess.run([spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, text=True)
+                    print(dump.stdout[-6000:])
                 self.proc.kill()
                 self.proc.wait()
                 print("server hung on stop; its last lines:", *[e.get("message") for e in self.lines[-12:]], sep="\n")

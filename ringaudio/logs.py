@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from typing import Any
 
 _CONFIGURED = False
@@ -49,7 +48,3 @@ def setup(level: str = "INFO", stream: Any = None) -> None:
 def event(logger: logging.Logger, level: int, message: str, session_id: str | None = None, **fields: Any) -> None:
     if logger.isEnabledFor(level):
         logger.log(level, message, extra={"session_id": session_id, "fields": fields})
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0

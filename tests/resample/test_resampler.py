@@ -66,6 +66,7 @@ def test_441_samples_per_20ms_give_exactly_960_after_the_first_call() -> None:
     counts = [len(r.process(x[i : i + 441])) for i in range(0, len(x), 441)]
     assert counts[0] == 960 - int(np.floor(r.latency_samples))  # the look-ahead, once
     assert set(counts[1:]) == {960}
+    assert r.samples_out == sum(counts)
     assert r.latency_samples == design(22_050, 48_000).half_width * 48_000 / 22_050
     assert 0 < r.latency_seconds < 0.005  # ~3 ms: fixed, whatever the chunking
     assert len(r.flush()) == 60 * 960 - sum(counts)

@@ -1,10 +1,13 @@
-"""The WebSocket server process: sessions, one pacing scheduler for all of them, worker events, HTTP.
+"""The WebSocket server process: sessions on top of the engine, one pacing scheduler for all of them.
 
-Each connection is a session with a ring leased from one shared-memory arena. One ticker task
-serves every session: it reads the frames due by sequence number (the ring's default, gating
-reader, so the worker's watermark follows what was actually sent), writes them to the socket
-without awaiting, and skips a client whose socket is not draining (under ``block`` the ring then
-fills and the worker waits: nothing is lost; under ``drop_oldest`` the next read reports the gap).
+The server is one consumer of :class:`~ringaudio.engine.Engine`: each connection is a session with
+an engine stream (and its ring lease), or a listener of another session's stream. One scheduler task
+serves every session: a heap of due times says which sessions may send now (a burst up to
+``prebuffer_ms``, then one frame per period), it reads their frames by sequence number (through the
+ring's gating reader, so the worker's watermark follows what was actually sent), builds each
+WebSocket message in place and writes it to the socket without awaiting, and skips a client whose
+socket is not draining (under ``block`` the ring then fills and the worker waits: nothing is lost;
+under ``drop_oldest`` the next read reports the gap). Worker events wake it from the pool's thread.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import socket
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -29,53 +30,44 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from .. import __version__, logs
 from ..config import Config
-from ..errors import ArenaFull, FrameNotReady, FrameOverrun, RingAudioError, RingClosed, TextError
-from ..ring import FrameRing, RingArena, RingReader, reclaim_stale
-from ..tts import WorkerPool
+from ..engine import Engine
+from ..errors import ArenaFull, RingAudioError, RingClosed, TextError
+from ..stream import Event, Listener, Stream, StreamError
 from . import protocol as P
 from .metrics import Metrics
+from .schedule import Schedule
 
 log = logging.getLogger("ringaudio.server")
 SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
+SLACK = 0.001  # sessions due within this much are served in the same pass (s)
+OPEN = State.OPEN
 
 
-@dataclass
-class Utterance:
-    utterance_id: int
-    request_id: str | None
-    submitted: float  # monotonic, for first-audio latency
-    first_seq: int | None = None
-    last_seq: int | None = None
-    sent_first: bool = False
-
-
-@dataclass
+@dataclass(eq=False)
 class Session:
     id: str
-    key: str
     ws: ServerConnection
-    ring: FrameRing | None
+    source: Stream | Listener | None
     pacer: P.Pacer
-    frame: bytearray
-    pcm: np.ndarray
-    cursor: int = 0  # next sequence to send
-    last_sent: int | None = None  # sequence of the last frame that went out
-    paused: bool = False
-    cancelling: bool = False
+    frame: bytearray  # [WebSocket frame header][24-byte ringaudio header][PCM], built in place
+    pcm: np.ndarray  # a view of the PCM part of ``frame``
+    offset: int  # where the ringaudio header starts in ``frame``
+    raw: bool  # may the frame go to the transport as is (no WebSocket extension negotiated)?
+    key: str = ""
     slow: bool = False
-    utterances: deque[Utterance] = field(default_factory=deque)
     last_send: float = 0.0
     last_interval: float = 0.0
     sent_at: dict[int, float] = field(default_factory=dict)
     listening_to: Session | None = None
-    reader: RingReader | None = None
     listeners: set[Session] = field(default_factory=set)
 
-    def __hash__(self) -> int:
-        return id(self)
+    @property
+    def stream(self) -> Stream | None:
+        return self.source if isinstance(self.source, Stream) else None
 
 
 class App:
@@ -85,40 +77,39 @@ class App:
         self.port = port
         self.token = os.environ.get("RINGAUDIO_TOKEN") or None
         self.metrics = Metrics()
+        self.engine = Engine(config)
+        self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
         self.sessions: dict[str, Session] = {}
-        self.arena: RingArena | None = None
-        self.pool: WorkerPool | None = None
+        self.schedule: Schedule[Session] = Schedule()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
         self.frame_samples = config.frame_samples
         self.period = config.frame_duration_ms / 1000
+        self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
-        self.frame_bytes = P.HEADER_SIZE + self.frame_samples * 2
-        self.send_limit = config.server.send_buffer_frames * self.frame_bytes
+        self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
+        self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
+        self.send_limit = config.server.send_buffer_frames * (len(self.ws_prefix) + self.payload_bytes)
         self.signals = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
 
+    @property
+    def pool(self) -> Any:
+        return self.engine.pool
+
     # -- life cycle ---------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
-        reclaimed = reclaim_stale()
-        if reclaimed:
-            logs.event(log, logging.WARNING, "reclaimed stale shared memory", None, segments=reclaimed)
         cfg = self.config
-        self.arena = RingArena.create(
-            rings=cfg.server.max_sessions,
-            capacity=cfg.frame_queue_size,
-            frame_samples=self.frame_samples,
-            overflow=cfg.worker.overflow,
-            high_watermark=cfg.worker.high_watermark,
-            low_watermark=cfg.worker.low_watermark,
-        )
+
+        def notify() -> None:  # on the pool's thread
+            loop.call_soon_threadsafe(self._wake.set)
+
+        self.engine.notify = notify
         try:
-            self.pool = WorkerPool(cfg, self._from_pool)
-            logs.event(log, logging.INFO, "tts backend", None, backend=self.pool.backend, workers=self.pool.size)
-            await self.loop.run_in_executor(None, self.pool.start)
+            await loop.run_in_executor(None, self.engine.start)
             origins: list[Any] | None = [*cfg.server.allowed_origins, None] if cfg.server.allowed_origins else None
             async with serve(
                 self._handler,
@@ -149,20 +140,18 @@ class App:
                 with contextlib.suppress(asyncio.CancelledError):
                     await ticker
         finally:
-            if self.pool is not None:
-                await self.loop.run_in_executor(None, self.pool.stop, 3.0)
-            self.arena.unlink()
-            self.arena.close()
+            await loop.run_in_executor(None, self.engine.close)
             logs.event(log, logging.INFO, "server stopped", None)
 
     def request_stop(self) -> None:
         self.signals += 1
         if self.signals > 1:  # a second signal: no more courtesy
             logs.event(log, logging.WARNING, "forced stop", None)
-            if self.pool is not None:
-                self.pool.stop(0.2)
-            if self.arena is not None:
-                self.arena.unlink()
+            pool, arena = self.engine.pool, self.engine.arena
+            if pool is not None:
+                pool.stop(0.2)
+            if arena is not None:
+                arena.unlink()
             os._exit(1)
         if self.stopping is not None:
             self.stopping.set()
@@ -191,28 +180,29 @@ class App:
         return Response(status.value, status.phrase, headers, data)
 
     def health(self) -> dict[str, Any]:
-        pool, arena = self.pool, self.arena
+        h = self.engine.health()
         return {
-            "status": "ok" if pool is not None and pool.alive() == pool.size else "degraded",
+            "status": h["status"],
             "version": __version__,
-            "workers": {"alive": pool.alive() if pool else 0, "size": pool.size if pool else 0},
-            "backend": pool.backend if pool else None,
+            "workers": h["workers"],
+            "backend": h["backend"],
             "sessions": len(self.sessions),
-            "arena": {"rings": arena.n_rings if arena else 0, "leased": arena.leased if arena else 0},
+            "arena": h["arena"],
         }
 
     def _session_gauges(self) -> dict[str, tuple[int, int]]:
-        return {
-            sid: (s.ring.fill, s.ring.full_count)
-            for sid, s in self.sessions.items()
-            if s.ring is not None and not s.ring.closed
-        }
+        gauges = {}
+        for sid, s in self.sessions.items():
+            stream = s.stream
+            if stream is not None and not stream.ended:
+                with contextlib.suppress(RingClosed):
+                    gauges[sid] = (stream.ring.fill, stream.ring.full_count)
+        return gauges
 
     # -- connections --------------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:
-        assert self.arena is not None
         try:
-            ring = self.arena.lease()
+            stream = self.engine.open_stream()
         except ArenaFull:
             await ws.send(P.event("error", code="too_many_sessions", message="the server is at max_sessions"))
             await ws.close(1013, "too many sessions")
@@ -223,25 +213,27 @@ class App:
             # draining visible to the scheduler quickly, instead of megabytes later
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
-        sid = secrets.token_hex(8)
-        frame = bytearray(self.frame_bytes)
+        frame = bytearray(self.ws_prefix) + bytearray(self.payload_bytes)
+        offset = len(self.ws_prefix)
         s = Session(
-            id=sid,
-            key=secrets.token_urlsafe(16),
+            id=stream.id,
             ws=ws,
-            ring=ring,
+            source=stream,
             pacer=P.Pacer(self.period, self.prebuffer, time.monotonic()),
             frame=frame,
-            pcm=np.frombuffer(frame, np.int16, offset=P.HEADER_SIZE),
+            pcm=np.frombuffer(frame, np.int16, offset=offset + P.HEADER_SIZE),
+            offset=offset,
+            raw=not ws.protocol.extensions,
+            key=stream.key,
         )
-        self.sessions[sid] = s
+        self.sessions[s.id] = s
         self.metrics.sessions.set(len(self.sessions))
-        logs.event(log, logging.INFO, "session opened", sid, remote=str(ws.remote_address))
+        logs.event(log, logging.INFO, "session opened", s.id, remote=str(ws.remote_address))
         try:
             await ws.send(
                 P.event(
                     "session",
-                    session_id=sid,
+                    session_id=s.id,
                     listen_key=s.key,
                     sample_rate=self.config.output_sample_rate,
                     channels=1,
@@ -267,15 +259,16 @@ class App:
     async def _close(self, s: Session, code: int, reason: str) -> None:
         if self.sessions.pop(s.id, None) is None:
             return
-        if self.pool is not None:
-            self.pool.cancel(s.id)
+        self.schedule.discard(s)
         for listener in list(s.listeners):
             self._send_text(listener, P.event("error", code="session_ended", message="the stream ended"))
             await self._close(listener, 1000, "stream ended")
         if s.listening_to is not None:
             s.listening_to.listeners.discard(s)
-        if s.ring is not None:
-            s.ring.close()  # the lease goes back to the arena
+        if isinstance(s.source, Listener):
+            s.source.close()
+        elif s.source is not None:
+            s.source.close()  # the worker stops; the lease goes back to the arena
         self.metrics.forget(s.id)
         self.metrics.sessions.set(len(self.sessions))
         logs.event(log, logging.INFO, "session closed", s.id, code=code)
@@ -288,25 +281,38 @@ class App:
     def _error(self, s: Session, code: str, message: str, **fields: Any) -> None:
         self._send_text(s, P.event("error", code=code, message=message, **fields))
 
+    def _touch(self, s: Session) -> None:
+        """Something changed for this session (and its listeners): look at them now."""
+        now = time.monotonic()
+        self.schedule.add(s, now)
+        for listener in s.listeners:
+            self.schedule.add(listener, now)
+        self._wake.set()
+
     # -- commands -----------------------------------------------------------------------------------
     def _command(self, s: Session, cmd: P.Command) -> None:
         if isinstance(cmd, P.Synthesize):
             self._synthesize(s, cmd)
         elif isinstance(cmd, P.Control):
-            if cmd.action == "pause":
-                if s.paused:
-                    self._error(s, "already_paused", "the stream is already paused")
-                    return
-                s.paused = True
-                self._send_text(s, P.event("paused", sequence=s.cursor))
-            else:
-                if not s.paused:
-                    self._error(s, "not_paused", "resume without pause")
-                    return
-                s.paused = False
-                self._send_text(s, P.event("resumed", sequence=s.cursor))
+            if s.source is None:
+                return
+            try:
+                if cmd.action == "pause":
+                    s.source.pause()
+                else:
+                    s.source.resume()
+                    self._touch(s)
+            except StreamError as exc:
+                self._error(s, exc.code, exc.message)
+                return
+            position = s.source.cursor if isinstance(s.source, Stream) else s.source.position
+            self._send_text(s, P.event("paused" if cmd.action == "pause" else "resumed", sequence=position))
         elif isinstance(cmd, P.Cancel):
-            self._cancel(s)
+            stream = s.stream
+            if stream is None:
+                self._error(s, "listener", "a listening connection has nothing to cancel")
+                return
+            stream.cancel()
         elif isinstance(cmd, P.Ack):
             sent = s.sent_at.get(cmd.sequence)
             if sent is not None:
@@ -315,200 +321,140 @@ class App:
             self._listen(s, cmd)
 
     def _synthesize(self, s: Session, cmd: P.Synthesize) -> None:
-        if s.listening_to is not None or s.ring is None:
+        stream = s.stream
+        if stream is None:
             self._error(s, "listener", "a listening connection cannot synthesize")
             return
-        assert self.pool is not None
-        if self.pool.pending(s.id) >= self.config.server.max_queued_utterances:
-            self._error(s, "queue_full", "too many utterances queued", request_id=cmd.request_id)
-            return
         try:
-            uid = self.pool.submit(s.id, s.ring.handle, cmd.text, voice=cmd.voice, request_id=cmd.request_id)
+            uid = stream.say(cmd.text, voice=cmd.voice, request_id=cmd.request_id)
         except TextError as exc:
             code = "text_too_long" if "limit" in str(exc) else "invalid_text"
             self._error(s, code, str(exc), request_id=cmd.request_id)
             return
+        except StreamError as exc:
+            self._error(s, exc.code, exc.message, request_id=cmd.request_id)
+            return
         except RingAudioError as exc:
             self._error(s, "unavailable", str(exc), request_id=cmd.request_id)
             return
-        s.utterances.append(Utterance(uid, cmd.request_id, time.monotonic()))
-        self._wake.set()
         self._send_text(s, P.event("queued", utterance_id=uid, request_id=cmd.request_id))
-
-    def _cancel(self, s: Session) -> None:
-        if s.ring is None:
-            self._error(s, "listener", "a listening connection has nothing to cancel")
-            return
-        s.cancelling = True  # nothing more leaves until the worker has answered
-        assert self.pool is not None
-        self.pool.cancel(s.id)
+        self._touch(s)
 
     def _listen(self, s: Session, cmd: P.Listen) -> None:
         owner = self.sessions.get(cmd.session_id)
-        if owner is None or owner.ring is None or not hmac.compare_digest(owner.key, cmd.key):
+        stream = owner.stream if owner is not None else None
+        if owner is None or stream is None or not hmac.compare_digest(owner.key, cmd.key):
             self._error(s, "listen_refused", "no such stream, or a wrong key")
             return
-        if s.ring is not None:
-            s.ring.close()  # a listener needs no ring of its own
-            s.ring = None
+        if s.stream is not None:
+            s.stream.close()  # a listener needs no ring of its own
+        s.source = stream.listen()
         s.listening_to = owner
-        s.reader = owner.ring.reader(gating=False, start=owner.cursor)
         s.pacer = P.Pacer(self.period, self.prebuffer, time.monotonic())
         owner.listeners.add(s)
-        self._wake.set()
-        self._send_text(s, P.event("listening", session_id=owner.id, sequence=owner.cursor))
+        self._send_text(s, P.event("listening", session_id=owner.id, sequence=stream.cursor))
+        self._touch(s)
 
-    # -- worker events (from the pool's thread) ------------------------------------------------------
-    def _from_pool(self, ev: dict[str, Any]) -> None:
-        if self.loop is not None:
-            self.loop.call_soon_threadsafe(self._on_worker_event, ev)
-
-    def _find(self, s: Session, uid: int | None) -> Utterance | None:
-        return next((u for u in s.utterances if u.utterance_id == uid), None)
-
-    def _on_worker_event(self, ev: dict[str, Any]) -> None:
-        self._wake.set()
-        s = self.sessions.get(ev.get("session_id", ""))
-        if s is None:
+    # -- events -------------------------------------------------------------------------------------
+    def _flush(self, s: Session) -> None:
+        """Send the events the session's stream produced (logging and counting overruns)."""
+        source = s.source
+        if source is None:
             return
-        kind = ev["type"]
-        u = self._find(s, ev.get("utterance_id"))
-        if kind == "started" and u is not None:
-            logs.event(
-                log,
-                logging.INFO,
-                "utterance started",
-                s.id,
-                utterance_id=u.utterance_id,
-                queue_wait_ms=round((time.monotonic() - u.submitted) * 1000, 2),
-            )
-            self._send_text(s, P.event("utterance.start", utterance_id=u.utterance_id, request_id=u.request_id))
-        elif kind == "first_frame" and u is not None:
-            u.first_seq = ev["sequence"]
-        elif kind == "finished" and u is not None:
-            u.last_seq = ev["last_sequence"]
-            u.first_seq = ev["first_sequence"] if u.first_seq is None else u.first_seq
-            self.metrics.rtf.labels(ev.get("model_id", "")).observe(ev.get("rtf", 0.0))
-            logs.event(
-                log,
-                logging.INFO,
-                "utterance finished",
-                s.id,
-                rtf=ev.get("rtf"),
-                model_id=ev.get("model_id"),
-                synthesis_duration_ms=ev.get("synthesis_duration_ms"),
-                frames=ev.get("frames"),
-            )
-            self._end_due(s)
-        elif kind == "failed":
-            if u is not None:
-                s.utterances.remove(u)
-            self._error(
-                s, ev.get("code", "synthesis_failed"), ev.get("message", ""), utterance_id=ev.get("utterance_id")
-            )
-        elif kind == "cancelled":
-            last = ev.get("last_sequence")
-            if s.ring is not None:
-                # discard every frame not sent yet: the cursor jumps past what the worker wrote,
-                # and the ring is told, so the next utterance's writer is not held by them
-                s.cursor = max(s.cursor, s.ring.write_seq if last is None else last + 1)
-                s.ring.skip_to(s.cursor)
-            s.utterances.clear()
-            s.cancelling = False
-            self._send_text(s, P.event("cancelled", last_sequence=s.last_sent))
+        for ev in source.pop_events():
+            if ev.type == "overrun":
+                self._overrun(s, ev)
+            self._send_text(s, P.event(ev.type, **ev.data))
 
-    def _end_due(self, s: Session) -> None:
-        """Send utterance.end for utterances whose last frame has been sent."""
-        while s.utterances and s.utterances[0].last_seq is not None and s.cursor > s.utterances[0].last_seq:
-            u = s.utterances.popleft()
-            frames = u.last_seq - (u.first_seq or 0) + 1 if u.last_seq is not None else 0
-            self._send_text(
-                s,
-                P.event(
-                    "utterance.end",
-                    utterance_id=u.utterance_id,
-                    request_id=u.request_id,
-                    frames=frames,
-                    duration_ms=frames * self.config.frame_duration_ms,
-                    last_sequence=u.last_seq,
-                ),
-            )
+    def _overrun(self, s: Session, ev: Event) -> None:
+        d = ev.data
+        logs.event(
+            log, logging.WARNING, "Frame sequence gap detected", s.id, expected=d["expected"], received=d["received"]
+        )
+        stream = s.stream
+        if stream is not None:
+            logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=stream.ring.capacity)
+        self.metrics.dropped(s.id, d["lost"])
 
     # -- the scheduler --------------------------------------------------------------------------------
-    def _busy(self) -> bool:
-        """Is any session speaking or listening? (Otherwise the scheduler sleeps until one is.)"""
-        return any(s.utterances or s.listening_to is not None or s.cancelling for s in self.sessions.values())
-
     async def _ticker(self) -> None:
-        tick = self.config.server.tick_ms / 1000
         assert self.stopping is not None
+        schedule, engine, wake = self.schedule, self.engine, self._wake
         while not self.stopping.is_set():
-            if not self._busy():
-                self._wake.clear()
-                # idle: no 5 ms wake-ups. (asyncio.timeout, not wait_for: on Python 3.11 wait_for can
-                # swallow the cancellation that stops this task, which hung shutdown now and then.)
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1.0):
-                        await self._wake.wait()
-                continue
+            wake.clear()
+            for stream in engine.poll():  # worker events: utterance starts and ends, failures, cancels
+                s = self.sessions.get(stream.id)
+                if s is not None:
+                    self._flush(s)
+                    self._touch(s)
             now = time.monotonic()
-            for s in list(self.sessions.values()):
-                try:
-                    self._pump(s, now)
-                except RingClosed:
-                    continue
-                except Exception:  # one broken session must not stop the scheduler of all the others
-                    log.exception("session failed", extra={"session_id": s.id})
-                    self._error(s, "internal_error", "the server could not send this stream")
-                    task = asyncio.create_task(self._close(s, 1011, "internal error"))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
-            await asyncio.sleep(max(0.0, tick - (time.monotonic() - now)))
+            due = schedule.pop_due(now + SLACK)
+            if due:
+                now_us = int(time.time() * 1e6)
+                for s in due:
+                    try:
+                        again = self._pump(s, now, now_us)
+                    except RingClosed:
+                        continue
+                    except Exception:  # one broken session must not stop the scheduler of all the others
+                        log.exception("session failed", extra={"session_id": s.id})
+                        self._error(s, "internal_error", "the server could not send this stream")
+                        task = asyncio.create_task(self._close(s, 1011, "internal error"))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                        continue
+                    if again is not None:
+                        schedule.add(s, again)
+            next_due = schedule.next_due()
+            # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
+            # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
+            delay = 1.0 if next_due is None else next_due - time.monotonic()
+            if delay > 0 and not wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
 
-    def _pump(self, s: Session, now: float) -> None:
-        if s.paused or s.cancelling:
-            return
+    def _pump(self, s: Session, now: float, now_us: int) -> float | None:
+        """Send what the session may send now; return when to look at it again (None: when told)."""
+        source = s.source
+        if source is None or source.paused:
+            return None
         transport = s.ws.transport
         if transport is None or transport.is_closing():
-            return
+            return None
         if transport.get_write_buffer_size() > self.send_limit:
             if not s.slow:
                 s.slow = True
-                logs.event(log, logging.ERROR, "Client not consuming frames fast enough", s.id, sequence=s.cursor)
-            return
+                position = source.cursor if isinstance(source, Stream) else source.position
+                logs.event(log, logging.ERROR, "Client not consuming frames fast enough", s.id, sequence=position)
+            return now + self.period
         s.slow = False
-        allowance = s.pacer.allowance(now)
+        pacer = s.pacer
+        allowance = pacer.allowance(now)
         sent = 0
         while sent < allowance:
-            if not self._send_one(s, now):
+            got = source.read_into(s.pcm, now)
+            if got is None:
                 break
+            self._send(s, got, now, now_us, transport)
             sent += 1
         if sent:
-            s.pacer.spend(sent)  # (queue depth is read from the rings when Prometheus scrapes)
-            self._end_due(s)
+            pacer.spend(sent)
+        if source.events:
+            self._flush(s)
+        if sent == allowance:
+            return pacer.next_due(now)
+        return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle
 
-    def _send_one(self, s: Session, now: float) -> bool:
-        seq = s.cursor
-        try:
-            if s.reader is not None:  # a listener: its own cursor, never holds the writer
-                seq = s.reader.position
-                s.reader.read(s.pcm)
-            elif s.ring is not None:
-                if seq >= s.ring.write_seq:
-                    return False  # nothing new: cheaper than a FrameNotReady per idle session and tick
-                s.ring.read(seq, s.pcm)
-            else:
-                return False
-        except FrameNotReady:
-            return False
-        except FrameOverrun as gap:
-            self._gap(s, gap)
-            return True
-        s.cursor = seq + 1
-        s.last_sent = seq
-        uid, flags = self._label(s, seq, now)
-        P.pack_into(s.frame, seq, int(time.time() * 1e6), uid, flags)
-        broadcast([s.ws], s.frame)
+    def _send(self, s: Session, got: tuple[int, int, int], now: float, now_us: int, transport: Any) -> None:
+        seq, uid, flags = got
+        P.pack_into(s.frame, seq, now_us, uid, flags, s.offset)
+        if s.raw and s.ws.protocol.state is OPEN:
+            transport.write(bytes(s.frame))  # a copy: the transport may keep it while the buffer is reused
+        else:
+            broadcast([s.ws], memoryview(s.frame)[s.offset :])
+        if flags & P.FLAG_FIRST and isinstance(s.source, Stream):
+            self.metrics.first_audio.observe(s.source.first_audio_ms)
         if s.last_send:
             interval = (now - s.last_send) * 1000
             self.metrics.interval.observe(interval)
@@ -516,36 +462,7 @@ class App:
                 self.metrics.jitter.observe(abs(interval - s.last_interval))
             s.last_interval = interval
         s.last_send = now
-        if len(s.sent_at) > 512:
-            s.sent_at.clear()
-        s.sent_at[seq] = now
-        if log.isEnabledFor(logging.DEBUG):
-            logs.event(log, logging.DEBUG, "frame sent", s.id, sequence=seq)
-        return True
-
-    def _label(self, s: Session, seq: int, now: float) -> tuple[int, int]:
-        for u in s.utterances:
-            if u.last_seq is not None and seq > u.last_seq:
-                continue
-            flags = 0
-            if not u.sent_first:
-                u.sent_first = True
-                flags |= P.FLAG_FIRST
-                self.metrics.first_audio.observe((now - u.submitted) * 1000)
-            if u.last_seq == seq:
-                flags |= P.FLAG_LAST
-            return u.utterance_id, flags
-        return 0, 0
-
-    def _gap(self, s: Session, gap: FrameOverrun) -> None:
-        if s.reader is None:
-            s.cursor = gap.oldest
-            if s.ring is not None:
-                s.ring.skip_to(gap.oldest)
-        logs.event(
-            log, logging.WARNING, "Frame sequence gap detected", s.id, expected=gap.expected, received=gap.oldest
-        )
-        if s.ring is not None:
-            logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=s.ring.capacity)
-        self.metrics.dropped(s.id, gap.lost)
-        self._send_text(s, P.event("overrun", expected=gap.expected, received=gap.oldest, lost=gap.lost))
+        sent_at = s.sent_at
+        if len(sent_at) > 512:
+            sent_at.clear()
+        sent_at[seq] = now

@@ -67,12 +67,10 @@ class Metrics:
         self.drops = Counter(
             "tts_frames_dropped_total", "Frames lost by the session (overruns)", ["session_id"], registry=r
         )
-        self.interval = Histogram(
-            "tts_frame_interval_ms", "Time between frames sent to a client", buckets=_MS, registry=r
-        )
-        self.jitter = Histogram(
-            "tts_frame_jitter_ms", "Change of the inter-frame interval", buckets=_JITTER, registry=r
-        )
+        self.interval = BatchHistogram("tts_frame_interval_ms", "Time between frames sent to a client", _MS)
+        self.jitter = BatchHistogram("tts_frame_jitter_ms", "Change of the inter-frame interval", _JITTER)
+        r.register(self.interval)
+        r.register(self.jitter)
         self.end_to_end = Histogram(
             "tts_end_to_end_latency_ms", "Frame sent to played out, from client acks", buckets=_MS, registry=r
         )

@@ -21,14 +21,15 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from .. import stream
 from ..errors import RingAudioError
 
 MAGIC = 0x5241
 VERSION = 1
 HEADER = struct.Struct("<HBBIQQ")
 HEADER_SIZE = HEADER.size  # 24
-FLAG_FIRST = 1
-FLAG_LAST = 2
+FLAG_FIRST = stream.FLAG_FIRST  # 1
+FLAG_LAST = stream.FLAG_LAST  # 2
 FLAG_F32 = 4
 PROTOCOL = "ringaudio/1"
 
@@ -46,8 +47,23 @@ def encode_header(sequence: int, timestamp_us: int, utterance_id: int = 0, flags
     return HEADER.pack(MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
 
 
-def pack_into(buf: bytearray, sequence: int, timestamp_us: int, utterance_id: int, flags: int) -> None:
-    HEADER.pack_into(buf, 0, MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
+def pack_into(buf: bytearray, sequence: int, timestamp_us: int, utterance_id: int, flags: int, offset: int = 0) -> None:
+    HEADER.pack_into(buf, offset, MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
+
+
+def ws_binary_prefix(length: int) -> bytes:
+    """The RFC 6455 header of an unmasked, final, uncompressed binary frame of ``length`` bytes.
+
+    The server builds each audio message in place behind this prefix and hands the whole frame to
+    the transport in one write, instead of asking the WebSocket library to frame every message.
+    """
+    if length < 0:
+        raise ValueError("length must be >= 0")
+    if length < 126:
+        return bytes((0x82, length))
+    if length < 1 << 16:
+        return bytes((0x82, 126)) + length.to_bytes(2, "big")
+    return bytes((0x82, 127)) + length.to_bytes(8, "big")
 
 
 @dataclass(frozen=True)
@@ -177,3 +193,7 @@ class Pacer:
 
     def spend(self, frames: int) -> None:
         self.tokens -= frames
+
+    def next_due(self, now: float) -> float:
+        """When the next frame may go (the bucket holds a whole token again)."""
+        return now + max(0.0, 1.0 - self.tokens) * self.period

@@ -1,0 +1,250 @@
+"""The engine: the ring arena and the worker pool in the host program's process tree, no sockets.
+
+::
+
+    with Engine() as engine:
+        for item in engine.speak("Hello there."):
+            if isinstance(item, Frame):
+                sink.write(item.pcm)
+
+``Engine`` is what the WebSocket server is built on: the server is one consumer of its streams
+(pacing frames onto sockets); a local player is another. Worker events arrive on the pool's thread
+and wait in an inbox until the consumer calls :meth:`Engine.poll` (iterating a stream does), so
+streams are only ever changed in the consumer's thread. ``notify`` (if set) is called from the
+pool's thread whenever an event arrives, to wake an event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import config as config_mod
+from . import logs
+from .config import Config
+from .errors import RingAudioError
+from .ring import RingArena, reclaim_stale
+from .stream import Event, Frame, Listener, Stream, StreamError
+from .tts import WorkerPool
+
+log = logging.getLogger("ringaudio.engine")
+
+__all__ = ["Engine", "EngineError", "Event", "Frame", "Listener", "Stream", "StreamError"]
+
+
+class EngineError(RingAudioError):
+    """The engine is not started, or is closed."""
+
+
+class Engine:
+    """Arena + workers + streams. A context manager (``with`` / ``async with``); ``close`` is idempotent."""
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        workers: int | None = None,
+        backend: str | None = None,
+        max_streams: int | None = None,
+    ) -> None:
+        cfg = config if config is not None else config_mod.load(None)
+        if workers is not None or backend is not None:
+            cfg = dataclasses.replace(
+                cfg,
+                worker=dataclasses.replace(
+                    cfg.worker,
+                    workers=cfg.worker.workers if workers is None else workers,
+                    backend=cfg.worker.backend if backend is None else backend,
+                ),
+            )
+        if max_streams is not None:
+            cfg = dataclasses.replace(cfg, server=dataclasses.replace(cfg.server, max_sessions=max_streams))
+        self.config = cfg
+        self.frame_samples = cfg.frame_samples
+        self.sample_rate = cfg.output_sample_rate
+        self.frame_ms = cfg.frame_duration_ms
+        self.streams: dict[str, Stream] = {}
+        self.arena: RingArena | None = None
+        self.pool: WorkerPool | None = None
+        self.lock = threading.RLock()  # held while streams change: poll() and the iterators
+        self.notify: Callable[[], None] | None = None
+        self.on_rtf: Callable[[str, float], None] | None = None  # (model_id, rtf) of each utterance
+        self._inbox: deque[dict[str, Any]] = deque()
+        self._closed = False
+
+    # -- life cycle ---------------------------------------------------------------------------------
+    def start(self) -> Engine:
+        """Create the arena and start the workers; returns when every worker is warm and ready."""
+        if self.arena is not None:
+            return self
+        if self._closed:
+            raise EngineError("the engine is closed")
+        reclaimed = reclaim_stale()
+        if reclaimed:
+            logs.event(log, logging.WARNING, "reclaimed stale shared memory", None, segments=reclaimed)
+        cfg = self.config
+        self.arena = RingArena.create(
+            rings=cfg.server.max_sessions,
+            capacity=cfg.frame_queue_size,
+            frame_samples=self.frame_samples,
+            overflow=cfg.worker.overflow,
+            high_watermark=cfg.worker.high_watermark,
+            low_watermark=cfg.worker.low_watermark,
+        )
+        try:
+            self.pool = WorkerPool(cfg, self._from_pool)
+            logs.event(log, logging.INFO, "tts backend", None, backend=self.pool.backend, workers=self.pool.size)
+            self.pool.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """End every stream, stop the workers, unlink the arena. Idempotent; safe after a failed start."""
+        self._closed = True
+        with self.lock:
+            for stream in list(self.streams.values()):
+                self._close_stream(stream)
+        pool, self.pool = self.pool, None
+        if pool is not None:
+            pool.stop(3.0)
+        arena, self.arena = self.arena, None
+        if arena is not None:
+            arena.unlink()
+            arena.close()
+
+    def __enter__(self) -> Engine:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Engine:
+        await asyncio.get_running_loop().run_in_executor(None, self.start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    @property
+    def backend(self) -> str | None:
+        return self.pool.backend if self.pool is not None else None
+
+    def health(self) -> dict[str, Any]:
+        pool, arena = self.pool, self.arena
+        alive = pool.alive() if pool is not None else 0
+        return {
+            "status": "ok" if pool is not None and alive == pool.size else "degraded",
+            "workers": {"alive": alive, "size": pool.size if pool else 0},
+            "backend": pool.backend if pool else None,
+            "streams": len(self.streams),
+            "arena": {"rings": arena.n_rings if arena else 0, "leased": arena.leased if arena else 0},
+        }
+
+    # -- streams --------------------------------------------------------------------------------------
+    def open_stream(self) -> Stream:
+        """A new stream with its own ring (raises ArenaFull at ``max_sessions``)."""
+        if self.arena is None or self.pool is None:
+            raise EngineError("the engine is not started" if not self._closed else "the engine is closed")
+        ring = self.arena.lease()
+        stream = Stream(self, secrets.token_hex(8), secrets.token_urlsafe(16), ring)
+        with self.lock:
+            self.streams[stream.id] = stream
+        return stream
+
+    def speak(
+        self, text: str, *, voice: str | None = None, request_id: str | None = None, stream: Stream | None = None
+    ) -> Stream:
+        """Say ``text`` (on ``stream``, or on a new one); iterate the stream for its frames and events."""
+        own = stream is None
+        target = self.open_stream() if stream is None else stream
+        try:
+            target.say(text, voice=voice, request_id=request_id)
+        except BaseException:
+            if own:
+                target.close()
+            raise
+        return target
+
+    def _submit(self, stream: Stream, text: str, voice: str | None, request_id: str | None) -> int:
+        pool = self.pool
+        if pool is None:
+            raise EngineError("the engine is closed")
+        if pool.pending(stream.id) >= self.config.server.max_queued_utterances:
+            raise StreamError("queue_full", "too many utterances queued")
+        return pool.submit(stream.id, stream.ring.handle, text, voice=voice, request_id=request_id)
+
+    def _cancel(self, stream: Stream) -> None:
+        if self.pool is not None:
+            self.pool.cancel(stream.id)
+        else:
+            stream.apply({"type": "cancelled", "last_sequence": None})
+
+    def _close_stream(self, stream: Stream) -> None:
+        with self.lock:
+            if self.streams.pop(stream.id, None) is None:
+                return
+            if self.pool is not None:
+                self.pool.cancel(stream.id)
+            stream._end()
+            stream.ring.close()  # the lease goes back to the arena
+
+    # -- worker events ------------------------------------------------------------------------------
+    def _from_pool(self, ev: dict[str, Any]) -> None:
+        """On the pool's thread: queue the event and wake the consumer."""
+        self._inbox.append(ev)
+        notify = self.notify
+        if notify is not None:
+            notify()
+
+    def poll(self) -> list[Stream]:
+        """Apply the worker events that arrived (in this thread); returns the streams they touched."""
+        if not self._inbox:
+            return []
+        touched: list[Stream] = []
+        with self.lock:
+            while self._inbox:
+                ev = self._inbox.popleft()
+                stream = self.streams.get(ev.get("session_id", ""))
+                if stream is None:
+                    continue
+                self._log(stream, ev)
+                stream.apply(ev)
+                if not touched or touched[-1] is not stream:
+                    touched.append(stream)
+        return touched
+
+    def _log(self, stream: Stream, ev: dict[str, Any]) -> None:
+        kind = ev["type"]
+        if kind == "started":
+            u = stream._find(ev.get("utterance_id"))
+            wait_ms = round((time.monotonic() - u.submitted) * 1000, 2) if u is not None else None
+            logs.event(
+                log,
+                logging.INFO,
+                "utterance started",
+                stream.id,
+                utterance_id=ev.get("utterance_id"),
+                queue_wait_ms=wait_ms,
+            )
+        elif kind == "finished":
+            if self.on_rtf is not None:
+                self.on_rtf(ev.get("model_id", ""), ev.get("rtf", 0.0))
+            logs.event(
+                log,
+                logging.INFO,
+                "utterance finished",
+                stream.id,
+                rtf=ev.get("rtf"),
+                model_id=ev.get("model_id"),
+                synthesis_duration_ms=ev.get("synthesis_duration_ms"),
+                frames=ev.get("frames"),
+            )

@@ -9,6 +9,11 @@ websockets + uvloop server sending canned frames on the same schedule (``bench/b
 so the engine's overhead is a ratio. Results go to ``bench/results/load-<date>.json``.
 
 ``fanout``: one session speaks; N-1 connections ``listen`` to it (non-gating readers of one ring).
+
+``--client raw`` (the default) generates the load with ``bench/rawclient.py``, a hand-rolled client on
+raw asyncio protocols that costs a fraction of the CPU per message of ``--client websockets`` (the
+``websockets`` library client below), so that the instrument does not starve the server it measures
+on a shared machine. Both report the same per-session stats; each row says which one ran, and its CPU.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
+from . import rawclient
 from .common import HERE, machine
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away. "
@@ -110,6 +117,18 @@ def _client_process(url: str, count: int, seconds: float, scenario: str, first: 
     queue.put(uvloop.run(run()))
 
 
+CLIENTS: dict[str, Callable[..., None]] = {"raw": rawclient._client_process, "websockets": _client_process}
+
+
+def _cpu(procs: list[psutil.Process]) -> float:
+    """CPU seconds of the client processes so far."""
+    total = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            total += sum(proc.cpu_times()[:2])
+    return total
+
+
 # -- servers ------------------------------------------------------------------------------------------
 
 
@@ -169,9 +188,17 @@ class Server:
 
 
 def run_one(
-    kind: str, sessions: int, seconds: float, scenario: str, clients: int, backend: str = "synthetic", text: str = ""
+    kind: str,
+    sessions: int,
+    seconds: float,
+    scenario: str,
+    clients: int,
+    backend: str = "synthetic",
+    text: str = "",
+    client: str = "raw",
 ) -> dict[str, Any]:
     text = text or TEXT * int(seconds / 4 + 3)
+    target = CLIENTS[client]
     server = Server(kind, sessions, scenario, backend)
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
@@ -179,20 +206,21 @@ def run_one(
         queue = ctx.Queue()
         per = [sessions // clients + (1 if i < sessions % clients else 0) for i in range(clients)]
         procs = [
-            ctx.Process(target=_client_process, args=(url, n, seconds, scenario, i == 0, queue, text), daemon=True)
+            ctx.Process(target=target, args=(url, n, seconds, scenario, i == 0, queue, text), daemon=True)
             for i, n in enumerate(per)
             if n
         ]
         for p in procs:
             p.start()
+        loaders = [psutil.Process(p.pid) for p in procs]
         time.sleep(min(2.0, seconds / 4))  # connections open; measure the steady part
-        cpu0, t0 = server.cpu(), time.monotonic()
+        cpu0, t0, client0 = server.cpu(), time.monotonic(), _cpu(loaders)
         step = max(1.0, seconds / 10)
         while time.monotonic() - t0 < seconds * 0.6:
             done = (time.monotonic() - t0) / (seconds * 0.6)
             print(f"\r  {kind:9s} N={sessions:<5d} [{'#' * int(done * 30):<30s}]", end="", file=sys.stderr, flush=True)
             time.sleep(step)
-        cpu1, t1 = server.cpu(), time.monotonic()
+        cpu1, t1, client1 = server.cpu(), time.monotonic(), _cpu(loaders)
         rss = server.rss()
         results: list[dict[str, Any]] = []
         for _ in procs:
@@ -212,6 +240,7 @@ def run_one(
     wall = t1 - t0
     return {
         "server": kind,
+        "client": client,
         "scenario": scenario,
         "sessions": sessions,
         "errors": sum(1 for r in results if "error" in r),
@@ -226,6 +255,7 @@ def run_one(
         "first_audio_p99_ms": round(float(np.nanpercentile(firsts, 99)), 2),
         "server_cpu_pct": round(100 * (cpu1[0] - cpu0[0]) / wall, 1),
         "worker_cpu_pct": round(100 * (cpu1[1] - cpu0[1]) / wall, 1),
+        "client_cpu_pct": round(100 * (client1 - client0) / wall, 1),  # all the load generator's processes
         "server_rss_mb": round(rss[0] / 2**20, 1),
         "worker_rss_mb": round(rss[1] / 2**20, 1),
         "backend": backend if kind == "ringaudio" else None,
@@ -276,12 +306,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", choices=["synthetic", "espeak"], default="synthetic")
     parser.add_argument("--text", default="", help="what each session says (default: enough for the run)")
     parser.add_argument("--clients", type=int, default=1, help="client processes generating the load")
+    parser.add_argument(
+        "--client",
+        choices=sorted(CLIENTS),
+        default="raw",
+        help="load generator: the lean hand-rolled client (raw) or the websockets library client",
+    )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare websockets baseline")
     args = parser.parse_args(argv)
+    if args.scenario == "fanout" and args.clients > 1:
+        # the owner's session id reaches its listeners in memory: other processes would wait forever
+        parser.error("--scenario fanout needs --clients 1")
     rows = []
     for n in [int(x) for x in args.sessions.split(",")]:
         for kind in ("ringaudio",) if args.no_bare else ("ringaudio", "bare"):
-            rows.append(run_one(kind, n, args.seconds, args.scenario, args.clients, args.backend, args.text))
+            row = run_one(kind, n, args.seconds, args.scenario, args.clients, args.backend, args.text, args.client)
+            rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
     name = f"load-{args.scenario}-{args.backend}-{stamp}"
@@ -289,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps({"machine": machine(), "date": stamp, "seconds": args.seconds, "rows": rows}, indent=1))
     plot(rows, HERE / "results" / f"{name}.png")
     cols = ["server", "sessions", "delivered_pct", "lost", "jitter_p50_ms", "jitter_p99_ms", "first_audio_p95_ms"]
-    cols += ["server_cpu_pct", "worker_cpu_pct", "server_rss_mb"]
+    cols += ["server_cpu_pct", "worker_cpu_pct", "server_rss_mb", "client_cpu_pct"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
-    print(f"\n{machine()}; {args.seconds:g} s per run; JSON: {out.relative_to(HERE.parent)}")
+    print(f"\n{machine()}; {args.seconds:g} s per run; {args.client} client; JSON: {out.relative_to(HERE.parent)}")
     return 0
 
 

@@ -134,7 +134,10 @@ def _cpu(procs: list[psutil.Process]) -> float:
 
 class Server:
     def __init__(self, kind: str, sessions: int, scenario: str, backend: str = "synthetic") -> None:
+        # the synthetic voice at its fastest and at the output rate (no resampling): the server path
+        # is what is measured; the espeak scenario measures synthesis and resampling
         env = {**os.environ, "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0", "LOG_LEVEL": "WARNING"}
+        env["RINGAUDIO__WORKER__SYNTHETIC_RATE"] = "48000"
         env["RINGAUDIO__SERVER__MAX_SESSIONS"] = str(sessions + 16)
         if kind == "ringaudio":
             cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", backend, "--workers", "1"]

@@ -195,6 +195,7 @@ class Stream(_Source):
         self.utterances: deque[Utterance] = deque()
         self.listeners: set[Listener] = set()
         self.first_audio_ms = 0.0  # of the latest utterance, when its first frame was read
+        self._written = 0  # the writer's position, as last seen
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} cursor={self.cursor} utterances={len(self.utterances)}>"
@@ -253,11 +254,16 @@ class Stream(_Source):
         ring = self.ring
         while True:
             seq = self.cursor
-            if seq >= ring.write_seq:
-                return None  # nothing new: cheaper than a FrameNotReady
+            if seq + 1 >= self._written:  # (the writer's position is re-read only near the head)
+                self._written = ring.write_seq
+                if seq + 1 >= self._written and self._open_ended(seq):
+                    # the newest frame, and its utterance's end is not known yet: it may be the
+                    # last one, so wait for the next frame or the worker's word (its flags must be right)
+                    return None
             try:
-                ring.read(seq, out)
-            except FrameNotReady:
+                if ring.try_read(seq, out):
+                    return None  # not written yet
+            except FrameNotReady:  # the frame was overrun, then not yet rewritten
                 return None
             except FrameOverrun as gap:
                 self._gap(gap)
@@ -283,6 +289,15 @@ class Stream(_Source):
                 flags |= FLAG_LAST
             return u.utterance_id, flags
         return 0, 0
+
+    def _open_ended(self, seq: int) -> bool:
+        """Does frame ``seq`` belong to an utterance whose last frame is not known yet?"""
+        for u in self.utterances:
+            if u.last_seq is None:
+                return True
+            if seq <= u.last_seq:
+                return False
+        return False
 
     def passive_label(self, seq: int) -> tuple[int, int]:
         """The label of an already-read or upcoming frame, for listeners (changes nothing)."""
@@ -408,10 +423,9 @@ class Listener(_Source):
         reader = self.reader
         while True:
             seq = reader.position
-            if seq >= self.owner.ring.write_seq:
-                return None
             try:
-                reader.read(out)
+                if reader.try_read(out):
+                    return None
             except FrameNotReady:
                 return None
             except FrameOverrun as gap:  # the reader's cursor has moved to gap.oldest

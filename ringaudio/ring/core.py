@@ -617,6 +617,26 @@ class FrameRing:
             pass  # no out (allocate), a multi-channel ring, or bad arguments: checked below
         return self._default.read_at(seq, out, timeout)
 
+    def try_read(self, seq: int, out: np.ndarray) -> int:
+        """The scheduler's read: copy frame ``seq`` into ``out`` without raising on the common misses.
+
+        Returns 0 when the frame was copied (and the default reader moved past it), ``NOT_READY``
+        (< 0) when it is not written yet. Anything else (an overrun, bad arguments, a closed ring)
+        is handed to :meth:`read`, which raises the typed error.
+        """
+        try:
+            r = _read_frame(self._ctrl, self._slots, seq, out, self.generation, 0)
+        except (TypeError, OverflowError):
+            r = k.BAD_ARGUMENT
+        if r >= 0:
+            if r:
+                _wake(self._space_addr)
+            return 0
+        if r == k.NOT_READY:
+            return -1
+        self.read(seq, out)  # raises FrameOverrun, FrameFormatError, RingClosed, ...
+        return 0
+
     def skip_to(self, seq: int) -> None:
         """Tell the writer the default reader is done with everything before ``seq`` (read or not).
 
@@ -800,6 +820,24 @@ class RingReader:
             raise
         self.position += 1
         return frame
+
+    def try_read(self, out: np.ndarray) -> int:
+        """Like :meth:`read` into ``out``, but returns ``NOT_READY`` (< 0) instead of raising when the
+        frame is not written yet; 0 when it was copied. Overruns still raise :class:`FrameOverrun`."""
+        ring = self._ring
+        try:
+            r = _read_frame(ring._ctrl, ring._slots, self.position, out, ring.generation, self.slot)  # type: ignore[union-attr]
+        except (TypeError, AttributeError, OverflowError):
+            r = k.BAD_ARGUMENT
+        if r >= 0:
+            if r:
+                _wake(ring._space_addr)  # type: ignore[union-attr]
+            self.position += 1
+            return 0
+        if r == k.NOT_READY:
+            return -1
+        self.read(out)
+        return 0
 
     def read_many(
         self, out: np.ndarray | None = None, count: int | None = None, timeout: float | None = 0.0

@@ -45,9 +45,10 @@ log = logging.getLogger("ringaudio.server")
 SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
 SLACK = 0.001  # sessions due within this much are served in the same pass (s)
 OPEN = State.OPEN
+_pack = P.HEADER.pack_into
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Session:
     id: str
     ws: ServerConnection
@@ -93,6 +94,8 @@ class App:
         self.signals = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._intervals = self.metrics.interval.pending.append  # per-frame observations, binned later
+        self._jitters = self.metrics.jitter.pending.append
 
     @property
     def pool(self) -> Any:
@@ -380,6 +383,7 @@ class App:
     async def _ticker(self) -> None:
         assert self.stopping is not None
         schedule, engine, wake = self.schedule, self.engine, self._wake
+        folded = time.monotonic()
         while not self.stopping.is_set():
             wake.clear()
             for stream in engine.poll():  # worker events: utterance starts and ends, failures, cancels
@@ -405,6 +409,10 @@ class App:
                         continue
                     if again is not None:
                         schedule.add(s, again)
+            if now - folded > 1.0:
+                folded = now
+                self.metrics.interval.fold()
+                self.metrics.jitter.fold()
             next_due = schedule.next_due()
             # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
             # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
@@ -415,12 +423,17 @@ class App:
                         await wake.wait()
 
     def _pump(self, s: Session, now: float, now_us: int) -> float | None:
-        """Send what the session may send now; return when to look at it again (None: when told)."""
+        """Send what the session may send now; return when to look at it again (None: when told).
+
+        The per-frame path of the whole server, so it is written flat: one ring read, one header
+        pack and one transport write per frame, metrics appended to plain lists.
+        """
         source = s.source
         if source is None or source.paused:
             return None
-        transport = s.ws.transport
-        if transport is None or transport.is_closing():
+        ws = s.ws
+        transport = ws.transport
+        if transport is None or transport.is_closing() or ws.protocol.state is not OPEN:
             return None
         if transport.get_write_buffer_size() > self.send_limit:
             if not s.slow:
@@ -430,39 +443,37 @@ class App:
             return now + self.period
         s.slow = False
         pacer = s.pacer
-        allowance = pacer.allowance(now)
+        # a session is taken up to SLACK early (with the others due then): its frame counts as due
+        allowance = pacer.allowance(now, SLACK)
         sent = 0
+        frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
         while sent < allowance:
-            got = source.read_into(s.pcm, now)
+            got = source.read_into(pcm, now)
             if got is None:
                 break
-            self._send(s, got, now, now_us, transport)
+            seq, uid, flags = got
+            _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
+            if s.raw:
+                transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
+            else:  # an extension (permessage-deflate) was negotiated: the library frames it
+                broadcast([ws], memoryview(frame)[offset:])
             sent += 1
+            if flags & P.FLAG_FIRST and isinstance(source, Stream):
+                self.metrics.first_audio.observe(source.first_audio_ms)
+            if len(sent_at) > 512:
+                sent_at.clear()
+            sent_at[seq] = now
         if sent:
             pacer.spend(sent)
+            if s.last_send:
+                interval = (now - s.last_send) * 1000
+                self._intervals(interval)
+                if s.last_interval:
+                    self._jitters(abs(interval - s.last_interval))
+                s.last_interval = interval
+            s.last_send = now
         if source.events:
             self._flush(s)
         if sent == allowance:
             return pacer.next_due(now)
         return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle
-
-    def _send(self, s: Session, got: tuple[int, int, int], now: float, now_us: int, transport: Any) -> None:
-        seq, uid, flags = got
-        P.pack_into(s.frame, seq, now_us, uid, flags, s.offset)
-        if s.raw and s.ws.protocol.state is OPEN:
-            transport.write(bytes(s.frame))  # a copy: the transport may keep it while the buffer is reused
-        else:
-            broadcast([s.ws], memoryview(s.frame)[s.offset :])
-        if flags & P.FLAG_FIRST and isinstance(s.source, Stream):
-            self.metrics.first_audio.observe(s.source.first_audio_ms)
-        if s.last_send:
-            interval = (now - s.last_send) * 1000
-            self.metrics.interval.observe(interval)
-            if s.last_interval:
-                self.metrics.jitter.observe(abs(interval - s.last_interval))
-            s.last_interval = interval
-        s.last_send = now
-        sent_at = s.sent_at
-        if len(sent_at) > 512:
-            sent_at.clear()
-        sent_at[seq] = now

@@ -41,7 +41,7 @@ class BatchHistogram(Collector):
         if not self.pending:
             return
         values = np.asarray(self.pending, np.float64)
-        self.pending = []
+        self.pending.clear()  # in place: the scheduler holds its bound ``append``
         np.add.at(self.counts, np.searchsorted(self.bounds, values, side="left"), 1)
         self.total += float(values.sum())
 

@@ -186,10 +186,12 @@ class Pacer:
         self.tokens = float(self.prebuffer)
         self._last = now
 
-    def allowance(self, now: float) -> int:
+    def allowance(self, now: float, early: float = 0.0) -> int:
+        """Whole frames that may go now; a frame due within ``early`` seconds counts as due (a
+        scheduler that serves sessions in batches takes them slightly early, and must get them)."""
         self.tokens = min(float(self.prebuffer), self.tokens + (now - self._last) / self.period)
         self._last = now
-        return int(self.tokens)
+        return int(self.tokens + early / self.period + 1e-9)
 
     def spend(self, frames: int) -> None:
         self.tokens -= frames

@@ -124,6 +124,29 @@ _VOICED = set("bdgjlmnrvwz")
 _PAUSES = {",": 0.15, ";": 0.2, ":": 0.2, ".": 0.3, "!": 0.3, "?": 0.3, "\n": 0.3}
 
 
+class _Shared:
+    """One generation of a text, read by any number of jobs: segments are made once, on demand."""
+
+    def __init__(self, parts: Iterator[np.ndarray]) -> None:
+        self._source: Iterator[np.ndarray] | None = parts
+        self.parts: list[np.ndarray] = []
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        i = 0
+        while True:
+            if i < len(self.parts):
+                yield self.parts[i]
+                i += 1
+                continue
+            if self._source is None:
+                return
+            part = next(self._source, None)
+            if part is None:
+                self._source = None
+                return
+            self.parts.append(part)
+
+
 class SyntheticBackend(Backend):
     """Deterministic speech-like audio; ``rtf`` sets how long synthesis takes per second of audio."""
 
@@ -136,7 +159,7 @@ class SyntheticBackend(Backend):
         self.rtf = float(rtf)
         self.chars_per_second = float(chars_per_second)
         self.model_id = f"synthetic-{self.native_rate}-rtf{self.rtf:g}"
-        self._cache: dict[str, np.ndarray] = {}  # text -> audio: the same text costs only its pacing
+        self._cache: dict[str, _Shared] = {}  # text -> audio: the same text costs only its pacing
 
     def segments(self, text: str) -> list[tuple[str, float]]:
         """(kind, seconds) for each character: a vowel, 'voiced', 'noise', 'gap' or 'pause'."""
@@ -165,17 +188,30 @@ class SyntheticBackend(Backend):
         chunk = self.native_rate // (100 if self.rtf > 0 else 10)
         audio = self._cache.get(text)
         if audio is None:
-            audio = np.concatenate([np.zeros(0, np.float32), *self._generate(text)])
             if len(self._cache) >= 16:
                 self._cache.pop(next(iter(self._cache)))
-            self._cache[text] = audio
+            audio = self._cache[text] = _Shared(self._generate(text))
         started = time.monotonic()
-        for at in range(0, len(audio), chunk):
-            # play a model of this speed: audio of d seconds costs rtf * d seconds to make
-            lag = self.rtf * (at + chunk) / self.native_rate - (time.monotonic() - started)
-            if lag > 0:
-                time.sleep(lag)
-            yield audio[at : at + chunk]
+        at = 0
+        pending = np.zeros(0, np.float32)
+        # a text heard before is a copy; a new one streams as it is generated, segment by segment
+        # (and every job saying it at once shares that one generation), so the first chunk leaves
+        # after the first sound, not after the whole clause
+        for segment in audio:
+            pending = np.concatenate([pending, segment]) if len(pending) else segment
+            while len(pending) >= chunk:
+                yield self._paced(pending[:chunk], at, started)
+                at += chunk
+                pending = pending[chunk:]
+        if len(pending):
+            yield self._paced(pending, at, started)
+
+    def _paced(self, audio: np.ndarray, at: int, started: float) -> np.ndarray:
+        """Play a model of this speed: audio of d seconds costs rtf * d seconds to make."""
+        lag = self.rtf * (at + len(audio)) / self.native_rate - (time.monotonic() - started)
+        if lag > 0:
+            time.sleep(lag)
+        return audio
 
     def _generate(self, text: str) -> Iterator[np.ndarray]:
         rate = self.native_rate

@@ -32,7 +32,8 @@ from .text import split_text
 log = logging.getLogger("ringaudio.worker")
 
 STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
-BLOCKED_POLL = 0.005  # s: how long a loop whose jobs all wait at the watermark sleeps between looks
+BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
+BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ class ActiveJob:
         self.first_seq = -1
         self.last_seq = -1
         self.frames = 0
+        self.retry_at = 0.0  # monotonic: when a job held at the watermark looks again
         self._pending: np.ndarray | None = None
         self._frames = self._produce()
 
@@ -121,6 +123,25 @@ class ActiveJob:
             self.last_seq = seq
             self.frames += 1
         return "running"
+
+    def buffered(self) -> int:
+        """Frames written and not yet read (how urgent this job is: fewer is more)."""
+        if self.frames == 0:
+            return -1
+        try:
+            return self.ring.fill
+        except RingClosed:
+            return 0
+
+    def hold(self, now: float) -> None:
+        """Held at the high watermark: look again when a real-time reader has drained about half
+        of what stands between the fill and the low watermark (between BLOCKED_POLL and _MAX)."""
+        period = self.spec.frame_samples / self.spec.output_sample_rate
+        try:
+            excess = self.ring.fill - self.ring.watermarks[1]
+        except RingClosed:
+            excess = 0
+        self.retry_at = now + min(BLOCKED_POLL_MAX, max(BLOCKED_POLL, excess * period / 2))
 
     def close(self) -> None:
         self._frames.close()
@@ -224,39 +245,56 @@ class Worker:
     def run(self) -> None:
         self.warm()
         self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
-        blocked = False
         while True:
-            timeout = None if not self.jobs else (BLOCKED_POLL if blocked else 0)
+            timeout = self._idle_timeout()
             if self.conn.poll(timeout):
                 if not self.handle(self.conn.recv()):
                     break
                 continue  # drain control messages first: a cancel must not wait for a step
-            blocked = True
-            for active in list(self.jobs.values()):
-                was_first = active.first_seq < 0
-                try:
-                    state = active.step()
-                except BackendError as exc:
-                    self.fail(active, "backend_error", exc)
-                    continue
-                except RingClosed as exc:
-                    self.fail(active, "ring_closed", exc)
-                    continue
-                except Exception as exc:  # an engine bug must not take the worker down
-                    log.exception("job failed", extra={"session_id": active.job.session_id})
-                    self.fail(active, "internal_error", exc)
-                    continue
-                if was_first and active.first_seq >= 0:
-                    self.event(
-                        active.job,
-                        "first_frame",
-                        sequence=active.first_seq,
-                        latency_ms=round((time.monotonic() - active.started) * 1000, 2),
-                    )
-                if state == "done":
-                    self.finish(active)
-                elif state == "running":
-                    blocked = False
+            now = time.monotonic()
+            # the emptiest rings first: a job just started (nothing buffered) goes before jobs
+            # topping up rings that still hold hundreds of ms; a job that arrives meanwhile is
+            # picked up after at most a few steps
+            for n, active in enumerate(sorted(self.jobs.values(), key=ActiveJob.buffered)):
+                if active.retry_at > now:
+                    continue  # held at the watermark: not its time to look yet
+                self.step(active, now)
+                if n % 8 == 7 and self.conn.poll():
+                    break
+
+    def _idle_timeout(self) -> float | None:
+        """How long the loop may sleep on its pipe: forever with no jobs, 0 if one may run now."""
+        if not self.jobs:
+            return None
+        return max(0.0, min(a.retry_at for a in self.jobs.values()) - time.monotonic())
+
+    def step(self, active: ActiveJob, now: float) -> None:
+        was_first = active.first_seq < 0
+        try:
+            state = active.step()
+        except BackendError as exc:
+            self.fail(active, "backend_error", exc)
+            return
+        except RingClosed as exc:
+            self.fail(active, "ring_closed", exc)
+            return
+        except Exception as exc:  # an engine bug must not take the worker down
+            log.exception("job failed", extra={"session_id": active.job.session_id})
+            self.fail(active, "internal_error", exc)
+            return
+        if was_first and active.first_seq >= 0:
+            self.event(
+                active.job,
+                "first_frame",
+                sequence=active.first_seq,
+                latency_ms=round((time.monotonic() - active.started) * 1000, 2),
+            )
+        if state == "done":
+            self.finish(active)
+        elif state == "blocked":
+            active.hold(now)
+        else:
+            active.retry_at = 0.0
 
     def close(self) -> None:
         for session_id in list(self.jobs):

@@ -1,0 +1,207 @@
+"""The Engine without sockets: real worker processes, real rings, frames by sequence, events."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import psutil
+import pytest
+
+from ringaudio import config
+from ringaudio.engine import Engine, EngineError, Event, Frame, StreamError
+from ringaudio.errors import TextError
+
+TEXT = "The quick brown fox jumps over the lazy dog. It runs away, and then it comes back."
+
+
+def make_engine(**env: str) -> Engine:
+    environ = {"RINGAUDIO__WORKER__WORKERS": "1", "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0", **env}
+    return Engine(config.load(None, environ=environ), backend="synthetic", max_streams=8)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    with make_engine() as e:
+        yield e
+
+
+def split(items: list[Frame | Event]) -> tuple[list[Frame], list[Event]]:
+    return [i for i in items if isinstance(i, Frame)], [i for i in items if isinstance(i, Event)]
+
+
+def test_speak_yields_every_frame_in_sequence_with_its_events(engine: Engine) -> None:
+    with engine.speak(TEXT, request_id="r1") as stream:
+        frames, events = split(list(stream))
+    assert [f.sequence for f in frames] == list(range(len(frames)))
+    assert all(f.pcm.shape == (engine.frame_samples,) and f.pcm.dtype == np.int16 for f in frames)
+    assert frames[0].first and frames[-1].last and not any(f.first or f.last for f in frames[1:-1])
+    assert {f.utterance_id for f in frames} == {frames[0].utterance_id}
+    seconds = len(frames) * engine.frame_ms / 1000
+    assert 2.0 < seconds < 15.0  # speech-length for two sentences
+    audio = np.concatenate([f.pcm for f in frames]).astype(np.float64)
+    assert np.sqrt(np.mean(audio**2)) > 100  # not silence
+    kinds = [e.type for e in events]
+    assert kinds == ["utterance.start", "utterance.end"]
+    end = events[-1].data
+    assert end["frames"] == len(frames) and end["last_sequence"] == frames[-1].sequence
+    assert end["request_id"] == "r1"
+
+
+def test_back_to_back_utterances_continue_the_sequence(engine: Engine) -> None:
+    stream = engine.open_stream()
+    try:
+        first = stream.say("One sentence.")
+        second = stream.say("And another one.")
+        frames, events = split(list(stream))
+    finally:
+        stream.close()
+    assert [f.sequence for f in frames] == list(range(len(frames)))
+    ids = [f.utterance_id for f in frames]
+    assert ids == sorted(ids) and set(ids) == {first, second}
+    assert [e.type for e in events].count("utterance.end") == 2
+    assert sum(f.first for f in frames) == 2 and sum(f.last for f in frames) == 2
+
+
+def test_pause_holds_the_worker_at_the_watermark_and_loses_nothing(engine: Engine) -> None:
+    stream = engine.speak(TEXT * 3)
+    got: list[Frame] = []
+    high, _ = stream.ring.watermarks
+    try:
+        it = iter(stream)
+        while len(got) < 5:
+            item = next(it)
+            if isinstance(item, Frame):
+                got.append(item)
+        stream.pause()
+        with pytest.raises(StreamError) as exc:
+            stream.pause()
+        assert exc.value.code == "already_paused"
+        threading.Timer(0.6, stream.resume).start()
+        t0 = time.monotonic()
+        # the iterator blocks while paused; the worker fills the ring to its high watermark and waits
+        deadline = t0 + 0.5
+        while time.monotonic() < deadline and stream.ring.fill < high:
+            time.sleep(0.01)
+        assert stream.ring.fill >= high
+        time.sleep(0.1)
+        assert stream.ring.fill <= stream.ring.capacity  # held, not overwriting
+        item = next(it)
+        assert time.monotonic() - t0 >= 0.5  # nothing came out while paused
+        rest = [item, *it]
+    finally:
+        stream.close()
+    got += [i for i in rest if isinstance(i, Frame)]
+    assert [f.sequence for f in got] == list(range(len(got)))  # every frame, in order
+    assert stream.lost == 0
+    with pytest.raises(StreamError):
+        stream.resume()
+
+
+def test_cancel_drops_the_rest_and_the_next_utterance_starts_cleanly(engine: Engine) -> None:
+    stream = engine.speak(TEXT * 5)
+    try:
+        it = iter(stream)
+        frames = []
+        while len(frames) < 10:
+            item = next(it)
+            if isinstance(item, Frame):
+                frames.append(item)
+        stream.cancel()
+        rest = list(it)
+        cancelled = [i for i in rest if isinstance(i, Event) and i.type == "cancelled"]
+        assert len(cancelled) == 1
+        assert not any(isinstance(i, Frame) for i in rest)  # nothing read after the cancel
+        last = cancelled[0].data["last_sequence"]
+        assert last == frames[-1].sequence
+        uid = stream.say("Fresh start.")
+        after, _ = split(list(stream))
+    finally:
+        stream.close()
+    assert after and after[0].first and after[0].utterance_id == uid
+    assert after[0].sequence > last
+    assert {f.utterance_id for f in after} == {uid}  # no stale frame of the cancelled utterance
+    assert [f.sequence for f in after] == list(range(after[0].sequence, after[0].sequence + len(after)))
+
+
+def test_two_readers_get_the_same_frames(engine: Engine) -> None:
+    stream = engine.open_stream()
+    listener = stream.listen(start=0)
+    out: dict[str, list[Frame]] = {}
+
+    def consume(name: str, source: object) -> None:
+        out[name] = [i for i in source if isinstance(i, Frame)]  # type: ignore[attr-defined]
+
+    try:
+        stream.say("Whole-home announcement: dinner is ready.")
+        threads = [
+            threading.Thread(target=consume, args=("owner", stream)),
+            threading.Thread(target=consume, args=("listener", listener)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        listener.close()
+        stream.close()
+    owner, heard = out["owner"], out["listener"]
+    assert owner and [f.sequence for f in heard] == [f.sequence for f in owner]
+    assert all(np.array_equal(a.pcm, b.pcm) for a, b in zip(owner, heard, strict=True))
+    assert listener.lost == 0
+
+
+def test_async_iteration() -> None:
+    async def main() -> list[Frame | Event]:
+        async with make_engine() as engine:
+            stream = engine.speak("Hello from asyncio.")
+            return [item async for item in stream]
+
+    items = asyncio.run(main())
+    frames, events = split(items)
+    assert frames and [f.sequence for f in frames] == list(range(len(frames)))
+    assert [e.type for e in events] == ["utterance.start", "utterance.end"]
+
+
+def test_bad_input_is_refused_and_the_stream_stays_usable(engine: Engine) -> None:
+    stream = engine.open_stream()
+    try:
+        with pytest.raises(TextError):
+            stream.say("")
+        with pytest.raises(TextError):
+            stream.say("x" * (engine.config.worker.max_text_chars + 1))
+        with pytest.raises(TextError):
+            stream.say(42)  # type: ignore[arg-type]
+        stream.say("Still fine.")
+        frames, _ = split(list(stream))
+        assert frames
+    finally:
+        stream.close()
+    with pytest.raises(StreamError):
+        stream.say("closed")
+
+
+def test_not_started_and_closed_engines_refuse_work() -> None:
+    engine = make_engine()
+    with pytest.raises(EngineError):
+        engine.speak("not started")
+    engine.close()
+    with pytest.raises(EngineError):
+        engine.start()
+
+
+def test_exception_inside_with_leaves_no_process_and_no_segment() -> None:
+    with pytest.raises(RuntimeError, match="boom"), make_engine() as engine:
+        pids = engine.pool.pids() if engine.pool else []
+        name = engine.arena.name if engine.arena else ""
+        engine.speak(TEXT * 10)  # a worker busy mid-utterance
+        time.sleep(0.1)
+        raise RuntimeError("boom")
+    assert pids and not any(psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE for p in pids)
+    from pathlib import Path
+
+    assert name and not (Path("/dev/shm") / name).exists()
+    assert engine.arena is None and engine.pool is None

@@ -38,7 +38,10 @@ async def main(port: int) -> None:
     frame = bytearray(P.HEADER_SIZE + 1920)
 
     async def handler(ws: ServerConnection) -> None:
-        await ws.send(json.dumps({"type": "session", "frame_samples": 960, "sample_rate": 48000}))
+        # (a listen_key, so the fan-out scenario's listeners can ask to listen: every connection gets
+        # canned frames, which is what one stream fanned out to N listeners costs without an engine)
+        session = {"type": "session", "session_id": "bare", "listen_key": "bare", "frame_samples": 960}
+        await ws.send(json.dumps({**session, "sample_rate": 48000}))
         client = Client(ws)
         clients.add(client)
         try:

@@ -171,7 +171,8 @@ class Server:
         workers = 0.0
         for child in self.ps.children(recursive=True):
             with contextlib.suppress(psutil.Error):
-                workers += sum(child.cpu_times()[:2])
+                # user + system + what its exited children used (an espeak-ng process per utterance)
+                workers += sum(child.cpu_times()[:4])
         return own, workers
 
     def rss(self) -> tuple[int, int]:

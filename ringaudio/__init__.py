@@ -18,14 +18,30 @@ from .ring import FrameRing, RingArena, RingHandle, RingReader
 
 __version__ = "0.1.0"
 
+_ENGINE_NAMES = ("Engine", "Event", "Frame", "Listener", "Stream")
+
+
+def __getattr__(name: str) -> object:
+    """``ringaudio.Engine`` and its types, imported on first use (a worker process never needs them)."""
+    if name in _ENGINE_NAMES:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'ringaudio' has no attribute {name!r}")
+
+
 __all__ = [
     "ArenaFull",
     "ConfigError",
+    "Engine",
+    "Event",
+    "Frame",
     "FrameFormatError",
     "FrameNotReady",
     "FrameOverrun",
     "FrameRing",
     "InvalidSequence",
+    "Listener",
     "ReaderSlotsFull",
     "RingArena",
     "RingAudioError",
@@ -34,6 +50,7 @@ __all__ = [
     "RingReader",
     "RingTimeout",
     "SegmentError",
+    "Stream",
     "WatermarkError",
     "__version__",
 ]

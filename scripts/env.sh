@@ -19,13 +19,18 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 export PATH="$PWD/.venv/bin:$PATH"
 
-# espeak-ng gives the workers real speech; without it they fall back to the built-in synthetic voice.
-if ! command -v espeak-ng >/dev/null 2>&1; then
+# espeak-ng gives the workers real speech (without it they fall back to the built-in synthetic
+# voice); libportaudio2 lets `python -m ringaudio.say` play through the sound card.
+missing=""
+command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
+{ ldconfig -p 2>/dev/null | grep -q libportaudio; } || missing="$missing libportaudio2"
+if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-        echo "installing espeak-ng ..." >&2
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng) >/dev/null 2>&1 \
-            || echo "could not install espeak-ng: the synthetic voice will be used" >&2
+        echo "installing$missing ..." >&2
+        # shellcheck disable=SC2086
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing) >/dev/null 2>&1 \
+            || echo "could not install$missing: the synthetic voice / WAV output will be used" >&2
     else
-        echo "espeak-ng is not installed (sudo apt-get install espeak-ng): the synthetic voice will be used" >&2
+        echo "not installed:$missing (sudo apt-get install$missing): synthetic voice / WAV output only" >&2
     fi
 fi

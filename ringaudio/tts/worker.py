@@ -88,6 +88,7 @@ class ActiveJob:
         self._frames = self._produce()
 
     def _produce(self) -> Generator[np.ndarray, None, None]:
+        same_rate = self.backend.native_rate == self.spec.output_sample_rate  # a model speaking the wire's rate
         resampler = Resampler(self.backend.native_rate, self.spec.output_sample_rate, self.spec.resample_quality)
         framer = Framer(self.spec.frame_samples)
         for piece in split_text(self.job.text, self.spec.clause_chars):
@@ -99,12 +100,13 @@ class ActiveJob:
                     self.synthesis_s += time.monotonic() - t0
                     if chunk is None:
                         break
-                    yield from framer.push(resampler.process(chunk))
+                    yield from framer.push(chunk if same_rate else resampler.process(chunk))
             finally:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()  # a cancel stops the engine now (espeak's process is killed)
-        yield from framer.push(resampler.flush())
+        if not same_rate:
+            yield from framer.push(resampler.flush())
         yield from framer.flush()
 
     def step(self) -> str:

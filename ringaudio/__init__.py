@@ -1,5 +1,7 @@
 """ringaudio: stream synthesized speech to listeners without losing or mangling a frame."""
 
+from typing import TYPE_CHECKING
+
 from .errors import (
     ArenaFull,
     ConfigError,
@@ -15,6 +17,9 @@ from .errors import (
     WatermarkError,
 )
 from .ring import FrameRing, RingArena, RingHandle, RingReader
+
+if TYPE_CHECKING:
+    from .engine import Engine, Event, Frame, Listener, Stream
 
 __version__ = "0.1.0"
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 FLAG_FIRST = 1  # first frame of an utterance
 FLAG_LAST = 2  # last frame of an utterance
 WAIT_SLICE = 0.01  # how long an iterator sleeps between looks when nothing is ready (s)
+HOLD_MAX = 0.05  # the longest the newest frame is held back waiting for its utterance's end (s)
 
 Label = tuple[int, int, int]  # (sequence, utterance_id, flags)
 
@@ -81,6 +82,7 @@ class Utterance:
     first_seq: int | None = None
     last_seq: int | None = None
     sent_first: bool = False
+    failed: bool = False  # its frames still play out (labelled), but it ends with an error, not utterance.end
 
 
 class _Source:
@@ -196,6 +198,10 @@ class Stream(_Source):
         self.listeners: set[Listener] = set()
         self.first_audio_ms = 0.0  # of the latest utterance, when its first frame was read
         self._written = 0  # the writer's position, as last seen
+        self._held_since = 0.0  # when the newest frame began to be held back (0: not holding)
+        self._settle = False  # an utterance's last frame was read: its end is due
+        self._cancel_uid = 0
+        self._cancel_seq = 0
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} cursor={self.cursor} utterances={len(self.utterances)}>"
@@ -208,8 +214,9 @@ class Stream(_Source):
         """Queue an utterance; returns its id. Raises TextError, StreamError (``queue_full``), ..."""
         if self.ended:
             raise StreamError("stream_ended", "the stream is closed")
-        uid = self._engine._submit(self, text, voice, request_id)
-        self.utterances.append(Utterance(uid, request_id, time.monotonic()))
+        with self._engine.lock:  # the worker's events for it must find it in the list
+            uid = self._engine._submit(self, text, voice, request_id)
+            self.utterances.append(Utterance(uid, request_id, time.monotonic()))
         return uid
 
     def cancel(self) -> None:
@@ -217,7 +224,12 @@ class Stream(_Source):
         event (with the last sequence read) follows once the worker has stopped."""
         if self.ended:
             return
-        self.cancelling = True  # nothing more is read until the worker has answered
+        with self._engine.lock:
+            self.cancelling = True  # nothing more is read until the worker has answered
+            # what the cancel covers: the utterances said so far and the frames written so far (an
+            # utterance said right after the cancel survives it)
+            self._cancel_uid = max((u.utterance_id for u in self.utterances), default=self._cancel_uid)
+            self._cancel_seq = max(self._cancel_seq, self.ring.write_seq)
         self._engine._cancel(self)
 
     def listen(self, start: int | None = None) -> Listener:
@@ -249,17 +261,15 @@ class Stream(_Source):
         An overrun (``drop_oldest``) moves the cursor to the oldest frame still there and queues an
         ``overrun`` event with exactly what was lost, then reads on from there.
         """
+        if self._settle:
+            self.settle()
         if self.paused or self.cancelling or self.ended:
             return None
         ring = self.ring
         while True:
             seq = self.cursor
-            if seq + 1 >= self._written:  # (the writer's position is re-read only near the head)
-                self._written = ring.write_seq
-                if seq + 1 >= self._written and self._open_ended(seq):
-                    # the newest frame, and its utterance's end is not known yet: it may be the
-                    # last one, so wait for the next frame or the worker's word (its flags must be right)
-                    return None
+            if (seq + 1 >= self._written or self._engine._inbox) and self._hold(seq, now):
+                return None
             try:
                 if ring.try_read(seq, out):
                     return None  # not written yet
@@ -269,12 +279,35 @@ class Stream(_Source):
                 self._gap(gap)
                 continue
             break
+        self._held_since = 0.0
         self.cursor = seq + 1
         self.last_read = seq
         uid, flags = self._label(seq, now)
         if flags & FLAG_LAST:
-            self._end_due()
+            self._settle = True  # utterance.end is queued after this frame has gone out
         return seq, uid, flags
+
+    def settle(self) -> None:
+        """Queue the ``utterance.end`` of an utterance whose last frame was read (the consumer calls
+        this after sending that frame; the next read does it anyway)."""
+        self._settle = False
+        self._end_due()
+
+    def _hold(self, seq: int, now: float) -> bool:
+        """Hold frame ``seq`` back? Only while its utterance's end is unknown and it may be the last
+        frame: it is the newest one, or worker events (perhaps that end) wait to be applied. Never
+        longer than HOLD_MAX (so a writer waiting for the ring to drain to its low watermark is
+        never stuck behind a held frame)."""
+        self._written = self.ring.write_seq
+        if seq >= self._written:
+            return False  # not written: the read says so
+        if seq + 1 < self._written and not self._engine._inbox:
+            return False
+        if not self._open_ended(seq):
+            return False
+        if not self._held_since:
+            self._held_since = now
+        return now - self._held_since < HOLD_MAX
 
     def _label(self, seq: int, now: float) -> tuple[int, int]:
         for u in self.utterances:
@@ -322,6 +355,8 @@ class Stream(_Source):
             u = self.utterances.popleft()
             last = u.last_seq
             assert last is not None
+            if u.failed:
+                continue  # its error was reported when it failed
             frames = last - (u.first_seq if u.first_seq is not None else last) + 1
             self.events.append(
                 Event(
@@ -337,8 +372,10 @@ class Stream(_Source):
             )
 
     def _wait(self, timeout: float) -> None:
+        # holding the newest frame back: sleep until the one after it (or the timeout), not spin
+        seq = self.cursor + (1 if self._held_since else 0)
         try:
-            self.ring.wait(self.cursor, timeout)  # futex sleep until the worker writes it
+            self.ring.wait(seq, timeout)  # futex sleep until the worker writes it
         except RingClosed:
             time.sleep(timeout)
 
@@ -354,16 +391,29 @@ class Stream(_Source):
         elif kind == "first_frame" and u is not None:
             u.first_seq = ev["sequence"]
         elif kind == "finished" and u is not None:
-            u.last_seq = ev["last_sequence"]
-            if u.first_seq is None:
-                u.first_seq = ev["first_sequence"]
-            if u.last_seq is None:  # an utterance with no audio at all
+            last, first = ev.get("last_sequence"), ev.get("first_sequence")
+            if u.first_seq is None and first is not None and first >= 0:
+                u.first_seq = first
+            if last is None or last < 0:  # an utterance with no audio at all: it ends now
                 self.utterances.remove(u)
+                self.events.append(
+                    Event(
+                        "utterance.end",
+                        {
+                            "utterance_id": u.utterance_id,
+                            "request_id": u.request_id,
+                            "frames": 0,
+                            "duration_ms": 0,
+                            "last_sequence": None,
+                        },
+                    )
+                )
             else:
+                u.last_seq = last
                 self._end_due()
         elif kind == "failed":
             if u is not None:
-                self.utterances.remove(u)
+                self._failed(u, ev.get("last_sequence"))
             self.events.append(
                 Event(
                     "error",
@@ -374,15 +424,36 @@ class Stream(_Source):
                     },
                 )
             )
+            if self.cancelling and ev.get("code") == "worker_died":  # the cancel's answer will never come
+                self._cancelled(None)
         elif kind == "cancelled":
-            last = ev.get("last_sequence")
-            # discard every frame not read yet: the cursor jumps past what the worker wrote, and the
-            # ring is told, so the next utterance's writer is not held back by them
-            self.cursor = max(self.cursor, self.ring.write_seq if last is None else last + 1)
-            self.ring.skip_to(self.cursor)
-            self.utterances.clear()
-            self.cancelling = False
-            self.events.append(Event("cancelled", {"last_sequence": self.last_read}))
+            self._cancelled(ev.get("last_sequence"))
+
+    def _failed(self, u: Utterance, last: int | None) -> None:
+        """What the failed utterance wrote still plays out (labelled as its frames); then it ends
+        without an ``utterance.end`` (its ``error`` was the end)."""
+        if last is None or last < 0:  # the worker died: it wrote what is in the ring now
+            last = self.ring.write_seq - 1 if u.first_seq is not None else -1
+        if u.first_seq is None or last < u.first_seq:
+            self.utterances.remove(u)
+            return
+        u.last_seq = last
+        u.failed = True
+        self._end_due()
+
+    def _cancelled(self, last: int | None) -> None:
+        # discard every frame of the cancelled utterances not read yet: the cursor jumps past what
+        # the worker wrote for them, and the ring is told, so the next writer is not held back
+        cut = self._cancel_seq if last is None or last < 0 else last + 1
+        for u in self.utterances:
+            if u.utterance_id <= self._cancel_uid and u.last_seq is not None:
+                cut = max(cut, u.last_seq + 1)  # one that finished just before the cancel reached it
+        self.cursor = max(self.cursor, cut)
+        self.ring.skip_to(self.cursor)
+        self._held_since = 0.0
+        self.utterances = deque(u for u in self.utterances if u.utterance_id > self._cancel_uid)
+        self.cancelling = False
+        self.events.append(Event("cancelled", {"last_sequence": self.last_read}))
 
     def _end(self) -> None:
         """Mark ended and end the listeners (the engine closes the ring after this)."""

@@ -346,9 +346,18 @@ class App:
     def _listen(self, s: Session, cmd: P.Listen) -> None:
         owner = self.sessions.get(cmd.session_id)
         stream = owner.stream if owner is not None else None
-        if owner is None or stream is None or not hmac.compare_digest(owner.key, cmd.key):
+        if (
+            owner is None
+            or owner is s
+            or stream is None
+            or not hmac.compare_digest(owner.key.encode(), cmd.key.encode())
+        ):
             self._error(s, "listen_refused", "no such stream, or a wrong key")
             return
+        if s.listening_to is not None:  # listening elsewhere already: move
+            s.listening_to.listeners.discard(s)
+            if isinstance(s.source, Listener):
+                s.source.close()
         if s.stream is not None:
             s.stream.close()  # a listener needs no ring of its own
         s.source = stream.listen()
@@ -386,11 +395,14 @@ class App:
         folded = time.monotonic()
         while not self.stopping.is_set():
             wake.clear()
-            for stream in engine.poll():  # worker events: utterance starts and ends, failures, cancels
-                s = self.sessions.get(stream.id)
-                if s is not None:
-                    self._flush(s)
-                    self._touch(s)
+            try:
+                for stream in engine.poll():  # worker events: utterance starts and ends, failures, cancels
+                    s = self.sessions.get(stream.id)
+                    if s is not None:
+                        self._flush(s)
+                        self._touch(s)
+            except Exception:  # the scheduler of every session must not die of one event
+                log.exception("worker event failed")
             now = time.monotonic()
             due = schedule.pop_due(now + SLACK)
             if due:
@@ -449,6 +461,8 @@ class App:
         frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
         while sent < allowance:
             got = source.read_into(pcm, now)
+            if source.events:  # an overrun, or the end of the previous utterance: before this frame
+                self._flush(s)
             if got is None:
                 break
             seq, uid, flags = got
@@ -472,6 +486,8 @@ class App:
                     self._jitters(abs(interval - s.last_interval))
                 s.last_interval = interval
             s.last_send = now
+        if isinstance(source, Stream) and source._settle:
+            source.settle()  # the utterance whose last frame just went out has ended
         if source.events:
             self._flush(s)
         if sent == allowance:

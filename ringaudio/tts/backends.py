@@ -130,6 +130,7 @@ class _Shared:
     def __init__(self, parts: Iterator[np.ndarray]) -> None:
         self._source: Iterator[np.ndarray] | None = parts
         self.parts: list[np.ndarray] = []
+        self.failed = False
 
     def __iter__(self) -> Iterator[np.ndarray]:
         i = 0
@@ -140,7 +141,12 @@ class _Shared:
                 continue
             if self._source is None:
                 return
-            part = next(self._source, None)
+            try:
+                part = next(self._source, None)
+            except BaseException:
+                self._source = None
+                self.failed = True  # the synthesizer evicts it: the next job starts afresh
+                raise
             if part is None:
                 self._source = None
                 return
@@ -197,12 +203,16 @@ class SyntheticBackend(Backend):
         # a text heard before is a copy; a new one streams as it is generated, segment by segment
         # (and every job saying it at once shares that one generation), so the first chunk leaves
         # after the first sound, not after the whole clause
-        for segment in audio:
-            pending = np.concatenate([pending, segment]) if len(pending) else segment
-            while len(pending) >= chunk:
-                yield self._paced(pending[:chunk], at, started)
-                at += chunk
-                pending = pending[chunk:]
+        try:
+            for segment in audio:
+                pending = np.concatenate([pending, segment]) if len(pending) else segment
+                while len(pending) >= chunk:
+                    yield self._paced(pending[:chunk], at, started)
+                    at += chunk
+                    pending = pending[chunk:]
+        finally:
+            if audio.failed and self._cache.get(text) is audio:
+                del self._cache[text]  # never keep a truncated generation
         if len(pending):
             yield self._paced(pending, at, started)
 

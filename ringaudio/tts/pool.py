@@ -85,6 +85,7 @@ class WorkerPool:
         self._workers: list[_Worker] = []
         self._queues: dict[str, deque[Job]] = {}
         self._busy: dict[str, _Worker] = {}  # session -> worker running its utterance
+        self._running: dict[str, Job] = {}  # session -> the utterance it runs
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -125,6 +126,7 @@ class WorkerPool:
             workers, self._workers = self._workers, []
             self._queues.clear()
             self._busy.clear()
+            self._running.clear()
         for w in workers:
             with contextlib.suppress(OSError, ValueError):
                 w.conn.send(("stop", None))
@@ -216,6 +218,7 @@ class WorkerPool:
             return
         worker.sessions.add(session_id)
         self._busy[session_id] = worker
+        self._running[session_id] = job
 
     # -- supervision ------------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -264,22 +267,31 @@ class WorkerPool:
             return
         if kind != "event":
             return
-        if payload["type"] in ("finished", "failed", "cancelled"):
-            session_id = payload["session_id"]
-            with self._lock:
-                worker.sessions.discard(session_id)
-                if self._busy.get(session_id) is worker:
-                    del self._busy[session_id]
-                self._dispatch(session_id)
+        if payload["type"] not in ("finished", "failed", "cancelled"):
+            self.on_event(payload)
+            return
+        session_id = payload["session_id"]
+        with self._lock:
+            worker.sessions.discard(session_id)
+            if self._busy.get(session_id) is worker:
+                del self._busy[session_id]
+                self._running.pop(session_id, None)
+        # the caller hears that this utterance ended before the next one can write a frame
         self.on_event(payload)
+        with self._lock:
+            self._dispatch(session_id)
 
     def _died(self, worker: _Worker) -> None:
         with self._lock:
             if self._stopping or worker not in self._workers:
                 return
             lost = sorted(worker.sessions)
+            jobs = {}
             for session_id in lost:
                 self._busy.pop(session_id, None)
+                job = self._running.pop(session_id, None)
+                if job is not None:
+                    jobs[session_id] = job
             index = self._workers.index(worker)
             self._workers[index] = self._spawn()
             self.restarts += 1
@@ -295,10 +307,14 @@ class WorkerPool:
             sessions=len(lost),
         )
         for session_id in lost:
+            job = jobs.get(session_id)
             self.on_event(
                 {
                     "type": "failed",
                     "session_id": session_id,
+                    "utterance_id": job.utterance_id if job is not None else None,
+                    "request_id": job.request_id if job is not None else None,
+                    "last_sequence": None,
                     "code": "worker_died",
                     "message": f"worker {worker.proc.pid} exited ({worker.proc.exitcode}) during synthesis",
                 }

@@ -199,6 +199,17 @@ class Worker:
     def cancel(self, session_id: str, quiet: bool = False) -> None:
         active = self.jobs.pop(session_id, None)
         if active is None:
+            if not quiet:  # it finished (or failed) just before the cancel came: answer all the same
+                self.send(
+                    "event",
+                    type="cancelled",
+                    session_id=session_id,
+                    utterance_id=None,
+                    request_id=None,
+                    pid=os.getpid(),
+                    last_sequence=None,
+                    frames=0,
+                )
             return
         active.close()
         active.ring.close()

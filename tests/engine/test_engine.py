@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -125,6 +127,90 @@ def test_cancel_drops_the_rest_and_the_next_utterance_starts_cleanly(engine: Eng
     assert after[0].sequence > last
     assert {f.utterance_id for f in after} == {uid}  # no stale frame of the cancelled utterance
     assert [f.sequence for f in after] == list(range(after[0].sequence, after[0].sequence + len(after)))
+
+
+def test_a_say_right_after_cancel_survives_it(engine: Engine) -> None:
+    """Barge-in as a voice assistant does it: cancel and say the new thing at once."""
+    stream = engine.speak(TEXT * 5)
+    try:
+        it = iter(stream)
+        old_uid = None
+        while old_uid is None:
+            item = next(it)
+            if isinstance(item, Frame):
+                old_uid = item.utterance_id
+        stream.cancel()
+        new_uid = stream.say("The new answer.")
+        frames, events = split(list(it))
+    finally:
+        stream.close()
+    kinds = [e.type for e in events]
+    assert "cancelled" in kinds and kinds[-1] == "utterance.end"
+    assert events[-1].data["utterance_id"] == new_uid
+    new = [f for f in frames if f.utterance_id == new_uid]
+    assert new and new[0].first and new[-1].last
+    assert all(f.utterance_id in (old_uid, new_uid) for f in frames)
+    seqs = [f.sequence for f in new]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+
+
+def test_cancel_after_synthesis_finished_drops_what_waits_in_the_ring(engine: Engine) -> None:
+    stream = engine.speak("Short.")  # well under the ring's capacity: the worker is done at once
+    try:
+        deadline = time.monotonic() + 10
+        while stream.utterances and stream.utterances[0].last_seq is None:
+            assert time.monotonic() < deadline
+            engine.poll()
+            time.sleep(0.01)
+        written = stream.ring.write_seq
+        assert written > 3
+        it = iter(stream)
+        first = [i for i in (next(it), next(it)) if isinstance(i, Frame)]
+        stream.cancel()
+        rest = list(it)
+    finally:
+        stream.close()
+    assert not any(isinstance(i, Frame) for i in rest)  # the frames still in the ring were dropped
+    cancelled = [i for i in rest if isinstance(i, Event) and i.type == "cancelled"]
+    assert len(cancelled) == 1 and stream.cursor >= written
+    assert cancelled[0].data["last_sequence"] == (first[-1].sequence if first else None)
+
+
+def test_a_tiny_ring_with_a_zero_low_watermark_still_plays_to_the_end() -> None:
+    """The reader holds the newest frame back until its utterance's end is known; with a writer that
+    waits for an empty ring that must not deadlock."""
+    env = {"RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "2", "RINGAUDIO__WORKER__LOW_WATERMARK": "0.0"}
+    with make_engine(**env) as engine:
+        stream = engine.speak("Two words.")
+        frames, events = split(list(stream))
+        stream.close()
+    assert frames and [f.sequence for f in frames] == list(range(len(frames)))
+    assert events[-1].type == "utterance.end" and events[-1].data["frames"] == len(frames)
+
+
+def test_a_killed_worker_ends_the_utterance_with_an_error_and_the_stream_goes_on() -> None:
+    with make_engine() as engine:
+        stream = engine.speak(TEXT * 5)
+        it = iter(stream)
+        while not isinstance(next(it), Frame):
+            pass
+        pool = engine.pool
+        assert pool is not None
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        rest = list(it)  # ends: the utterance failed, the stream is not wedged
+        errors = [i for i in rest if isinstance(i, Event) and i.type == "error"]
+        assert [e.data["code"] for e in errors] == ["worker_died"]
+        assert errors[0].data["utterance_id"] is not None
+        assert not any(isinstance(i, Event) and i.type == "utterance.end" for i in rest)
+        deadline = time.monotonic() + 60
+        while pool.alive() < pool.size:  # the replacement warms up
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        uid = stream.say("Back again.")
+        frames, events = split(list(stream))
+        stream.close()
+    assert frames and {f.utterance_id for f in frames} == {uid} and frames[-1].last
+    assert events[-1].type == "utterance.end"
 
 
 def test_two_readers_get_the_same_frames(engine: Engine) -> None:

@@ -203,6 +203,30 @@ def test_listener_hears_the_stream_with_the_key(server: ServerProcess) -> None:
     assert heard == mine
 
 
+def test_listening_to_yourself_is_refused_and_the_session_stays_usable(server: ServerProcess) -> None:
+    async def go() -> tuple[dict[str, Any], int]:
+        async with connect(server.url) as ws:
+            session = json.loads(await ws.recv())
+            await ws.send(json.dumps({"type": "listen", "session_id": session["session_id"], "key": "ключ"}))
+            wrong = await recv_event(ws, "error")
+            assert wrong["code"] == "listen_refused"  # a non-ASCII key is just a wrong key
+            await ws.send(
+                json.dumps({"type": "listen", "session_id": session["session_id"], "key": session["listen_key"]})
+            )
+            err = await recv_event(ws, "error")
+            await ws.send(json.dumps({"type": "synthesize", "text": "Still my own stream."}))
+            frames = 0
+            while True:
+                msg = await ws.recv()
+                if isinstance(msg, bytes):
+                    frames += 1
+                elif json.loads(msg)["type"] == "utterance.end":
+                    return err, frames
+
+    err, frames = run(go())
+    assert err["code"] == "listen_refused" and frames > 0
+
+
 def test_metrics_carry_the_runbook_names_and_drop_ended_sessions(server: ServerProcess) -> None:
     async def go() -> tuple[str, str]:
         async with connect(server.url) as ws:
@@ -252,10 +276,14 @@ def test_slow_client_under_drop_oldest_reports_exactly_what_it_lost() -> None:
                 seqs: list[int] = []
                 reported = 0
                 end = None
+                resumes: set[int] = set()  # where the overruns said the stream goes on
                 while end is None:
                     msg = await asyncio.wait_for(ws.recv(), 30)
                     if isinstance(msg, bytes):
-                        seqs.append(P.decode_header(msg).sequence)
+                        seq = P.decode_header(msg).sequence
+                        if seqs and seq != seqs[-1] + 1:
+                            assert seq in resumes  # a gap only ever follows its overrun event
+                        seqs.append(seq)
                         if not reported:
                             await asyncio.sleep(0.1)  # far slower than real time until the first overrun
                     else:
@@ -263,6 +291,7 @@ def test_slow_client_under_drop_oldest_reports_exactly_what_it_lost() -> None:
                         if ev["type"] == "overrun":
                             assert ev["lost"] == ev["received"] - ev["expected"]
                             reported += ev["lost"]
+                            resumes.add(ev["received"])
                         elif ev["type"] == "utterance.end":
                             end = ev["last_sequence"]
                 return seqs, reported, end

@@ -10,6 +10,10 @@ device), so tests drive it directly.
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import sys
 import threading
 import wave
 from collections import deque
@@ -132,7 +136,22 @@ class WavSink:
         self._wav.close()
 
 
+def _jack_litter() -> None:
+    """PortAudio probes JACK when it starts, and libjack leaves a metadata folder in /dev/shm
+    (``jack_db-<uid>``) even with no JACK server; take it away at exit if it was not there before."""
+    litter = Path("/dev/shm") / f"jack_db-{os.getuid()}" if hasattr(os, "getuid") else None
+    if litter is None or litter.exists():
+        return
+
+    def clean() -> None:
+        shutil.rmtree(litter, ignore_errors=True)
+
+    atexit.register(clean)
+
+
 def _sounddevice() -> Any:
+    if "sounddevice" not in sys.modules:
+        _jack_litter()
     try:
         import sounddevice  # type: ignore[import-untyped]
     except ImportError as exc:

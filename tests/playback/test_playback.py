@@ -108,6 +108,9 @@ def test_say_writes_a_wav(tmp_path: Path) -> None:
 
 
 def test_say_without_a_device_says_so_and_fails() -> None:
+    shm = Path("/dev/shm")
+    before = set(shm.iterdir()) if shm.is_dir() else set()
     done = run_say("Hello.", "--device", "9999", "--backend", "synthetic", timeout=60)
+    assert (set(shm.iterdir()) if shm.is_dir() else set()) == before  # not even PortAudio's JACK probe
     assert done.returncode == 2
     assert "no audio output" in done.stderr and "--out" in done.stderr

@@ -79,7 +79,9 @@ async def speak(
         paused = False
         deadline = time.monotonic() + timeout
         while remaining:
-            message = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+            # (asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation)
+            async with asyncio.timeout(max(0.1, deadline - time.monotonic())):
+                message = await ws.recv()
             now = time.monotonic()
             if isinstance(message, str):
                 ev = json.loads(message)

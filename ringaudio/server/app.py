@@ -276,7 +276,8 @@ class App:
         self.metrics.sessions.set(len(self.sessions))
         logs.event(log, logging.INFO, "session closed", s.id, code=code)
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(s.ws.close(code, reason), 2.0)
+            async with asyncio.timeout(2.0):
+                await s.ws.close(code, reason)
 
     def _send_text(self, s: Session, text: str) -> None:
         broadcast([s.ws], text)

@@ -51,6 +51,20 @@ SPIN_ROUNDS = 1000  # rounds over the gating positions a writer spins before it 
 WAIT_TICK = 0.1  # a sleeper re-checks the ring's state at least this often (s)
 
 
+def _fast_read(ring: Any, seq: int, out: Any, slot: int) -> int:
+    """The one-kernel-call read every hot path shares: 0 when the frame was copied (and the reader
+    in ``slot`` moved past it, the writer woken if it waits), else the kernel's verdict — NOT_READY,
+    OVERRUN, or BAD_ARGUMENT for whatever the kernel cannot take (no ``out``, a closed ring, ...)
+    — for the caller's slow path to act on or explain."""
+    try:
+        r = _read_frame(ring._ctrl, ring._slots, seq, out, ring.generation, slot)
+    except (TypeError, AttributeError, OverflowError):
+        return int(k.BAD_ARGUMENT)
+    if r > 0:
+        _wake(ring._space_addr)
+    return 0 if r >= 0 else int(r)
+
+
 class RingHandle(NamedTuple):
     """What another process needs to attach to one leased ring."""
 
@@ -606,15 +620,9 @@ class FrameRing:
         None: wait as long as it takes) and :class:`FrameOverrun` (``expected``,
         ``oldest``, ``lost``) if it was overwritten.
         """
-        try:
-            if seq.__class__ is int:
-                r = _read_frame(self._ctrl, self._slots, seq, out, self.generation, 0)
-                if r >= 0:
-                    if r:
-                        _wake(self._space_addr)
-                    return out  # type: ignore[return-value]
-        except (TypeError, OverflowError):
-            pass  # no out (allocate), a multi-channel ring, or bad arguments: checked below
+        if seq.__class__ is int and _fast_read(self, seq, out, 0) == 0:
+            return out  # type: ignore[return-value]
+        # no out (allocate), a multi-channel ring, bad arguments, not ready: checked and waited below
         return self._default.read_at(seq, out, timeout)
 
     def try_read(self, seq: int, out: np.ndarray) -> int:
@@ -624,16 +632,9 @@ class FrameRing:
         (< 0) when it is not written yet. Anything else (an overrun, bad arguments, a closed ring)
         is handed to :meth:`read`, which raises the typed error.
         """
-        try:
-            r = _read_frame(self._ctrl, self._slots, seq, out, self.generation, 0)
-        except (TypeError, OverflowError):
-            r = k.BAD_ARGUMENT
-        if r >= 0:
-            if r:
-                _wake(self._space_addr)
-            return 0
-        if r == k.NOT_READY:
-            return -1
+        r = _fast_read(self, seq, out, 0)
+        if r == 0 or r == k.NOT_READY:
+            return r
         self.read(seq, out)  # raises FrameOverrun, FrameFormatError, RingClosed, ...
         return 0
 
@@ -805,14 +806,9 @@ class RingReader:
         On :class:`FrameOverrun` the cursor moves to ``oldest`` (``lost`` is
         added to :attr:`lost`), so the next call continues there.
         """
-        ring = self._ring
-        try:  # hot path, as in FrameRing.read
-            r = _read_frame(ring._ctrl, ring._slots, self.position, out, ring.generation, self.slot)  # type: ignore[union-attr]
-            if r == 0:
-                self.position += 1
-                return out  # type: ignore[return-value]
-        except (TypeError, AttributeError):
-            pass
+        if _fast_read(self._ring, self.position, out, self.slot) == 0:  # hot path, as in FrameRing.read
+            self.position += 1
+            return out  # type: ignore[return-value]
         try:
             frame = self.read_at(self.position, out, timeout)
         except FrameOverrun as exc:
@@ -824,18 +820,12 @@ class RingReader:
     def try_read(self, out: np.ndarray) -> int:
         """Like :meth:`read` into ``out``, but returns ``NOT_READY`` (< 0) instead of raising when the
         frame is not written yet; 0 when it was copied. Overruns still raise :class:`FrameOverrun`."""
-        ring = self._ring
-        try:
-            r = _read_frame(ring._ctrl, ring._slots, self.position, out, ring.generation, self.slot)  # type: ignore[union-attr]
-        except (TypeError, AttributeError, OverflowError):
-            r = k.BAD_ARGUMENT
-        if r >= 0:
-            if r:
-                _wake(ring._space_addr)  # type: ignore[union-attr]
+        r = _fast_read(self._ring, self.position, out, self.slot)
+        if r == 0:
             self.position += 1
             return 0
         if r == k.NOT_READY:
-            return -1
+            return r
         self.read(out)
         return 0
 

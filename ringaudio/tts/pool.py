@@ -84,8 +84,7 @@ class WorkerPool:
         self._lock = threading.RLock()
         self._workers: list[_Worker] = []
         self._queues: dict[str, deque[Job]] = {}
-        self._busy: dict[str, _Worker] = {}  # session -> worker running its utterance
-        self._running: dict[str, Job] = {}  # session -> the utterance it runs
+        self._busy: dict[str, tuple[_Worker, Job]] = {}  # session -> the worker running its utterance, and it
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -126,7 +125,6 @@ class WorkerPool:
             workers, self._workers = self._workers, []
             self._queues.clear()
             self._busy.clear()
-            self._running.clear()
         for w in workers:
             with contextlib.suppress(OSError, ValueError):
                 w.conn.send(("stop", None))
@@ -185,10 +183,10 @@ class WorkerPool:
         """
         with self._lock:
             self._queues.pop(session_id, None)
-            worker = self._busy.get(session_id)
-            if worker is not None:
+            busy = self._busy.get(session_id)
+            if busy is not None:
                 try:
-                    worker.conn.send(("cancel", session_id))
+                    busy[0].conn.send(("cancel", session_id))
                     return
                 except (OSError, ValueError):
                     pass
@@ -217,8 +215,7 @@ class WorkerPool:
             queue.appendleft(job)
             return
         worker.sessions.add(session_id)
-        self._busy[session_id] = worker
-        self._running[session_id] = job
+        self._busy[session_id] = (worker, job)
 
     # -- supervision ------------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -273,9 +270,9 @@ class WorkerPool:
         session_id = payload["session_id"]
         with self._lock:
             worker.sessions.discard(session_id)
-            if self._busy.get(session_id) is worker:
+            busy = self._busy.get(session_id)
+            if busy is not None and busy[0] is worker:
                 del self._busy[session_id]
-                self._running.pop(session_id, None)
         # the caller hears that this utterance ended before the next one can write a frame
         self.on_event(payload)
         with self._lock:
@@ -288,10 +285,9 @@ class WorkerPool:
             lost = sorted(worker.sessions)
             jobs = {}
             for session_id in lost:
-                self._busy.pop(session_id, None)
-                job = self._running.pop(session_id, None)
-                if job is not None:
-                    jobs[session_id] = job
+                busy = self._busy.pop(session_id, None)
+                if busy is not None:
+                    jobs[session_id] = busy[1]
             index = self._workers.index(worker)
             self._workers[index] = self._spawn()
             self.restarts += 1

@@ -360,11 +360,14 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def segments() -> set[str]:
+    return {p.name for p in SHM.glob("ringaudio*")} if SHM.is_dir() else set()
+
+
 def check_clean(before: set[str]) -> list[str]:
     """Segments this run left in /dev/shm (reclaimed if their owner is dead); should be none."""
     reclaim_segments()
-    now = {p.name for p in SHM.glob("ringaudio*")} if SHM.is_dir() else set()
-    return sorted(now - before)
+    return sorted(segments() - before)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.runs < 1 or args.cold_runs < 0 or args.idle_seconds <= 0 or args.session_seconds <= 0:
         parser.error("--runs ≥ 1, --cold-runs ≥ 0, --idle-seconds and --session-seconds > 0")
-    before = {p.name for p in SHM.glob("ringaudio*")} if SHM.is_dir() else set()
+    before = segments()
     rows: dict[str, dict[str, Any]] = {}
     for kind in KINDS:
         print(f"measuring {kind} ...", file=sys.stderr, flush=True)

@@ -1,7 +1,7 @@
 """A few seconds of the footprint benchmark, so it cannot rot (``python -m bench.footprint`` is the real run).
 
 bench/ has no conftest of its own (the autouse leak check in tests/conftest.py covers tests/ only), so
-the same check is made here: no new child process and no new ``/dev/shm/ringaudio*`` segment.
+the same check is made here with that file's helpers: no new child process, no new segment.
 Only generous sanity bounds are asserted, never the benchmark's targets.
 """
 
@@ -10,37 +10,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import psutil
 import pytest
+
+from tests.conftest import live_children, ringaudio_segments
 
 from . import footprint as F
 
 
 def _children() -> set[int]:
-    out = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            if "resource_tracker" in " ".join(child.cmdline()) or child.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except psutil.Error:
-            continue
-        out.add(child.pid)
-    return out
-
-
-def _segments() -> set[str]:
-    return {p.name for p in F.SHM.glob("ringaudio*")} if F.SHM.is_dir() else set()
+    return {c.pid for c in live_children()}
 
 
 @pytest.fixture(autouse=True)
 def no_leaks() -> Iterator[None]:
-    children, segments = _children(), _segments()
+    children, segments = _children(), ringaudio_segments()
     yield
     deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline and (_children() - children or _segments() - segments):
+    while time.monotonic() < deadline and (_children() - children or ringaudio_segments() - segments):
         time.sleep(0.05)
     assert not _children() - children, "the footprint benchmark left processes running"
-    assert not _segments() - segments, "the footprint benchmark left shared-memory segments"
+    assert not ringaudio_segments() - segments, "the footprint benchmark left shared-memory segments"
 
 
 @pytest.mark.parametrize("kind", F.KINDS)

@@ -85,6 +85,21 @@ class Utterance:
     failed: bool = False  # its frames still play out (labelled), but it ends with an error, not utterance.end
 
 
+def _overrun(gap: FrameOverrun) -> Event:
+    return Event("overrun", {"expected": gap.expected, "received": gap.oldest, "lost": gap.lost})
+
+
+def _utterance_end(u: Utterance, frames: int, last: int | None, frame_ms: int) -> Event:
+    data = {
+        "utterance_id": u.utterance_id,
+        "request_id": u.request_id,
+        "frames": frames,
+        "duration_ms": frames * frame_ms,
+        "last_sequence": last,
+    }
+    return Event("utterance.end", data)
+
+
 class _Source:
     """What a stream and a listener share: events, pause/resume, and the iteration protocol."""
 
@@ -100,6 +115,11 @@ class _Source:
         self._running.set()
 
     # -- reading (implemented by the two kinds) -------------------------------------------------------
+    @property
+    def position(self) -> int:
+        """The next sequence this reader reads."""
+        raise NotImplementedError
+
     def read_into(self, out: np.ndarray, now: float) -> Label | None:
         raise NotImplementedError
 
@@ -252,6 +272,10 @@ class Stream(_Source):
 
     # -- reading ------------------------------------------------------------------------------------
     @property
+    def position(self) -> int:
+        return self.cursor
+
+    @property
     def busy(self) -> bool:
         return bool(self.utterances) or self.cancelling
 
@@ -347,7 +371,7 @@ class Stream(_Source):
         self.cursor = gap.oldest
         self.ring.skip_to(gap.oldest)  # the watermark follows the reader past what it lost
         self.lost += gap.lost
-        self.events.append(Event("overrun", {"expected": gap.expected, "received": gap.oldest, "lost": gap.lost}))
+        self.events.append(_overrun(gap))
 
     def _end_due(self) -> None:
         """Queue ``utterance.end`` for the utterances whose last frame has been read."""
@@ -358,18 +382,7 @@ class Stream(_Source):
             if u.failed:
                 continue  # its error was reported when it failed
             frames = last - (u.first_seq if u.first_seq is not None else last) + 1
-            self.events.append(
-                Event(
-                    "utterance.end",
-                    {
-                        "utterance_id": u.utterance_id,
-                        "request_id": u.request_id,
-                        "frames": frames,
-                        "duration_ms": frames * self.frame_ms,
-                        "last_sequence": last,
-                    },
-                )
-            )
+            self.events.append(_utterance_end(u, frames, last, self.frame_ms))
 
     def _wait(self, timeout: float) -> None:
         # holding the newest frame back: sleep until the one after it (or the timeout), not spin
@@ -396,18 +409,7 @@ class Stream(_Source):
                 u.first_seq = first
             if last is None or last < 0:  # an utterance with no audio at all: it ends now
                 self.utterances.remove(u)
-                self.events.append(
-                    Event(
-                        "utterance.end",
-                        {
-                            "utterance_id": u.utterance_id,
-                            "request_id": u.request_id,
-                            "frames": 0,
-                            "duration_ms": 0,
-                            "last_sequence": None,
-                        },
-                    )
-                )
+                self.events.append(_utterance_end(u, 0, None, self.frame_ms))
             else:
                 u.last_seq = last
                 self._end_due()
@@ -501,9 +503,7 @@ class Listener(_Source):
                 return None
             except FrameOverrun as gap:  # the reader's cursor has moved to gap.oldest
                 self.lost += gap.lost
-                self.events.append(
-                    Event("overrun", {"expected": gap.expected, "received": gap.oldest, "lost": gap.lost})
-                )
+                self.events.append(_overrun(gap))
                 continue
             uid, flags = self.owner.passive_label(seq)
             return seq, uid, flags

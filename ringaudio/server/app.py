@@ -82,7 +82,6 @@ class App:
         self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
         self.sessions: dict[str, Session] = {}
         self.schedule: Schedule[Session] = Schedule()
-        self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
         self.frame_samples = config.frame_samples
         self.period = config.frame_duration_ms / 1000
@@ -97,13 +96,9 @@ class App:
         self._intervals = self.metrics.interval.pending.append  # per-frame observations, binned later
         self._jitters = self.metrics.jitter.pending.append
 
-    @property
-    def pool(self) -> Any:
-        return self.engine.pool
-
     # -- life cycle ---------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
-        self.loop = loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self.stopping = asyncio.Event()
         cfg = self.config
 
@@ -268,10 +263,8 @@ class App:
             await self._close(listener, 1000, "stream ended")
         if s.listening_to is not None:
             s.listening_to.listeners.discard(s)
-        if isinstance(s.source, Listener):
-            s.source.close()
-        elif s.source is not None:
-            s.source.close()  # the worker stops; the lease goes back to the arena
+        if s.source is not None:
+            s.source.close()  # a stream's worker stops and its lease goes back to the arena
         self.metrics.forget(s.id)
         self.metrics.sessions.set(len(self.sessions))
         logs.event(log, logging.INFO, "session closed", s.id, code=code)
@@ -309,8 +302,7 @@ class App:
             except StreamError as exc:
                 self._error(s, exc.code, exc.message)
                 return
-            position = s.source.cursor if isinstance(s.source, Stream) else s.source.position
-            self._send_text(s, P.event("paused" if cmd.action == "pause" else "resumed", sequence=position))
+            self._send_text(s, P.event("paused" if cmd.action == "pause" else "resumed", sequence=s.source.position))
         elif isinstance(cmd, P.Cancel):
             stream = s.stream
             if stream is None:
@@ -451,8 +443,9 @@ class App:
         if transport.get_write_buffer_size() > self.send_limit:
             if not s.slow:
                 s.slow = True
-                position = source.cursor if isinstance(source, Stream) else source.position
-                logs.event(log, logging.ERROR, "Client not consuming frames fast enough", s.id, sequence=position)
+                logs.event(
+                    log, logging.ERROR, "Client not consuming frames fast enough", s.id, sequence=source.position
+                )
             return now + self.period
         s.slow = False
         pacer = s.pacer

@@ -40,6 +40,18 @@ async def recv_event(ws: Any, kind: str, timeout: float = 10.0) -> dict[str, Any
                 return ev
 
 
+async def frames_of(ws: Any, text: str) -> int:
+    """Synthesize ``text`` and count its frames up to its ``utterance.end``."""
+    await ws.send(json.dumps({"type": "synthesize", "text": text}))
+    frames = 0
+    while True:
+        msg = await ws.recv()
+        if isinstance(msg, bytes):
+            frames += 1
+        elif json.loads(msg)["type"] == "utterance.end":
+            return frames
+
+
 def test_sequence_continuity_exact_sizes_and_back_to_back(server: ServerProcess, tmp_path: Path) -> None:
     out = tmp_path / "hello.wav"
     stats = run(speak(server.url, ["Hello there.", "A second utterance, back to back."], out=out))
@@ -147,14 +159,7 @@ def test_bad_input_gets_an_error_event_and_the_session_stays_usable(
             await ws.recv()
             await ws.send(message)
             err = await recv_event(ws, "error")
-            await ws.send(json.dumps({"type": "synthesize", "text": "Still here."}))
-            frames = 0
-            while True:
-                msg = await ws.recv()
-                if isinstance(msg, bytes):
-                    frames += 1
-                elif json.loads(msg)["type"] == "utterance.end":
-                    return err, frames
+            return err, await frames_of(ws, "Still here.")
 
     err, frames = run(go())
     assert err["code"] == code and err["message"]
@@ -214,14 +219,7 @@ def test_listening_to_yourself_is_refused_and_the_session_stays_usable(server: S
                 json.dumps({"type": "listen", "session_id": session["session_id"], "key": session["listen_key"]})
             )
             err = await recv_event(ws, "error")
-            await ws.send(json.dumps({"type": "synthesize", "text": "Still my own stream."}))
-            frames = 0
-            while True:
-                msg = await ws.recv()
-                if isinstance(msg, bytes):
-                    frames += 1
-                elif json.loads(msg)["type"] == "utterance.end":
-                    return err, frames
+            return err, await frames_of(ws, "Still my own stream.")
 
     err, frames = run(go())
     assert err["code"] == "listen_refused" and frames > 0

@@ -17,6 +17,8 @@ Nothing here reads a clock or a socket: time is passed in.
 from __future__ import annotations
 
 import json
+import math
+import re
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -118,33 +120,97 @@ class Listen:
 Command = Synthesize | Control | Cancel | Ack | Listen
 
 
+# Bounds of client message fields (docs/protocol.md, "Client -> server").
+MAX_SEQUENCE = 2**63 - 1
+MAX_BUFFERED_MS = 3_600_000.0
+MAX_REQUEST_ID_CHARS = 128
+MAX_VOICE_CHARS = 64
+MAX_LISTEN_CHARS = 128  # session_id and key
+MAX_INT_DIGITS = 20  # any integer literal in a message; 2**64 has 20 digits
+_VOICE = re.compile(r"[A-Za-z0-9_.+/-]+")
+
+
+def _encodable(value: str) -> bool:
+    """False for a string holding a lone surrogate (JSON ``"\\ud800"``), which no UTF-8 sink accepts."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _parse_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise ProtocolError("invalid_field", f"integers have at most {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)  # a JSON number literal: never raises, but 1e400 is inf
+    if not math.isfinite(value):
+        raise ProtocolError("invalid_field", "numbers must be finite")
+    return value
+
+
+def _parse_constant(text: str) -> Any:
+    raise ProtocolError("invalid_field", f"{text} is not a JSON number")
+
+
+def _loads(text: str) -> Any:
+    """``json.loads`` that raises only ProtocolError: ``invalid_field`` for a number a message cannot
+    carry (``NaN``/``Infinity``/``-Infinity``, a float that overflows to inf, an integer of more than
+    MAX_INT_DIGITS digits, which json.loads would refuse past 4 300 digits with a bare ValueError),
+    ``invalid_json`` for anything else it refuses (JSONDecodeError, RecursionError of deep nesting)."""
+    try:
+        return json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except ProtocolError:
+        raise
+    except Exception:
+        raise ProtocolError("invalid_json", "the message is not valid JSON") from None
+
+
 def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
     if name not in msg or msg[name] is None:
         if required:
             raise ProtocolError("missing_field", f"'{name}' is required")
         return None
     value = msg[name]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
-        raise ProtocolError("invalid_field", f"'{name}' must be {names}")
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ProtocolError("invalid_field", f"'{name}' must be {' or '.join(k.__name__ for k in kinds)}")
+    return value
+
+
+def _string(msg: dict[str, Any], name: str, limit: int, required: bool = True) -> Any:
+    """A string field of at most ``limit`` characters, encodable as UTF-8."""
+    value = _field(msg, name, str, required)
+    if value is not None and (len(value) > limit or not _encodable(value)):
+        raise ProtocolError("invalid_field", f"'{name}' must be valid text of at most {limit} characters")
     return value
 
 
 def parse(text: str) -> Command:
-    """One text message from a client -> a command, or ProtocolError with a stable code."""
-    try:
-        msg = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise ProtocolError("invalid_json", "the message is not valid JSON") from None
+    """One text message from a client -> a command, or ProtocolError with a stable code.
+
+    Nothing else escapes: whatever the input, the only exception is ProtocolError, with one of the
+    codes of docs/protocol.md.
+    """
+    msg = _loads(text)
     if not isinstance(msg, dict):
         raise ProtocolError("invalid_message", "a message is a JSON object with a 'type'")
     kind = msg.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("missing_field", "'type' is required")
     if kind == "synthesize":
-        return Synthesize(
-            _field(msg, "text", str), _field(msg, "voice", str, False), _field(msg, "request_id", str, False)
-        )
+        body = _field(msg, "text", str)
+        if not _encodable(body):
+            raise ProtocolError("invalid_text", "the text holds a lone surrogate (not valid Unicode)")
+        voice = _field(msg, "voice", str, False)
+        if voice is not None and (len(voice) > MAX_VOICE_CHARS or not _VOICE.fullmatch(voice)):
+            raise ProtocolError(
+                "invalid_field", f"'voice' must be 1 to {MAX_VOICE_CHARS} characters of A-Z a-z 0-9 _ . + / -"
+            )
+        return Synthesize(body, voice, _string(msg, "request_id", MAX_REQUEST_ID_CHARS, False))
     if kind in ("control", "flow_control"):
         action = _field(msg, "action", str)
         if action not in ("pause", "resume"):
@@ -154,13 +220,17 @@ def parse(text: str) -> Command:
         return Cancel()
     if kind == "ack":
         seq = _field(msg, "sequence", int)
-        if seq < 0:
-            raise ProtocolError("invalid_field", "'sequence' must be >= 0")
+        if not 0 <= seq <= MAX_SEQUENCE:
+            raise ProtocolError("invalid_field", f"'sequence' must be 0 to 2**63-1 ({MAX_SEQUENCE})")
         buffered = _field(msg, "buffered_ms", (int, float), False)
-        return Ack(seq, None if buffered is None else float(buffered))
+        if buffered is not None:
+            buffered = float(buffered)  # at most MAX_INT_DIGITS digits: never overflows
+            if not 0.0 <= buffered <= MAX_BUFFERED_MS:  # also False for NaN
+                raise ProtocolError("invalid_field", f"'buffered_ms' must be 0 to {MAX_BUFFERED_MS:.0f}")
+        return Ack(seq, buffered)
     if kind == "listen":
-        return Listen(_field(msg, "session_id", str), _field(msg, "key", str))
-    raise ProtocolError("unknown_type", f"unknown message type {kind!r}")
+        return Listen(_string(msg, "session_id", MAX_LISTEN_CHARS), _string(msg, "key", MAX_LISTEN_CHARS))
+    raise ProtocolError("unknown_type", f"unknown message type {kind[:64]!r}")
 
 
 def event(kind: str, **fields: Any) -> str:

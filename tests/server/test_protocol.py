@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import random
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -37,6 +42,209 @@ def test_parse_every_command() -> None:
         with pytest.raises(P.ProtocolError) as info:
             P.parse(bad)
         assert info.value.code == code
+
+
+def documented_codes() -> set[str]:
+    """The ``error.code`` values of docs/protocol.md's "Errors" table."""
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    table = doc.split("## Errors", 1)[1].split("\n## ", 1)[0]
+    return {
+        code
+        for line in table.splitlines()
+        if line.startswith("| `")
+        for code in re.findall(r"`([a-z_]+)`", line.split("|")[1])
+    }
+
+
+def ack(**fields: object) -> str:
+    return json.dumps({"type": "ack", "sequence": 1, **fields})
+
+
+def synth(**fields: object) -> str:
+    return json.dumps({"type": "synthesize", "text": "hi", **fields})
+
+
+def listen(**fields: object) -> str:
+    return json.dumps({"type": "listen", "session_id": "s", "key": "k", **fields})
+
+
+HUGE = "9" * 5000  # json.loads alone: ValueError "Exceeds the limit (4300 digits)"
+
+HOSTILE = [
+    # not JSON, or JSON nothing can be built from
+    ("nope", "invalid_json"),
+    ("", "invalid_json"),
+    ("{", "invalid_json"),
+    ('{"type":"cancel"} x', "invalid_json"),
+    ("[" * 100_000 + "]" * 100_000, "invalid_json"),  # RecursionError
+    ('{"a":' * 100_000 + "1" + "}" * 100_000, "invalid_json"),
+    ("\ud800", "invalid_json"),  # a lone surrogate outside a string
+    ("[]", "invalid_message"),
+    ('"synthesize"', "invalid_message"),
+    ("null", "invalid_message"),
+    ('{"type":"rewind"}', "unknown_type"),
+    ('{"type":"' + "x" * 100_000 + '"}', "unknown_type"),
+    ('{"type":true}', "missing_field"),
+    ("{}", "missing_field"),
+    # numbers json.loads accepts that no field can carry, anywhere in the message
+    ('{"type":"ack","sequence":' + HUGE + "}", "invalid_field"),
+    ('{"type":"ack","sequence":-' + HUGE + "}", "invalid_field"),
+    ('{"type":"cancel","extra":[' + HUGE + "]}", "invalid_field"),
+    ('{"type":"ack","sequence":1,"buffered_ms":' + HUGE + "}", "invalid_field"),  # float() would overflow
+    ('{"type":"ack","sequence":1,"buffered_ms":' + HUGE + ".0}", "invalid_field"),  # inf
+    ('{"type":"ack","sequence":1,"buffered_ms":1e400}', "invalid_field"),
+    ('{"type":"ack","sequence":1,"buffered_ms":-1e400}', "invalid_field"),
+    ('{"type":"ack","sequence":1,"buffered_ms":NaN}', "invalid_field"),
+    ('{"type":"ack","sequence":1,"buffered_ms":Infinity}', "invalid_field"),
+    ('{"type":"ack","sequence":1,"buffered_ms":-Infinity}', "invalid_field"),
+    ('{"type":"cancel","x":NaN}', "invalid_field"),
+    ('{"type":NaN}', "invalid_field"),
+    ('{"type":"ack","sequence":123456789012345678901}', "invalid_field"),  # 21 digits
+    # ranges
+    (ack(sequence=-1), "invalid_field"),
+    (ack(sequence=2**63), "invalid_field"),
+    (ack(sequence=2**64 - 1), "invalid_field"),
+    (ack(sequence=1.0), "invalid_field"),
+    (ack(sequence=True), "invalid_field"),
+    (ack(sequence="1"), "invalid_field"),
+    (json.dumps({"type": "ack"}), "missing_field"),
+    (ack(buffered_ms=-1), "invalid_field"),
+    (ack(buffered_ms=-0.001), "invalid_field"),
+    (ack(buffered_ms=3_600_000.5), "invalid_field"),
+    (ack(buffered_ms=10**19), "invalid_field"),
+    (ack(buffered_ms=True), "invalid_field"),
+    (ack(buffered_ms="40"), "invalid_field"),
+    # bounds and charsets
+    (synth(request_id="r" * 129), "invalid_field"),
+    (synth(request_id=7), "invalid_field"),
+    (synth(voice="v" * 65), "invalid_field"),
+    (synth(voice=""), "invalid_field"),
+    (synth(voice="en us"), "invalid_field"),
+    (synth(voice="../../etc/passwd\n"), "invalid_field"),
+    (synth(voice="en\u00e9"), "invalid_field"),
+    (synth(voice="en\x00"), "invalid_field"),
+    (synth(voice=["en"]), "invalid_field"),
+    (synth(text=5), "invalid_field"),
+    (json.dumps({"type": "synthesize"}), "missing_field"),
+    (listen(session_id="s" * 129), "invalid_field"),
+    (listen(key="k" * 129), "invalid_field"),
+    (json.dumps({"type": "listen", "key": "k"}), "missing_field"),
+    (json.dumps({"type": "control", "action": "rewind"}), "invalid_field"),
+    (json.dumps({"type": "control"}), "missing_field"),
+    # lone surrogates: the text at the door, every other string field as a bad value
+    (synth(text="\ud800"), "invalid_text"),
+    (synth(text="hi \udfff there"), "invalid_text"),
+    ('{"type":"synthesize","text":"\\ud800"}', "invalid_text"),
+    ('{"type":"synthesize","text":"hi","request_id":"\\ud800"}', "invalid_field"),
+    ('{"type":"synthesize","text":"hi","voice":"\\udc00"}', "invalid_field"),
+    ('{"type":"listen","session_id":"\\ud800","key":"k"}', "invalid_field"),
+    ('{"type":"listen","session_id":"s","key":"\\udbff"}', "invalid_field"),
+]
+
+
+@pytest.mark.parametrize(("raw", "code"), HOSTILE, ids=[f"{i}-{c}" for i, (_, c) in enumerate(HOSTILE)])
+def test_parse_hostile_input_gets_its_documented_code(raw: str, code: str) -> None:
+    with pytest.raises(P.ProtocolError) as info:
+        P.parse(raw)
+    assert info.value.code == code, info.value
+
+
+def test_every_code_parse_raises_is_documented() -> None:
+    documented = documented_codes()
+    assert {"invalid_json", "invalid_field", "invalid_text", "missing_field"} <= documented  # the table was read
+    assert {code for _, code in HOSTILE} <= documented
+
+
+def test_parse_bounds_are_inclusive_and_named() -> None:
+    assert P.parse(ack(sequence=0)) == P.Ack(0)
+    assert P.parse(ack(sequence=2**63 - 1)) == P.Ack(2**63 - 1)
+    assert P.parse(ack(buffered_ms=0)) == P.Ack(1, 0.0)
+    assert P.parse(ack(buffered_ms=3_600_000)) == P.Ack(1, 3_600_000.0)
+    assert P.parse(ack(buffered_ms=12.5)) == P.Ack(1, 12.5)
+    assert P.parse('{"type":"ack","sequence":1,"buffered_ms":1e-400}') == P.Ack(1, 0.0)  # underflow is harmless
+    assert P.parse(ack(buffered_ms=None)) == P.Ack(1, None)
+    assert P.parse(synth(request_id="r" * 128, voice="v" * 64)) == P.Synthesize("hi", "v" * 64, "r" * 128)
+    assert P.parse(synth(voice="en_US-lessac.medium+x/2")) == P.Synthesize("hi", "en_US-lessac.medium+x/2")
+    assert P.parse(synth(request_id="")) == P.Synthesize("hi", None, "")
+    assert P.parse(synth(request_id="caf\u00e9 \u2603")) == P.Synthesize("hi", None, "caf\u00e9 \u2603")  # any text
+    assert P.parse(listen(session_id="s" * 128, key="k" * 128)) == P.Listen("s" * 128, "k" * 128)
+    assert P.parse('{"type":"cancel","n":' + "9" * 20 + "}") == P.Cancel()  # 20 digits: still an integer
+    for raw, field, bound in [
+        (synth(request_id="r" * 129), "request_id", "128"),
+        (synth(voice="v" * 65), "voice", "64"),
+        (listen(session_id="s" * 129), "session_id", "128"),
+        (listen(key="k" * 129), "key", "128"),
+        (ack(sequence=2**63), "sequence", str(2**63 - 1)),
+        (ack(buffered_ms=4e6), "buffered_ms", "3600000"),
+    ]:
+        with pytest.raises(P.ProtocolError) as info:
+            P.parse(raw)
+        assert info.value.code == "invalid_field"
+        assert f"'{field}'" in info.value.message and bound in info.value.message, info.value.message
+
+
+def test_parse_never_raises_anything_but_protocol_error() -> None:
+    """Random mutations of valid messages: a command or a ProtocolError with a documented code, nothing else."""
+    documented = documented_codes()
+    seeds = [
+        '{"type":"synthesize","text":"hi","voice":"en","request_id":"r1"}',
+        '{"type":"ack","sequence":3,"buffered_ms":40.5}',
+        '{"type":"listen","session_id":"a","key":"k"}',
+        '{"type":"control","action":"pause"}',
+        '{"type":"cancel"}',
+    ]
+    pieces = [
+        "9" * 30,
+        "1e999",
+        "NaN",
+        "-Infinity",
+        "\\ud800",
+        "\\udfff",
+        "\ud800",
+        "[",
+        "{",
+        '"',
+        "\\",
+        ",",
+        ":",
+        "null",
+        "true",
+        "-",
+        ".",
+        "e",
+        "0",
+        "\x00",
+        "\u2603",
+        '"type"',
+        '"sequence"',
+        '"buffered_ms"',
+    ]
+    rng = random.Random(1234)
+    seen = set()
+    for _ in range(20_000):
+        msg = list(rng.choice(seeds))
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(msg) + 1)
+            op = rng.random()
+            if op < 0.4:
+                msg.insert(at, rng.choice(pieces))
+            elif op < 0.7 and at < len(msg):
+                del msg[at]
+            elif at < len(msg):
+                msg[at] = chr(rng.choice([rng.randrange(128), rng.randrange(0xD800, 0xE000), rng.randrange(0x110000)]))
+        try:
+            cmd = P.parse("".join(msg))
+        except P.ProtocolError as exc:
+            assert exc.code in documented, exc
+            seen.add(exc.code)
+            continue
+        if isinstance(cmd, P.Synthesize):
+            cmd.text.encode("utf-8")
+            assert cmd.voice is None or P._VOICE.fullmatch(cmd.voice)
+        elif isinstance(cmd, P.Ack):
+            assert 0 <= cmd.sequence < 2**63
+            assert cmd.buffered_ms is None or 0.0 <= cmd.buffered_ms <= 3_600_000.0
+    assert {"invalid_json", "invalid_field"} <= seen
 
 
 def test_pacer_bursts_then_keeps_real_time() -> None:

@@ -4,20 +4,31 @@ Keys keep the operators' names (``transport.websocket.frame_queue_size``, ``audi
 ``audio.output_sample_rate``, ...). Any key can be overridden from the environment as
 ``RINGAUDIO__<PATH>`` with ``__`` between levels, e.g. ``RINGAUDIO__AUDIO__FRAME_DURATION_MS=40`` or
 ``RINGAUDIO__WORKER__WORKERS=2``; ``LOG_LEVEL`` sets ``log_level``. Values are parsed as YAML scalars.
-Unknown keys and wrong types are refused with :class:`~ringaudio.errors.ConfigError`.
+
+Every key is validated by type and by value when loaded: unknown keys, wrong types (a number
+given as a string, a boolean where a number belongs, NaN or infinity) and values out of range are
+refused with :class:`~ringaudio.errors.ConfigError`, whose message is one line naming the dotted key,
+what was given and what is allowed, e.g. ``worker.resample_quality must be one of fast, hq, vhq,
+got 'ultra'``. So a value the server would trip over later (a worker that cannot build its
+resampler, a ring arena that refuses its watermarks) stops it at start instead. Not checked here:
+what depends on the machine (is espeak-ng installed, does it know the voice, does ``/dev/shm`` hold
+``max_sessions`` rings of ``frame_queue_size`` frames).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import yaml
 
 from .errors import ConfigError
+from .resample import QUALITIES, RATES
+from .ring.layout import POLICIES
 
 DEFAULTS: dict[str, Any] = {
     "log_level": "INFO",
@@ -30,6 +41,10 @@ DEFAULTS: dict[str, Any] = {
         "send_buffer_frames": 25,  # a client with more unsent than this is "not consuming"
         "allowed_origins": [],  # empty: any Origin (and none); else the list
         "tick_ms": 5,
+        "idle_timeout_s": 60,  # a connection that neither synthesizes nor listens this long is closed; 0: never
+        "public_metrics": False,  # with a token set, /metrics and /healthz need it unless this is true
+        "send_budget_kb": 256,  # KiB of outbound messages a session may have queued before it is closed
+        "close_timeout_s": 2,  # a closing handshake longer than this aborts the transport
     },
     "audio": {
         "frame_duration_ms": 20,
@@ -57,6 +72,15 @@ DEFAULTS: dict[str, Any] = {
 }
 FILES = ("orchestrator.yaml", "worker.yaml")
 
+# Allowed values shared by more than one key.
+SAMPLE_RATES = (48_000, 24_000, 16_000)  # audio.output_sample_rate and each quality level's
+FRAME_DURATIONS_MS = (20, 40)  # audio.frame_duration_ms and each quality level's
+BACKENDS = ("auto", "espeak", "synthetic")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_WORKERS = 64
+VOICE = re.compile(r"[A-Za-z0-9_.+/-]{1,64}")
+_T = TypeVar("_T")
+
 
 @dataclass(frozen=True)
 class WorkerSettings:
@@ -83,6 +107,21 @@ class ServerSettings:
     send_buffer_frames: int
     allowed_origins: tuple[str, ...]
     tick_ms: int
+    idle_timeout_s: float = 60.0  # 0: never
+    public_metrics: bool = False
+    send_budget_kb: int = 256
+    close_timeout_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class QualityLevel:
+    """One rung of ``audio.quality_levels``."""
+
+    sample_rate: int
+    frame_duration_ms: int
+
+
+DEFAULT_QUALITY_LEVELS = (QualityLevel(48_000, 20), QualityLevel(24_000, 40))
 
 
 @dataclass(frozen=True)
@@ -94,6 +133,8 @@ class Config:
     worker: WorkerSettings
     server: ServerSettings
     log_level: str = "INFO"
+    adaptive_quality: bool = False
+    quality_levels: tuple[QualityLevel, ...] = DEFAULT_QUALITY_LEVELS
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -101,19 +142,34 @@ class Config:
         return self.output_sample_rate * self.frame_duration_ms // 1000
 
 
+def _show(value: object) -> str:
+    """``repr`` on one line, cut short: what was given, in an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dict[str, Any]:
     out = dict(base)
     for key, value in over.items():
         where = f"{path}{key}"
         if key not in base:
-            raise ConfigError(f"unknown configuration key {where!r}")
+            section = path.rstrip(".") or "the top level"
+            raise ConfigError(f"unknown configuration key {where!r} ({section} has {', '.join(map(str, base))})")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where!r} must be a mapping, got {value!r}")
+                raise ConfigError(f"{where} must be a mapping of {', '.join(base[key])}, got {_show(value)}")
             out[key] = _merge(base[key], value, where + ".")
         else:
             out[key] = value
     return out
+
+
+def _yaml_error(where: object, exc: yaml.YAMLError) -> ConfigError:
+    """A YAML syntax error on one line: where, line and column, the problem."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return ConfigError(f"{where}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}")
+    return ConfigError(f"{where}: {' '.join(str(exc).split())}")
 
 
 def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -127,24 +183,119 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
         node = tree
         for part in path[:-1]:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: {'.'.join(path[:-1])} is also set to a single value")
         try:
             node[path[-1]] = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: {exc}") from None
+            raise _yaml_error(name, exc) from None
     return tree
 
 
-def _typed(value: Any, kind: type, where: str) -> Any:
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
+# -- value checks: each returns the value (typed) or raises ConfigError naming the key --------------
+def _refuse(where: str, allowed: str, value: object) -> NoReturn:
+    raise ConfigError(f"{where} must be {allowed}, got {_show(value)}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(value: Any, where: str, low: int, high: int) -> int:
+    if not _is_int(value) or not low <= value <= high:
+        _refuse(where, f"an integer in {low}..{high}", value)
+    return int(value)
+
+
+def _number(value: Any, where: str, low: float, high: float) -> float:
+    # NaN and ±inf fail the range check (every range here is finite)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        _refuse(where, f"a number in {low:g}..{high:g}", value)
+    return float(value)
+
+
+def _bool(value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        _refuse(where, "true or false", value)
     return value
 
 
+def _choice(value: Any, where: str, allowed: Sequence[_T]) -> _T:
+    for option in allowed:
+        if type(value) is type(option) and value == option:  # 48000.0, True and "48000" are not 48000
+            return option
+    _refuse(where, f"one of {', '.join(map(str, allowed))}", value)
+
+
+def _workers(value: Any, where: str) -> int:
+    if value == "auto":
+        return max(1, os.cpu_count() or 1)
+    if not _is_int(value) or not 1 <= value <= MAX_WORKERS:
+        _refuse(where, f"auto or an integer in 1..{MAX_WORKERS}", value)
+    return int(value)
+
+
+def _voice(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not VOICE.fullmatch(value):
+        _refuse(where, "an espeak-ng voice name: 1..64 of A-Z a-z 0-9 _ . + / -", value)
+    return value
+
+
+def _watermarks(high: Any, low: Any, where: str) -> tuple[float, float]:
+    """``0 <= low < high <= 1``, what :func:`ringaudio.ring.layout.watermark_frames` requires.
+
+    Any such pair suits every ring capacity: the arena rounds the high mark down to at least one
+    frame and keeps the low one below it.
+    """
+    hi = _number(high, f"{where}.high_watermark", 0.0, 1.0)
+    lo = _number(low, f"{where}.low_watermark", 0.0, 1.0)
+    if not lo < hi:
+        raise ConfigError(
+            f"{where}.low_watermark and {where}.high_watermark must satisfy 0 <= low_watermark < high_watermark"
+            f" <= 1, got low_watermark={lo:g} high_watermark={hi:g}"
+        )
+    return hi, lo
+
+
+def _origins(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(o, str) for o in value):
+        _refuse(where, 'a list of origins (strings such as "https://home.example"), empty for any', value)
+    return tuple(value)
+
+
+def _idle_timeout(value: Any, where: str) -> float:
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    try:
+        return _number(value, where, 1, 86_400)
+    except ConfigError:
+        _refuse(where, "0 (never) or a number of seconds in 1..86400", value)
+
+
+def _quality_levels(value: Any, where: str) -> tuple[QualityLevel, ...]:
+    if not isinstance(value, list) or not value:
+        _refuse(where, "a non-empty list of mappings of sample_rate and frame_duration_ms", value)
+    levels = []
+    for index, item in enumerate(value):
+        at = f"{where}[{index}]"
+        if not isinstance(item, Mapping) or set(item) != {"sample_rate", "frame_duration_ms"}:
+            _refuse(at, "a mapping of exactly sample_rate and frame_duration_ms", item)
+        rate = _choice(item["sample_rate"], f"{at}.sample_rate", SAMPLE_RATES)
+        frame_ms = _choice(item["frame_duration_ms"], f"{at}.frame_duration_ms", FRAME_DURATIONS_MS)
+        levels.append(QualityLevel(rate, frame_ms))
+    return tuple(levels)
+
+
+def _log_level(value: Any, where: str) -> str:
+    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
+        _refuse(where, f"one of {', '.join(LOG_LEVELS)} (any case)", value)
+    return value.upper()
+
+
 def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Defaults ← ``config_dir/*.yaml`` (those present) ← environment."""
+    """Defaults ← ``config_dir/*.yaml`` (those present) ← environment; every value checked."""
     tree = DEFAULTS
+    layers: list[Mapping[str, Any]] = []  # what the files and the environment set, in order
     if config_dir is not None:
         folder = Path(config_dir)
         if not folder.is_dir():
@@ -155,72 +306,75 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
                 try:
                     data = yaml.safe_load(path.read_text()) or {}
                 except yaml.YAMLError as exc:
-                    raise ConfigError(f"{path}: {exc}") from None
+                    raise _yaml_error(path, exc) from None
                 if not isinstance(data, Mapping):
                     raise ConfigError(f"{path}: the top level must be a mapping")
+                layers.append(data)
                 tree = _merge(tree, data)
-    tree = _merge(tree, _env_overrides(os.environ if environ is None else environ))
+    layers.append(_env_overrides(os.environ if environ is None else environ))
+    tree = _merge(tree, layers[-1])
     ws = tree["transport"]["websocket"]
     audio = tree["audio"]
     w = tree["worker"]
-    frame_ms = _typed(audio["frame_duration_ms"], int, "audio.frame_duration_ms")
-    if frame_ms not in (20, 40):
-        raise ConfigError(f"audio.frame_duration_ms must be 20 or 40, got {frame_ms}")
-    rate = _typed(audio["output_sample_rate"], int, "audio.output_sample_rate")
-    if rate not in (48_000, 24_000, 16_000):
-        raise ConfigError(f"audio.output_sample_rate must be 48000, 24000 or 16000, got {rate}")
-    queue = _typed(ws["frame_queue_size"], int, "transport.websocket.frame_queue_size")
-    if not 2 <= queue <= 100_000:
-        raise ConfigError(f"transport.websocket.frame_queue_size must be in 2..100000, got {queue}")
-    workers = w["workers"]
-    if workers == "auto":
-        workers = max(1, os.cpu_count() or 1)
-    workers = _typed(workers, int, "worker.workers")
-    if not 1 <= workers <= 64:
-        raise ConfigError(f"worker.workers must be 'auto' or 1..64, got {workers}")
-    backend = _typed(w["backend"], str, "worker.backend")
-    if backend not in ("auto", "espeak", "synthetic"):
-        raise ConfigError(f"worker.backend must be auto, espeak or synthetic, got {backend!r}")
-    settings = WorkerSettings(
-        workers=workers,
-        backend=backend,
-        voice=_typed(w["voice"], str, "worker.voice"),
-        speed=_typed(w["speed"], int, "worker.speed"),
-        resample_quality=_typed(w["resample_quality"], str, "worker.resample_quality"),
-        max_text_chars=_typed(w["max_text_chars"], int, "worker.max_text_chars"),
-        clause_chars=_typed(w["clause_chars"], int, "worker.clause_chars"),
-        synthetic_rtf=_typed(w["synthetic_rtf"], float, "worker.synthetic_rtf"),
-        synthetic_rate=_typed(w["synthetic_rate"], int, "worker.synthetic_rate"),
-        overflow=_typed(w["overflow"], str, "worker.overflow"),
-        high_watermark=_typed(w["high_watermark"], float, "worker.high_watermark"),
-        low_watermark=_typed(w["low_watermark"], float, "worker.low_watermark"),
-    )
     srv = tree["server"]
-    origins = srv["allowed_origins"]
-    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-        raise ConfigError("server.allowed_origins must be a list of origins")
-    server = ServerSettings(
-        prebuffer_ms=_typed(srv["prebuffer_ms"], int, "server.prebuffer_ms"),
-        max_sessions=_typed(srv["max_sessions"], int, "server.max_sessions"),
-        max_message_bytes=_typed(srv["max_message_bytes"], int, "server.max_message_bytes"),
-        max_queued_utterances=_typed(srv["max_queued_utterances"], int, "server.max_queued_utterances"),
-        send_buffer_frames=_typed(srv["send_buffer_frames"], int, "server.send_buffer_frames"),
-        allowed_origins=tuple(origins),
-        tick_ms=_typed(srv["tick_ms"], int, "server.tick_ms"),
+
+    frame_ms = _choice(audio["frame_duration_ms"], "audio.frame_duration_ms", FRAME_DURATIONS_MS)
+    rate = _choice(audio["output_sample_rate"], "audio.output_sample_rate", SAMPLE_RATES)
+    adaptive = _bool(audio["adaptive_quality"], "audio.adaptive_quality")
+    levels = _quality_levels(audio["quality_levels"], "audio.quality_levels")
+    queue = _int(ws["frame_queue_size"], "transport.websocket.frame_queue_size", 2, 100_000)
+    compress = _bool(ws["compress"], "transport.websocket.compress")
+
+    high, low = _watermarks(w["high_watermark"], w["low_watermark"], "worker")
+    settings = WorkerSettings(
+        workers=_workers(w["workers"], "worker.workers"),
+        backend=_choice(w["backend"], "worker.backend", BACKENDS),
+        voice=_voice(w["voice"], "worker.voice"),
+        speed=_int(w["speed"], "worker.speed", 80, 500),
+        resample_quality=_choice(w["resample_quality"], "worker.resample_quality", tuple(QUALITIES)),
+        max_text_chars=_int(w["max_text_chars"], "worker.max_text_chars", 1, 100_000),
+        clause_chars=_int(w["clause_chars"], "worker.clause_chars", 10, 10_000),
+        synthetic_rtf=_number(w["synthetic_rtf"], "worker.synthetic_rtf", 0, 10),
+        synthetic_rate=_choice(w["synthetic_rate"], "worker.synthetic_rate", RATES),
+        overflow=_choice(w["overflow"], "worker.overflow", tuple(POLICIES)),
+        high_watermark=high,
+        low_watermark=low,
     )
-    for name in ("max_sessions", "max_message_bytes", "max_queued_utterances", "send_buffer_frames", "tick_ms"):
-        if getattr(server, name) < 1:
-            raise ConfigError(f"server.{name} must be at least 1")
-    level = _typed(tree["log_level"], str, "log_level").upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise ConfigError(f"log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {level!r}")
+
+    # A prebuffer longer than the ring is refused when someone sets it; the default (200 ms) is not
+    # held against a shorter ring (frame_queue_size below 10): the burst is then what the ring holds.
+    ring_ms = queue * frame_ms
+    prebuffer = srv["prebuffer_ms"]
+    given = any("prebuffer_ms" in layer.get("server", {}) for layer in layers)
+    limit = ring_ms if given else max(ring_ms, DEFAULTS["server"]["prebuffer_ms"])
+    if not _is_int(prebuffer) or not 0 <= prebuffer <= limit:
+        _refuse(
+            "server.prebuffer_ms",
+            f"an integer in 0..{ring_ms} (transport.websocket.frame_queue_size × audio.frame_duration_ms)",
+            prebuffer,
+        )
+    server = ServerSettings(
+        prebuffer_ms=prebuffer,
+        max_sessions=_int(srv["max_sessions"], "server.max_sessions", 1, 10_000),
+        max_message_bytes=_int(srv["max_message_bytes"], "server.max_message_bytes", 256, 16 << 20),
+        max_queued_utterances=_int(srv["max_queued_utterances"], "server.max_queued_utterances", 1, 1_000),
+        send_buffer_frames=_int(srv["send_buffer_frames"], "server.send_buffer_frames", 1, 10_000),
+        allowed_origins=_origins(srv["allowed_origins"], "server.allowed_origins"),
+        tick_ms=_int(srv["tick_ms"], "server.tick_ms", 1, 100),
+        idle_timeout_s=_idle_timeout(srv["idle_timeout_s"], "server.idle_timeout_s"),
+        public_metrics=_bool(srv["public_metrics"], "server.public_metrics"),
+        send_budget_kb=_int(srv["send_budget_kb"], "server.send_budget_kb", 16, 65_536),
+        close_timeout_s=_number(srv["close_timeout_s"], "server.close_timeout_s", 0.1, 30),
+    )
     return Config(
         frame_queue_size=queue,
-        compress=_typed(ws["compress"], bool, "transport.websocket.compress"),
+        compress=compress,
         frame_duration_ms=frame_ms,
         output_sample_rate=rate,
         worker=settings,
         server=server,
-        log_level=level,
+        log_level=_log_level(tree["log_level"], "log_level"),
+        adaptive_quality=adaptive,
+        quality_levels=levels,
         raw=tree,
     )

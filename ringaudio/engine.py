@@ -33,6 +33,7 @@ from .errors import RingAudioError
 from .ring import RingArena, reclaim_stale
 from .stream import Event, Frame, Listener, Stream, StreamError
 from .tts import WorkerPool
+from .tts.pool import PoolError, refuse_in_bootstrapping_child
 
 log = logging.getLogger("ringaudio.engine")
 
@@ -76,12 +77,19 @@ class Engine:
         self.lock = threading.RLock()  # held while streams change: poll() and the iterators
         self.notify: Callable[[], None] | None = None
         self.on_rtf: Callable[[str, float], None] | None = None  # (model_id, rtf) of each utterance
+        self.fatal = ""  # why the workers gave up (set from the pool's thread; notify() follows)
         self._inbox: deque[dict[str, Any]] = deque()
         self._closed = False
+        self._state = threading.Lock()  # start() and abort() agree on whether a pool may start
 
     # -- life cycle ---------------------------------------------------------------------------------
     def start(self) -> Engine:
-        """Create the arena and start the workers; returns when every worker is warm and ready."""
+        """Create the arena and start the workers; returns when every worker is warm and ready.
+
+        Raises :class:`~ringaudio.tts.pool.PoolError` if the workers cannot start (a backend that
+        fails, workers that die again and again, a main module without a ``__main__`` guard), and
+        :class:`EngineError` if :meth:`abort` was called meanwhile."""
+        refuse_in_bootstrapping_child()
         if self.arena is not None:
             return self
         if self._closed:
@@ -99,17 +107,45 @@ class Engine:
             low_watermark=cfg.worker.low_watermark,
         )
         try:
-            self.pool = WorkerPool(cfg, self._from_pool)
-            logs.event(log, logging.INFO, "tts backend", None, backend=self.pool.backend, workers=self.pool.size)
-            self.pool.start()
+            pool = WorkerPool(cfg, self._from_pool, on_fatal=self._on_fatal)
+            with self._state:
+                if self._closed:
+                    raise EngineError("the engine was stopped during start-up")
+                self.pool = pool
+            logs.event(log, logging.INFO, "tts backend", None, backend=pool.backend, workers=pool.size)
+            pool.start()
+        except PoolError:
+            self.close()
+            if self._aborted:
+                raise EngineError("the engine was stopped during start-up") from None
+            raise
         except BaseException:
             self.close()
             raise
         return self
 
+    _aborted = False
+
+    def abort(self) -> None:
+        """From any thread, without blocking: make a :meth:`start` in progress give up soon (it
+        raises EngineError, after cleaning up). For a signal that arrives during start-up."""
+        with self._state:
+            self._closed = True
+            self._aborted = True
+            pool = self.pool
+        if pool is not None:
+            pool.abort()
+
+    def _on_fatal(self, message: str) -> None:  # on the pool's thread
+        self.fatal = message
+        notify = self.notify
+        if notify is not None:
+            notify()
+
     def close(self) -> None:
         """End every stream, stop the workers, unlink the arena. Idempotent; safe after a failed start."""
-        self._closed = True
+        with self._state:
+            self._closed = True
         with self.lock:
             for stream in list(self.streams.values()):
                 self._close_stream(stream)
@@ -141,9 +177,10 @@ class Engine:
     def health(self) -> dict[str, Any]:
         pool, arena = self.pool, self.arena
         alive = pool.alive() if pool is not None else 0
+        stale = pool.stale() if pool is not None else []
         return {
-            "status": "ok" if pool is not None and alive == pool.size else "degraded",
-            "workers": {"alive": alive, "size": pool.size if pool else 0},
+            "status": "ok" if pool is not None and alive == pool.size and not stale and not self.fatal else "degraded",
+            "workers": {"alive": alive, "size": pool.size if pool else 0, "stale": stale},
             "backend": pool.backend if pool else None,
             "streams": len(self.streams),
             "arena": {"rings": arena.n_rings if arena else 0, "leased": arena.leased if arena else 0},

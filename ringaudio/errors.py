@@ -83,7 +83,12 @@ class StreamFinished(RingAudioError):
 
 
 class TextError(RingAudioError, ValueError):
-    """Text refused before synthesis: empty, over the configured length, or with control characters."""
+    """Text refused before synthesis: empty, over the configured length, with control characters or
+    lone surrogates. ``code`` is the wire's error code (``invalid_text`` or ``text_too_long``)."""
+
+    def __init__(self, message: str, code: str = "invalid_text") -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class SegmentError(RingAudioError):

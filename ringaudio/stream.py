@@ -455,7 +455,8 @@ class Stream(_Source):
         self._held_since = 0.0
         self.utterances = deque(u for u in self.utterances if u.utterance_id > self._cancel_uid)
         self.cancelling = False
-        self.events.append(Event("cancelled", {"last_sequence": self.last_read}))
+        # the frames dropped leave a gap in the sequence: say where it goes on (like an overrun does)
+        self.events.append(Event("cancelled", {"last_sequence": self.last_read, "next_sequence": self.cursor}))
 
     def _end(self) -> None:
         """Mark ended and end the listeners (the engine closes the ring after this)."""

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         logging.getLogger("ringaudio.server").error("cannot serve: %s", exc)
         return 1
-    return 0
+    return app.exit_code
 
 
 if __name__ == "__main__":

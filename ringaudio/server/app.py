@@ -8,6 +8,13 @@ ring's gating reader, so the worker's watermark follows what was actually sent),
 WebSocket message in place and writes it to the socket without awaiting, and skips a client whose
 socket is not draining (under ``block`` the ring then fills and the worker waits: nothing is lost;
 under ``drop_oldest`` the next read reports the gap). Worker events wake it from the pool's thread.
+
+Nothing a client does can make the server hold memory without bound or hang: every outbound byte of
+a session (audio, events, the library's pongs) counts against one send budget
+(``server.send_budget_kb``), and a client over it is closed (1008); a closing handshake that does
+not finish within ``server.close_timeout_s`` is cut off (the transport is aborted), so shutdown is
+bounded whatever the clients do; every connection counts against ``server.max_sessions``, and one
+that neither speaks nor listens within ``server.idle_timeout_s`` is closed.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -34,9 +40,10 @@ from websockets.protocol import State
 
 from .. import __version__, logs
 from ..config import Config
-from ..engine import Engine
+from ..engine import Engine, EngineError
 from ..errors import ArenaFull, RingAudioError, RingClosed, TextError
 from ..stream import Event, Listener, Stream, StreamError
+from . import access
 from . import protocol as P
 from .metrics import Metrics
 from .schedule import Schedule
@@ -65,6 +72,9 @@ class Session:
     sent_at: dict[int, float] = field(default_factory=dict)
     listening_to: Session | None = None
     listeners: set[Session] = field(default_factory=set)
+    opened: float = 0.0  # monotonic
+    active: bool = False  # has it ever sent synthesize or listen? (else the idle timeout applies)
+    closing: bool = False
 
     @property
     def stream(self) -> Stream | None:
@@ -77,6 +87,8 @@ class App:
         self.host = host
         self.port = port
         self.token = os.environ.get("RINGAUDIO_TOKEN") or None
+        # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
+        self.public_metrics = self.token is None or config.server.public_metrics
         self.metrics = Metrics()
         self.engine = Engine(config)
         self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
@@ -90,7 +102,16 @@ class App:
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
         self.send_limit = config.server.send_buffer_frames * (len(self.ws_prefix) + self.payload_bytes)
+        # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
+        # the budget is only ever reached by a client that does not read what it asks for
+        burst = (self.prebuffer + 1) * (len(self.ws_prefix) + self.payload_bytes)
+        self.send_budget = max(config.server.send_budget_kb * 1024, self.send_limit + burst)
+        self.close_timeout = config.server.close_timeout_s
+        self.idle_timeout = config.server.idle_timeout_s
         self.signals = 0
+        self.exit_code = 0
+        self._connections: set[ServerConnection] = set()  # every connection, handshakes included
+        self._by_ws: dict[ServerConnection, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._intervals = self.metrics.interval.pending.append  # per-frame observations, binned later
@@ -107,9 +128,10 @@ class App:
 
         self.engine.notify = notify
         try:
-            await loop.run_in_executor(None, self.engine.start)
+            if not await self._start_engine():
+                return
             origins: list[Any] | None = [*cfg.server.allowed_origins, None] if cfg.server.allowed_origins else None
-            async with serve(
+            server = await serve(
                 self._handler,
                 self.host,
                 self.port,
@@ -118,10 +140,14 @@ class App:
                 max_size=cfg.server.max_message_bytes,
                 origins=origins,
                 ping_interval=None,  # a deliberately slow but healthy client is not closed for it
-                close_timeout=2,  # shutdown is bounded even with clients that never close their side
+                close_timeout=self.close_timeout,
+                open_timeout=10,
                 server_header=f"ringaudio/{__version__}",
                 logger=logging.getLogger("ringaudio.websockets"),
-            ) as server:
+                create_connection=self._connection_class(),
+            )
+            ticker: asyncio.Task[None] | None = None
+            try:
                 sock = next(iter(server.sockets))
                 host, port = sock.getsockname()[:2]
                 logs.event(log, logging.INFO, "server listening", None, host=host, port=port, version=__version__)
@@ -130,16 +156,66 @@ class App:
                 ticker = asyncio.create_task(self._ticker())
                 await self.stopping.wait()
                 logs.event(log, logging.INFO, "server stopping", None, sessions=len(self.sessions))
-                server.close(close_connections=False)
+            finally:
+                server.close(close_connections=False)  # no new connections
                 await asyncio.gather(
                     *(self._close(s, 1001, "server shutting down") for s in list(self.sessions.values()))
                 )
-                ticker.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await ticker
+                for connection in list(self._connections):  # handshakes, and anything still open: cut off
+                    if connection.transport is not None:
+                        connection.transport.abort()
+                if ticker is not None:
+                    ticker.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await ticker
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.close_timeout):
+                        await server.wait_closed()
         finally:
             await loop.run_in_executor(None, self.engine.close)
             logs.event(log, logging.INFO, "server stopped", None)
+
+    async def _start_engine(self) -> bool:
+        """Start the engine (workers warm up in a thread) unless a stop is asked for meanwhile:
+        a SIGTERM during start-up is honoured at once. Returns whether the engine is running."""
+        assert self.stopping is not None
+        loop = asyncio.get_running_loop()
+        starting: asyncio.Future[Any] = loop.run_in_executor(None, self.engine.start)
+        stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait([starting, stop], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if starting.done():
+            starting.result()  # a start-up failure is raised here
+            return True
+        logs.event(log, logging.INFO, "stopped during start-up", None)
+        self.engine.abort()
+        with contextlib.suppress(EngineError):
+            await starting
+        return False
+
+    def _connection_class(self) -> type[ServerConnection]:
+        """Connections that the app can see from the first byte: every one is tracked (shutdown cuts
+        off those still open, handshakes included), and what the library writes on its own
+        (pongs) counts against the session's send budget too."""
+        app = self
+
+        class Connection(ServerConnection):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                app._connections.add(self)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                app._connections.discard(self)
+                super().connection_lost(exc)
+
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if self.transport.get_write_buffer_size() > app.send_budget:
+                    app._over_budget(self)
+
+        return Connection
 
     def request_stop(self) -> None:
         self.signals += 1
@@ -156,20 +232,24 @@ class App:
 
     # -- HTTP and handshake -------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = urlsplit(request.path).path
+        if not access.allowed_method(request):
+            return access.method_not_allowed()
+        path, _ = access.split_target(request.path)
+        if path in ("/healthz", "/metrics") and self.public_metrics:
+            return self._observe(path)
+        if path not in ("/ws", "/healthz", "/metrics"):
+            return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
+        if self.token is not None and not access.token_ok(self.token, request.headers, request.path):
+            response = self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
+            response.headers["WWW-Authenticate"] = access.CHALLENGE
+            return response
+        return self._observe(path) if path != "/ws" else None
+
+    def _observe(self, path: str) -> Response:
         if path == "/healthz":
             return self._json_response(HTTPStatus.OK, self.health())
-        if path == "/metrics":
-            body, content_type = self.metrics.exposition(self._session_gauges())
-            return Response(200, "OK", Headers([("Content-Type", content_type)]), body)
-        if path != "/ws":
-            return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
-        if self.token is not None:
-            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-            query = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
-            if not (hmac.compare_digest(given, self.token) or hmac.compare_digest(query, self.token)):
-                return self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
-        return None
+        body, content_type = self.metrics.exposition(self._session_gauges())
+        return Response(200, "OK", Headers([("Content-Type", content_type)]), body)
 
     @staticmethod
     def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
@@ -200,10 +280,15 @@ class App:
     # -- connections --------------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:
         try:
+            if len(self.sessions) >= self.config.server.max_sessions:  # listeners count too
+                raise ArenaFull("max_sessions")
             stream = self.engine.open_stream()
         except ArenaFull:
-            await ws.send(P.event("error", code="too_many_sessions", message="the server is at max_sessions"))
-            await ws.close(1013, "too many sessions")
+            logs.event(
+                log, logging.WARNING, "session refused", None, reason="max_sessions", sessions=len(self.sessions)
+            )
+            self._send_text_ws(ws, P.event("error", code="too_many_sessions", message="the server is at max_sessions"))
+            await self._close_ws(ws, 1013, "too many sessions")
             return
         sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
         if sock is not None:
@@ -223,12 +308,15 @@ class App:
             offset=offset,
             raw=not ws.protocol.extensions,
             key=stream.key,
+            opened=time.monotonic(),
         )
         self.sessions[s.id] = s
+        self._by_ws[ws] = s
         self.metrics.sessions.set(len(self.sessions))
         logs.event(log, logging.INFO, "session opened", s.id, remote=str(ws.remote_address))
         try:
-            await ws.send(
+            self._send_text(
+                s,
                 P.event(
                     "session",
                     session_id=s.id,
@@ -239,7 +327,7 @@ class App:
                     frame_samples=self.frame_samples,
                     frame_ms=self.config.frame_duration_ms,
                     protocol=P.PROTOCOL,
-                )
+                ),
             )
             async for message in ws:
                 if isinstance(message, bytes):
@@ -257,23 +345,78 @@ class App:
     async def _close(self, s: Session, code: int, reason: str) -> None:
         if self.sessions.pop(s.id, None) is None:
             return
+        s.closing = True
+        self._by_ws.pop(s.ws, None)
         self.schedule.discard(s)
-        for listener in list(s.listeners):
-            self._send_text(listener, P.event("error", code="session_ended", message="the stream ended"))
-            await self._close(listener, 1000, "stream ended")
+        rcvd = s.ws.protocol.close_rcvd
+        if rcvd is not None:  # the client closed (or answered our close): its code is the real one
+            code, reason = rcvd.code, rcvd.reason
+        elif s.ws.protocol.state is State.CLOSED:  # the connection dropped without a closing handshake
+            code, reason = 1006, "connection lost"
         if s.listening_to is not None:
             s.listening_to.listeners.discard(s)
         if s.source is not None:
             s.source.close()  # a stream's worker stops and its lease goes back to the arena
         self.metrics.forget(s.id)
         self.metrics.sessions.set(len(self.sessions))
-        logs.event(log, logging.INFO, "session closed", s.id, code=code)
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(2.0):
-                await s.ws.close(code, reason)
+        logs.event(log, logging.INFO, "session closed", s.id, code=code, reason=reason)
+        listeners = list(s.listeners)
+        for listener in listeners:
+            self._send_text(listener, P.event("error", code="session_ended", message="the stream ended"))
+        await asyncio.gather(
+            self._close_ws(s.ws, code, reason), *(self._close(listener, 1000, "stream ended") for listener in listeners)
+        )
+
+    async def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> None:
+        """The closing handshake, bounded: a client that does not answer (or read) is cut off."""
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await ws.close(code, reason)
+        except TimeoutError:
+            pass
+        except Exception:  # the connection is already gone
+            pass
+        if ws.transport is not None and ws.protocol.state is not State.CLOSED:
+            ws.transport.abort()
+
+    def _close_soon(self, s: Session, code: int, reason: str) -> None:
+        task = asyncio.create_task(self._close(s, code, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _over_budget(self, ws: ServerConnection) -> None:
+        """A client with more than the send budget unread: closed, never buffered without end."""
+        s = self._by_ws.get(ws)
+        if s is None:
+            if ws.transport is not None:
+                ws.transport.abort()  # not a session (yet): nothing to tell it
+            return
+        if s.closing:
+            return
+        s.closing = True
+        logs.event(
+            log,
+            logging.WARNING,
+            "session over its send budget",
+            s.id,
+            buffered_bytes=ws.transport.get_write_buffer_size() if ws.transport is not None else None,
+            budget_bytes=self.send_budget,
+        )
+        self.metrics.budget_closes.inc()
+        self._close_soon(s, 1008, "send budget exceeded: the client does not read")
 
     def _send_text(self, s: Session, text: str) -> None:
+        if s.closing:
+            return
+        transport = s.ws.transport
+        if transport is not None and transport.get_write_buffer_size() + len(text) > self.send_budget:
+            self._over_budget(s.ws)
+            return
         broadcast([s.ws], text)
+
+    @staticmethod
+    def _send_text_ws(ws: ServerConnection, text: str) -> None:
+        broadcast([ws], text)
 
     def _error(self, s: Session, code: str, message: str, **fields: Any) -> None:
         self._send_text(s, P.event("error", code=code, message=message, **fields))
@@ -288,6 +431,8 @@ class App:
 
     # -- commands -----------------------------------------------------------------------------------
     def _command(self, s: Session, cmd: P.Command) -> None:
+        if isinstance(cmd, P.Synthesize | P.Listen):
+            s.active = True
         if isinstance(cmd, P.Synthesize):
             self._synthesize(s, cmd)
         elif isinstance(cmd, P.Control):
@@ -324,8 +469,7 @@ class App:
         try:
             uid = stream.say(cmd.text, voice=cmd.voice, request_id=cmd.request_id)
         except TextError as exc:
-            code = "text_too_long" if "limit" in str(exc) else "invalid_text"
-            self._error(s, code, str(exc), request_id=cmd.request_id)
+            self._error(s, exc.code, str(exc), request_id=cmd.request_id)
             return
         except StreamError as exc:
             self._error(s, exc.code, exc.message, request_id=cmd.request_id)
@@ -408,9 +552,7 @@ class App:
                     except Exception:  # one broken session must not stop the scheduler of all the others
                         log.exception("session failed", extra={"session_id": s.id})
                         self._error(s, "internal_error", "the server could not send this stream")
-                        task = asyncio.create_task(self._close(s, 1011, "internal error"))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        self._close_soon(s, 1011, "internal error")
                         continue
                     if again is not None:
                         schedule.add(s, again)
@@ -418,6 +560,11 @@ class App:
                 folded = now
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
+                self._reap_idle(now)
+                if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
+                    logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)
+                    self.exit_code = 1
+                    self.stopping.set()
             next_due = schedule.next_due()
             # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
             # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
@@ -426,6 +573,15 @@ class App:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await wake.wait()
+
+    def _reap_idle(self, now: float) -> None:
+        """Close connections that never spoke nor listened within ``server.idle_timeout_s``."""
+        if not self.idle_timeout:
+            return
+        for s in list(self.sessions.values()):
+            if not s.active and not s.closing and now - s.opened > self.idle_timeout:
+                self._error(s, "idle_timeout", f"no synthesize or listen within {self.idle_timeout:g} s")
+                self._close_soon(s, 1000, "idle timeout")
 
     def _pump(self, s: Session, now: float, now_us: int) -> float | None:
         """Send what the session may send now; return when to look at it again (None: when told).

@@ -85,6 +85,9 @@ class Metrics:
             registry=r,
         )
         self.sessions = Gauge("tts_sessions", "Open sessions", registry=r)
+        self.budget_closes = Counter(
+            "tts_send_budget_closes_total", "Sessions closed for not reading (over the send budget)", registry=r
+        )
         self._known: set[str] = set()
 
     def dropped(self, session_id: str, lost: int) -> None:

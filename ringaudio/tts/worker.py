@@ -4,7 +4,8 @@ One process serves several sessions from one loop: each job is a pipeline steppe
 time, and a job whose ring is at its high watermark simply waits its turn (``FrameRing.offer``
 returns -1) until the reader brings the ring to the low watermark. With nothing to write the loop
 sleeps in ``poll`` on its control pipe: no spinning. Control messages (jobs, cancel, stop) come from
-the pool over a pipe; events (started, first_frame, finished, failed, cancelled) go back on it.
+the pool over a pipe; events (started, first_frame, finished, failed, cancelled), a heartbeat every
+``HEARTBEAT_S`` and the worker's log records go back on it (the pool logs them, so lines stay whole).
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ log = logging.getLogger("ringaudio.worker")
 STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
 BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
 BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
+HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
+EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
 
 
 @dataclass(frozen=True)
@@ -159,9 +162,11 @@ class Worker:
         self.backend = make_backend(spec)
         self.arenas: dict[str, RingArena] = {}
         self.jobs: dict[str, ActiveJob] = {}
+        self.last_sent = 0.0
 
     def send(self, kind: str, **fields: Any) -> None:
         self.conn.send((kind, fields))
+        self.last_sent = time.monotonic()
 
     def event(self, job: Job, type_: str, **fields: Any) -> None:
         self.send(
@@ -242,7 +247,10 @@ class Worker:
         self.jobs.pop(active.job.session_id, None)
         active.close()
         active.ring.close()
-        logs.event(log, logging.ERROR, "utterance failed", active.job.session_id, code=code, error=str(exc))
+        if code == "ring_closed":  # the session closed (a client hung up mid-utterance): nothing is wrong
+            logs.event(log, logging.INFO, "utterance abandoned", active.job.session_id, reason=str(exc))
+        else:
+            logs.event(log, logging.ERROR, "utterance failed", active.job.session_id, code=code, error=str(exc))
         self.event(active.job, "failed", code=code, message=str(exc), last_sequence=active.last_seq)
 
     def handle(self, message: tuple[str, Any]) -> bool:
@@ -259,7 +267,10 @@ class Worker:
         self.warm()
         self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
         while True:
-            timeout = self._idle_timeout()
+            now = time.monotonic()
+            if now - self.last_sent >= HEARTBEAT_S:
+                self.send("heartbeat")
+            timeout = self._idle_timeout(now)
             if self.conn.poll(timeout):
                 if not self.handle(self.conn.recv()):
                     break
@@ -275,11 +286,13 @@ class Worker:
                 if n % 8 == 7 and self.conn.poll():
                     break
 
-    def _idle_timeout(self) -> float | None:
-        """How long the loop may sleep on its pipe: forever with no jobs, 0 if one may run now."""
-        if not self.jobs:
-            return None
-        return max(0.0, min(a.retry_at for a in self.jobs.values()) - time.monotonic())
+    def _idle_timeout(self, now: float) -> float:
+        """How long the loop may sleep on its pipe: until the next heartbeat with no jobs, 0 if one
+        may run now."""
+        until = self.last_sent + HEARTBEAT_S
+        if self.jobs:
+            until = min(until, min(a.retry_at for a in self.jobs.values()))
+        return max(0.0, until - now)
 
     def step(self, active: ActiveJob, now: float) -> None:
         was_first = active.first_seq < 0
@@ -320,7 +333,7 @@ class Worker:
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """Entry point of a worker process (started by :class:`~ringaudio.tts.pool.WorkerPool`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the server, which stops us
-    logs.setup(spec.log_level)
+    logs.setup(spec.log_level, forward=lambda record: conn.send(("log", record)))
     try:
         worker = Worker(conn, spec)
     except RingAudioError as exc:

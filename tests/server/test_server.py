@@ -258,7 +258,7 @@ def test_metrics_carry_the_runbook_names_and_drop_ended_sessions(server: ServerP
     after = urllib.request.urlopen(server.http + "/metrics", timeout=5).read().decode()
     assert sid not in after  # per-session series are removed when the session ends
     health = json.loads(urllib.request.urlopen(server.http + "/healthz", timeout=5).read())
-    assert health["status"] == "ok" and health["workers"] == {"alive": 1, "size": 1}
+    assert health["status"] == "ok" and health["workers"] == {"alive": 1, "size": 1, "stale": []}
 
 
 def test_slow_client_under_drop_oldest_reports_exactly_what_it_lost() -> None:

@@ -7,6 +7,10 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; th
     echo "ringaudio needs Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
     exit 2
 fi
+# serve.sh and test.sh started together on a fresh clone must not both build .venv: the install is
+# serialised on a lock file (flock, from util-linux); the second one waits, then finds it done
+exec 9>".venv.lock"
+command -v flock >/dev/null 2>&1 && flock 9
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
@@ -34,3 +38,4 @@ if [ -n "$missing" ]; then
         echo "not installed:$missing (sudo apt-get install$missing): synthetic voice / WAV output only" >&2
     fi
 fi
+exec 9>&-

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -291,3 +292,38 @@ def test_exception_inside_with_leaves_no_process_and_no_segment() -> None:
 
     assert name and not (Path("/dev/shm") / name).exists()
     assert engine.arena is None and engine.pool is None
+
+
+def readme_example(guarded: bool) -> str:
+    """The README's Embedding example, as written (guarded), or without its ``__main__`` guard."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## Embedding", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    if guarded:
+        return block
+    lines = block.splitlines()
+    (i,) = [n for n, line in enumerate(lines) if line.startswith("if __name__")]
+    return "\n".join([*lines[:i], *(line.removeprefix("    ") for line in lines[i + 1 :])]) + "\n"
+
+
+@pytest.mark.parametrize("guarded", [False, True])
+def test_the_readme_embedding_example_runs_and_an_unguarded_main_gets_one_clear_error(
+    tmp_path: Path, guarded: bool
+) -> None:
+    """Spawned workers import the main module: without a ``__main__`` guard every one of them would
+    start an engine of its own. The engine sees that and says what to add, at once."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "example.py"
+    script.write_text(readme_example(guarded))
+    env = {**os.environ, "RINGAUDIO__WORKER__BACKEND": "synthetic"}
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120)
+    if guarded:
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "utterance.end" in done.stdout
+    else:
+        assert done.returncode == 1 and time.monotonic() - t0 < 60
+        assert 'put the code that starts the engine under `if __name__ == "__main__":`' in done.stderr
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("ringaudio.tts.pool.PoolError: a worker process re-imported your program's main")

@@ -249,3 +249,38 @@ def test_worker_memory_stays_flat_over_1000_utterances(arena: RingArena) -> None
         growth = rss[1000] - rss[100]
         assert growth < 4 * 2**20, f"worker grew {growth / 2**20:.1f} MiB over 900 utterances"
         ring.close()
+
+
+def test_submit_never_blocks_on_a_worker_that_does_not_read() -> None:
+    """The pool's callers (the server's event loop) never write to a pipe: with the worker stopped,
+    200 sessions' jobs of the largest text allowed (well over what a socket pair buffers) are
+    queued at once; the worker is reported stale; once it runs again every cancel is answered."""
+    events = Events()
+    with RingArena.create(rings=200, capacity=50) as many, make_pool(events) as pool:
+        rings = [many.lease() for _ in range(200)]
+        (pid,) = pool.pids()
+        text = ("Many words to say, and then some more of them. " * 110)[:5000]
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            done = threading.Event()
+
+            def submit_all() -> None:
+                for i, ring in enumerate(rings):
+                    pool.submit(f"s{i}", ring.handle, text, request_id="q" * 128)
+                done.set()
+
+            threading.Thread(target=submit_all, daemon=True).start()
+            assert done.wait(10), "submit blocked on a worker that does not read"
+            wait_until_stale = time.monotonic() + 10
+            while pid not in pool.stale():
+                assert time.monotonic() < wait_until_stale, "a stopped worker was never reported stale"
+                time.sleep(0.1)
+            for i in range(200):
+                pool.cancel(f"s{i}")
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        for i in range(200):
+            events.wait(lambda e, sid=f"s{i}": e["type"] == "cancelled" and e["session_id"] == sid, timeout=60)
+        assert pool.stale() == [] and pool.alive() == 1
+        for ring in rings:
+            ring.close()

@@ -431,8 +431,6 @@ class App:
 
     # -- commands -----------------------------------------------------------------------------------
     def _command(self, s: Session, cmd: P.Command) -> None:
-        if isinstance(cmd, P.Synthesize | P.Listen):
-            s.active = True
         if isinstance(cmd, P.Synthesize):
             self._synthesize(s, cmd)
         elif isinstance(cmd, P.Control):
@@ -477,6 +475,7 @@ class App:
         except RingAudioError as exc:
             self._error(s, "unavailable", str(exc), request_id=cmd.request_id)
             return
+        s.active = True  # no longer subject to the idle timeout
         self._send_text(s, P.event("queued", utterance_id=uid, request_id=cmd.request_id))
         self._touch(s)
 
@@ -501,6 +500,7 @@ class App:
         s.listening_to = owner
         s.pacer = P.Pacer(self.period, self.prebuffer, time.monotonic())
         owner.listeners.add(s)
+        s.active = True
         self._send_text(s, P.event("listening", session_id=owner.id, sequence=stream.cursor))
         self._touch(s)
 

@@ -17,6 +17,7 @@ what depends on the machine (is espeak-ng installed, does it know the voice, doe
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,7 @@ DEFAULTS: dict[str, Any] = {
         "overflow": "block",
         "high_watermark": 0.8,
         "low_watermark": 0.5,
+        "lead_ms": 300,  # the worker writes at most this far ahead of its stream's real playback time
     },
 }
 FILES = ("orchestrator.yaml", "worker.yaml")
@@ -96,6 +98,7 @@ class WorkerSettings:
     overflow: str
     high_watermark: float
     low_watermark: float
+    lead_ms: int = 300
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,23 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
             f"an integer in 0..{ring_ms} (transport.websocket.frame_queue_size × audio.frame_duration_ms)",
             prebuffer,
         )
+    # The lead paces the worker against real time; the watermarks are backpressure, so a healthy
+    # stream (which holds about the lead) must stay below the high one, and the server's first
+    # burst (the prebuffer) must fit in the lead. A default lead is fitted to a small ring.
+    high_ms = int(high * queue) * frame_ms
+    lead = w["lead_ms"]
+    if any("lead_ms" in layer.get("worker", {}) for layer in layers):
+        if not _is_int(lead) or not (lead == 0 or max(frame_ms, prebuffer) <= lead <= high_ms):
+            _refuse(
+                "worker.lead_ms",
+                f"0 (no pacing: as fast as the watermarks let it) or an integer in {max(frame_ms, prebuffer)}.."
+                f"{high_ms} (from server.prebuffer_ms, and at most worker.high_watermark × frame_queue_size × "
+                "frame_duration_ms)",
+                lead,
+            )
+    else:
+        lead = max(frame_ms, min(max(lead, prebuffer + 100), high_ms))
+    settings = dataclasses.replace(settings, lead_ms=lead)
     server = ServerSettings(
         prebuffer_ms=prebuffer,
         max_sessions=_int(srv["max_sessions"], "server.max_sessions", 1, 10_000),

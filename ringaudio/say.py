@@ -49,8 +49,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ringaudio.say: no audio output: {exc}. Use --out FILE.wav to write a file.", file=sys.stderr)
             return EXIT_NO_DEVICE
         print(f"playing on {name}", file=sys.stderr)
+    environ = dict(os.environ)
+    if args.out is not None:  # rendering a file: as fast as synthesis goes, no real-time pacing
+        environ.setdefault("RINGAUDIO__WORKER__LEAD_MS", "0")
     try:
-        cfg = config_mod.load(args.config, dict(os.environ))
+        cfg = config_mod.load(args.config, environ)
     except RingAudioError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 1

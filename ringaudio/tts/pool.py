@@ -159,6 +159,7 @@ class WorkerPool:
             resample_quality=w.resample_quality,
             clause_chars=w.clause_chars,
             log_level=config.log_level,
+            lead_frames=w.lead_ms // config.frame_duration_ms,
         )
         self.size = w.workers
         self.max_text_chars = w.max_text_chars

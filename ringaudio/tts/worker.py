@@ -1,8 +1,18 @@
 """The TTS worker process: text -> backend (native rate) -> resampler -> 20/40 ms frames -> session ring.
 
 One process serves several sessions from one loop: each job is a pipeline stepped a few frames at a
-time, and a job whose ring is at its high watermark simply waits its turn (``FrameRing.offer``
-returns -1) until the reader brings the ring to the low watermark. With nothing to write the loop
+time. Two things hold a job back, and they are different:
+
+- **Pacing.** A job writes at most ``lead_frames`` ahead of its stream's real playback clock (under
+  both policies): the clock starts where the reader is when the job starts and runs at one frame per
+  frame period. So a healthy stream holds about the lead in its ring, a fast model never laps a
+  real-time reader under ``drop_oldest``, and the first frames still go out as soon as synthesized.
+  If synthesis falls behind the clock (the reader starves), the clock is set back to the writer:
+  a late burst is paced again, not dumped into the ring.
+- **Backpressure.** A job whose ring reaches its high watermark (the reader fell behind real time)
+  waits its turn (``FrameRing.offer`` returns -1, under ``block``) until the reader brings the ring
+  to the low watermark; the clock then restarts from the reader, so the ring goes back to the lead.
+ With nothing to write the loop
 sleeps in ``poll`` on its control pipe: no spinning. Control messages (jobs, cancel, stop) come from
 the pool over a pipe; events (started, first_frame, finished, failed, cancelled), a heartbeat every
 ``HEARTBEAT_S`` and the worker's log records go back on it (the pool logs them, so lines stay whole).
@@ -53,6 +63,7 @@ class WorkerSpec:
     resample_quality: str
     clause_chars: int
     log_level: str = "INFO"
+    lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
 
 
 @dataclass(frozen=True)
@@ -86,7 +97,9 @@ class ActiveJob:
         self.first_seq = -1
         self.last_seq = -1
         self.frames = 0
-        self.retry_at = 0.0  # monotonic: when a job held at the watermark looks again
+        self.retry_at = 0.0  # monotonic: when a job held at the watermark (or by its pacing) looks again
+        self.period = spec.frame_samples / spec.output_sample_rate
+        self._anchor: tuple[int, float] | None = None  # (sequence, time): the playback clock
         self._pending: np.ndarray | None = None
         self._frames = self._produce()
 
@@ -112,15 +125,33 @@ class ActiveJob:
             yield from framer.push(resampler.flush())
         yield from framer.flush()
 
-    def step(self) -> str:
-        """Write up to STEP_FRAMES frames: 'running', 'blocked' (at the watermark) or 'done'."""
+    def due(self, seq: int, now: float) -> float:
+        """When frame ``seq`` may be written: ``lead_frames`` ahead of the playback clock."""
+        if self._anchor is None:  # start the clock where the reader is now
+            self._anchor = (self.ring.write_seq - self.ring.fill, now)
+        base, t0 = self._anchor
+        if now - t0 > (seq - base) * self.period:  # behind the clock: the reader is starving
+            self._anchor = (seq, now)
+            return now
+        return t0 + (seq - base - self.spec.lead_frames) * self.period
+
+    def step(self, now: float) -> str:
+        """Write up to STEP_FRAMES frames: 'running', 'paced' (ahead of the clock: ``retry_at`` is
+        set), 'blocked' (at the watermark) or 'done'."""
         for _ in range(STEP_FRAMES):
             if self._pending is None:
                 self._pending = next(self._frames, None)
                 if self._pending is None:
                     return "done"
+            if self.spec.lead_frames:
+                seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
+                due = self.due(seq, now)
+                if due > now:
+                    self.retry_at = due
+                    return "paced"
             seq = self.ring.offer(self._pending)
             if seq < 0:
+                self._anchor = None  # backpressure: the clock restarts from the reader
                 return "blocked"
             self._pending = None  # the framer may reuse its buffer now
             if self.first_seq < 0:
@@ -297,7 +328,7 @@ class Worker:
     def step(self, active: ActiveJob, now: float) -> None:
         was_first = active.first_seq < 0
         try:
-            state = active.step()
+            state = active.step(now)
         except BackendError as exc:
             self.fail(active, "backend_error", exc)
             return
@@ -319,7 +350,7 @@ class Worker:
             self.finish(active)
         elif state == "blocked":
             active.hold(now)
-        else:
+        elif state == "running":
             active.retry_at = 0.0
 
     def close(self) -> None:

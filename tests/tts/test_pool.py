@@ -49,8 +49,12 @@ class Events:
             return [e for _, e in self.items if e.get("session_id") == session and e["type"] == kind]
 
 
-def make_pool(events: Events, *, workers: int = 1, rtf: float = 0.0, backend: str = "synthetic") -> WorkerPool:
+def make_pool(
+    events: Events, *, workers: int = 1, rtf: float = 0.0, backend: str = "synthetic", lead_ms: int | None = None
+) -> WorkerPool:
     env = {"RINGAUDIO__WORKER__WORKERS": str(workers), "RINGAUDIO__WORKER__SYNTHETIC_RTF": str(rtf)}
+    if lead_ms is not None:
+        env["RINGAUDIO__WORKER__LEAD_MS"] = str(lead_ms)
     return WorkerPool(config.load(None, environ=env), events, backend=backend)
 
 
@@ -112,31 +116,58 @@ def test_text_in_frames_out_with_continuous_sequences(arena: RingArena) -> None:
         ring.close()
 
 
-def test_pacing_holds_fill_between_the_watermarks(arena: RingArena) -> None:
+def read_at_real_time(ring: Any, events: Events, session: str) -> list[tuple[int, bool]]:
+    """Read the session's frames as a real-time listener would; (fill, writer paused) after each."""
+    out = np.empty(960, np.int16)
+    seen: list[tuple[int, bool]] = []
+    seq = 0
+    t0 = time.monotonic()
+    while not events.of(session, "finished") or seq <= events.of(session, "finished")[0]["last_sequence"]:
+        assert time.monotonic() - t0 < 30
+        try:
+            ring.read(seq, out, timeout=0.5)
+        except FrameNotReady:
+            continue
+        seq += 1
+        seen.append((ring.fill, ring.writer_paused))
+        time.sleep(max(0.0, t0 + seq * 0.02 - time.monotonic()))
+    return seen
+
+
+@pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
+def test_a_fast_model_is_paced_to_its_lead_ahead_of_a_real_time_reader(arena: RingArena, overflow: str) -> None:
+    """Pacing, not backpressure: a model 20× faster than real time writes about ``lead_ms`` (300 ms,
+    15 frames) ahead of a real-time reader and never reaches the high watermark; under drop_oldest
+    nothing is lost."""
     events = Events()
     with make_pool(events, rtf=0.05) as pool:
+        ring = arena.lease(overflow=overflow)
+        _, low = ring.watermarks
+        uid = pool.submit("s1", ring.handle, "A fast model speaking for a few seconds, well ahead of real time.")
+        seen = read_at_real_time(ring, events, "s1")
+        done = events.of("s1", "finished")[0]
+        assert done["utterance_id"] == uid and len(seen) == done["frames"]  # every frame, in sequence
+        fills = [fill for fill, _ in seen]
+        assert max(fills) <= 15 + 1 < low  # the lead (+ the frame being written), not the watermarks
+        assert not any(paused for _, paused in seen) and ring.full_count == 0
+        steady = fills[5:-20]
+        assert steady and min(steady) >= 10  # it keeps about the lead buffered: nothing starves
+        ring.close()
+
+
+def test_without_pacing_a_fast_model_waits_between_the_watermarks(arena: RingArena) -> None:
+    """``worker.lead_ms: 0``: the watermarks alone hold the writer (rendering, benchmarks)."""
+    events = Events()
+    with make_pool(events, rtf=0.05, lead_ms=0) as pool:
         ring = arena.lease()
         high, low = ring.watermarks
         uid = pool.submit("s1", ring.handle, "A fast model speaking for a few seconds, well ahead of real time.")
-        fills: list[int] = []
-        paused_seen = False
-        out = np.empty(960, np.int16)
-        seq = 0
-        t0 = time.monotonic()
-        while not events.of("s1", "finished") or seq <= events.of("s1", "finished")[0]["last_sequence"]:
-            assert time.monotonic() - t0 < 30
-            try:
-                ring.read(seq, out, timeout=0.5)
-            except FrameNotReady:
-                continue
-            seq += 1
-            fills.append(ring.fill)
-            paused_seen |= ring.writer_paused
-            time.sleep(max(0.0, t0 + seq * 0.02 - time.monotonic()))  # a listener at real time
+        seen = read_at_real_time(ring, events, "s1")
         done = events.of("s1", "finished")[0]
-        assert done["utterance_id"] == uid and seq == done["frames"]
+        assert done["utterance_id"] == uid and len(seen) == done["frames"]
+        fills = [fill for fill, _ in seen]
         assert max(fills) <= high  # never flooded past the high watermark
-        assert paused_seen  # the worker really waited there
+        assert any(paused for _, paused in seen)  # the worker really waited there
         steady = fills[high:-high]  # once full and before the end: between the watermarks
         assert steady and min(steady) >= low - 1
         ring.close()
@@ -236,8 +267,8 @@ def test_espeak_end_to_end_speech_length_and_not_silent() -> None:
 
 def test_worker_memory_stays_flat_over_1000_utterances(arena: RingArena) -> None:
     events = Events()
-    with make_pool(events) as pool:
-        ring = arena.lease(overflow="drop_oldest")  # nobody reads: the worker never waits
+    with make_pool(events, lead_ms=0) as pool:
+        ring = arena.lease(overflow="drop_oldest")  # nobody reads and no pacing: the worker never waits
         worker = psutil.Process(pool.pids()[0])
         rss: dict[int, int] = {}
         for i in range(1, 1001):

@@ -43,7 +43,7 @@ from ..config import Config
 from ..engine import Engine, EngineError
 from ..errors import ArenaFull, RingAudioError, RingClosed, TextError
 from ..stream import Event, Listener, Stream, StreamError
-from . import access
+from . import access, backlog
 from . import protocol as P
 from .metrics import Metrics
 from .schedule import Schedule
@@ -51,6 +51,9 @@ from .schedule import Schedule
 log = logging.getLogger("ringaudio.server")
 SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
 SLACK = 0.001  # sessions due within this much are served in the same pass (s)
+BACKLOG_REFRESH = 0.1  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
+WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
+SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
 OPEN = State.OPEN
 _pack = P.HEADER.pack_into
 
@@ -66,7 +69,14 @@ class Session:
     offset: int  # where the ringaudio header starts in ``frame``
     raw: bool  # may the frame go to the transport as is (no WebSocket extension negotiated)?
     key: str = ""
-    slow: bool = False
+    sock: Any = None  # the TCP socket, for the kernel's view of what the client has not read
+    slow: bool = False  # in a slow-client episode (over send_buffer_frames unconsumed within SLOW_CLEAR)
+    slow_since: float = 0.0  # when it was last over
+    kernel_backlog: int = 0  # bytes: the send queue + what the client's kernel holds unread (as last read)
+    backlog_at: float = 0.0
+    max_window: int = 0  # the largest receive window the client has advertised
+    high: bool = False  # between crossing the high watermark and coming back below the low one
+    episodes: int = 0  # backpressure episodes: tts_frame_queue_full_count
     last_send: float = 0.0
     last_interval: float = 0.0
     sent_at: dict[int, float] = field(default_factory=dict)
@@ -101,7 +111,12 @@ class App:
         self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
-        self.send_limit = config.server.send_buffer_frames * (len(self.ws_prefix) + self.payload_bytes)
+        self.frame_bytes = len(self.ws_prefix) + self.payload_bytes
+        self.send_limit = config.server.send_buffer_frames * self.frame_bytes
+        self.capacity = config.frame_queue_size
+        self.high_frames = int(config.worker.high_watermark * config.frame_queue_size)
+        self.low_frames = int(config.worker.low_watermark * config.frame_queue_size)
+        self.debug_frames = False  # one "frame sent" line per frame (LOG_LEVEL=DEBUG), checked once
         # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
         # the budget is only ever reached by a client that does not read what it asks for
         burst = (self.prebuffer + 1) * (len(self.ws_prefix) + self.payload_bytes)
@@ -127,6 +142,7 @@ class App:
             loop.call_soon_threadsafe(self._wake.set)
 
         self.engine.notify = notify
+        self.debug_frames = log.isEnabledFor(logging.DEBUG)
         try:
             if not await self._start_engine():
                 return
@@ -237,13 +253,13 @@ class App:
         path, _ = access.split_target(request.path)
         if path in ("/healthz", "/metrics") and self.public_metrics:
             return self._observe(path)
-        if path not in ("/ws", "/healthz", "/metrics"):
+        if path not in ("/ws", "/", "/healthz", "/metrics"):
             return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
         if self.token is not None and not access.token_ok(self.token, request.headers, request.path):
             response = self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
             response.headers["WWW-Authenticate"] = access.CHALLENGE
             return response
-        return self._observe(path) if path != "/ws" else None
+        return self._observe(path) if path not in ("/ws", "/") else None
 
     def _observe(self, path: str) -> Response:
         if path == "/healthz":
@@ -268,14 +284,45 @@ class App:
             "arena": h["arena"],
         }
 
+    def depth(self, s: Session) -> int | None:
+        """Frames between the worker and the client: the ring's fill, plus frames read from it and
+        not yet handed to the kernel (None for a listener, or a stream that has ended)."""
+        stream = s.stream
+        if stream is None or stream.ended:
+            return None
+        transport = s.ws.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        try:
+            return stream.ring.fill + buffered // self.frame_bytes
+        except RingClosed:
+            return None
+
     def _session_gauges(self) -> dict[str, tuple[int, int]]:
         gauges = {}
         for sid, s in self.sessions.items():
-            stream = s.stream
-            if stream is not None and not stream.ended:
-                with contextlib.suppress(RingClosed):
-                    gauges[sid] = (stream.ring.fill, stream.ring.full_count)
+            depth = self.depth(s)
+            if depth is not None:
+                gauges[sid] = (depth, s.episodes)
         return gauges
+
+    def _watch(self) -> None:
+        """Backpressure episodes: a session's depth crossing its high watermark starts one (counted,
+        logged with the real depth), coming back below the low one ends it (logged)."""
+        for s in self.sessions.values():
+            depth = self.depth(s)
+            if depth is None:
+                continue
+            if not s.high and depth >= self.high_frames:
+                s.high = True
+                s.episodes += 1
+                logs.event(
+                    log, logging.WARNING, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=True
+                )
+            elif s.high and depth <= self.low_frames:
+                s.high = False
+                logs.event(
+                    log, logging.INFO, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=False
+                )
 
     # -- connections --------------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:
@@ -308,6 +355,7 @@ class App:
             offset=offset,
             raw=not ws.protocol.extensions,
             key=stream.key,
+            sock=sock,
             opened=time.monotonic(),
         )
         self.sessions[s.id] = s
@@ -520,16 +568,16 @@ class App:
         logs.event(
             log, logging.WARNING, "Frame sequence gap detected", s.id, expected=d["expected"], received=d["received"]
         )
-        stream = s.stream
-        if stream is not None:
-            logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=stream.ring.capacity)
+        depth = self.depth(s)
+        if depth is not None:
+            logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=depth)
         self.metrics.dropped(s.id, d["lost"])
 
     # -- the scheduler --------------------------------------------------------------------------------
     async def _ticker(self) -> None:
         assert self.stopping is not None
         schedule, engine, wake = self.schedule, self.engine, self._wake
-        folded = time.monotonic()
+        folded = watched = time.monotonic()
         while not self.stopping.is_set():
             wake.clear()
             try:
@@ -556,6 +604,9 @@ class App:
                         continue
                     if again is not None:
                         schedule.add(s, again)
+            if now - watched >= WATCH_EVERY:
+                watched = now
+                self._watch()
             if now - folded > 1.0:
                 folded = now
                 self.metrics.interval.fold()
@@ -596,14 +647,31 @@ class App:
         transport = ws.transport
         if transport is None or transport.is_closing() or ws.protocol.state is not OPEN:
             return None
-        if transport.get_write_buffer_size() > self.send_limit:
-            if not s.slow:
+        if now - s.backlog_at >= BACKLOG_REFRESH and s.sock is not None:
+            probe = backlog.probe(s.sock)
+            if probe.window is not None and probe.window > s.max_window:
+                s.max_window = probe.window
+            s.kernel_backlog = backlog.unconsumed(0, probe, s.max_window)
+            s.backlog_at = now
+        unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
+        if unconsumed > self.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
+            if not s.slow:  # a new episode: one line for it, not one per frame it holds back
                 s.slow = True
                 logs.event(
-                    log, logging.ERROR, "Client not consuming frames fast enough", s.id, sequence=source.position
+                    log,
+                    logging.WARNING,
+                    "Client not consuming frames fast enough",
+                    s.id,
+                    sequence=source.position,
+                    unconsumed_frames=unconsumed // self.frame_bytes,
+                    queue_size=self.depth(s),
                 )
+                self.metrics.slow_clients.inc()
+            s.slow_since = now
             return now + self.period
-        s.slow = False
+        if s.slow and now - s.slow_since > SLOW_CLEAR:  # it kept up for a while: the episode is over
+            s.slow = False
+            logs.event(log, logging.INFO, "Client consuming again", s.id, sequence=source.position)
         pacer = s.pacer
         # a session is taken up to SLACK early (with the others due then): its frame counts as due
         allowance = pacer.allowance(now, SLACK)
@@ -622,6 +690,8 @@ class App:
             else:  # an extension (permessage-deflate) was negotiated: the library frames it
                 broadcast([ws], memoryview(frame)[offset:])
             sent += 1
+            if self.debug_frames:
+                logs.event(log, logging.DEBUG, "frame sent", s.id, sequence=seq, frame_sequence=seq, utterance_id=uid)
             if flags & P.FLAG_FIRST and isinstance(source, Stream):
                 self.metrics.first_audio.observe(source.first_audio_ms)
             if len(sent_at) > 512:

@@ -57,10 +57,15 @@ class BatchHistogram(Collector):
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.depth = Gauge("tts_frame_queue_depth", "Frames buffered in the session's ring", ["session_id"], registry=r)
+        self.depth = Gauge(
+            "tts_frame_queue_depth",
+            "Frames between the worker and the client: ring fill + read, not yet on the socket",
+            ["session_id"],
+            registry=r,
+        )
         self.full = Gauge(
             "tts_frame_queue_full_count",
-            "Times the session's ring reached its high watermark",
+            "Backpressure episodes: times the session's depth crossed its high watermark",
             ["session_id"],
             registry=r,
         )
@@ -85,6 +90,9 @@ class Metrics:
             registry=r,
         )
         self.sessions = Gauge("tts_sessions", "Open sessions", registry=r)
+        self.slow_clients = Counter(
+            "tts_slow_client_episodes_total", "Times a client was found not consuming frames fast enough", registry=r
+        )
         self.budget_closes = Counter(
             "tts_send_budget_closes_total", "Sessions closed for not reading (over the send budget)", registry=r
         )

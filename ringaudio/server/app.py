@@ -119,7 +119,7 @@ class App:
         self.debug_frames = False  # one "frame sent" line per frame (LOG_LEVEL=DEBUG), checked once
         # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
         # the budget is only ever reached by a client that does not read what it asks for
-        burst = (self.prebuffer + 1) * (len(self.ws_prefix) + self.payload_bytes)
+        burst = (self.prebuffer + 1) * self.frame_bytes
         self.send_budget = max(config.server.send_budget_kb * 1024, self.send_limit + burst)
         self.close_timeout = config.server.close_timeout_s
         self.idle_timeout = config.server.idle_timeout_s

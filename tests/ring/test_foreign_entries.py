@@ -150,20 +150,25 @@ def new_arena() -> RingArena:
     return RingArena.create(rings=2, capacity=50, frame_samples=960)
 
 
+def arena_beside(entry: Entry) -> None:
+    """A new arena works beside the foreign entry, under another name, and leaves it untouched."""
+    arena = new_arena()
+    try:
+        assert arena.name != entry.name
+        exercise(arena)
+    finally:
+        arena.unlink()
+        arena.close()
+    entry.assert_untouched()
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_start_up_steps_around_a_foreign_entry(kind: str, tmp_path: Path) -> None:
     with planted(kind, tmp_path) as entry:
         assert entry.name not in reclaim_stale()
         entry.assert_untouched()
-        arena = new_arena()
-        try:
-            assert arena.name != entry.name
-            exercise(arena)
-        finally:
-            arena.unlink()
-            arena.close()
-        entry.assert_untouched()
+        arena_beside(entry)
 
 
 @pytest.mark.timeout(60)
@@ -175,14 +180,7 @@ def test_a_taken_generated_name_is_replaced_not_reused(
         real = segment.new_name
         names = iter([entry.name])  # the next generated name is the planted one
         monkeypatch.setattr(segment, "new_name", lambda: next(names, None) or real())
-        arena = new_arena()
-        try:
-            assert arena.name != entry.name
-            exercise(arena)
-        finally:
-            arena.unlink()
-            arena.close()
-        entry.assert_untouched()
+        arena_beside(entry)
 
 
 @pytest.mark.timeout(60)

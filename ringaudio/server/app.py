@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
@@ -54,6 +55,7 @@ SLACK = 0.001  # sessions due within this much are served in the same pass (s)
 BACKLOG_REFRESH = 0.1  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
+PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
 OPEN = State.OPEN
 _pack = P.HEADER.pack_into
 
@@ -74,7 +76,8 @@ class Session:
     slow_since: float = 0.0  # when it was last over
     kernel_backlog: int = 0  # bytes: the send queue + what the client's kernel holds unread (as last read)
     backlog_at: float = 0.0
-    max_window: int = 0  # the largest receive window the client has advertised
+    max_window: int = 0  # the largest receive window the client has advertised (since its last pong)
+    probing: bool = False  # a ping is out to ask whether it has read everything
     high: bool = False  # between crossing the high watermark and coming back below the low one
     episodes: int = 0  # backpressure episodes: tts_frame_queue_full_count
     last_send: float = 0.0
@@ -427,10 +430,33 @@ class App:
         if ws.transport is not None and ws.protocol.state is not State.CLOSED:
             ws.transport.abort()
 
-    def _close_soon(self, s: Session, code: int, reason: str) -> None:
-        task = asyncio.create_task(self._close(s, code, reason))
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def _close_soon(self, s: Session, code: int, reason: str) -> None:
+        self._spawn(self._close(s, code, reason))
+
+    async def _ping(self, s: Session) -> None:
+        """Has the client read everything it was sent? A pong says so: the client answers a ping
+        only once it has read what came before it. Its window then is what it can hold (the
+        baseline of :func:`backlog.unconsumed`: a buffer can shrink, e.g. SO_RCVBUF set after
+        connect, and a window the client advertised once is no proof it still can)."""
+        s.probing = True
+        try:
+            pong = await s.ws.ping()
+            async with asyncio.timeout(PING_TIMEOUT):
+                await pong
+            if s.sock is not None:
+                probe = backlog.probe(s.sock)
+                if probe.window is not None:
+                    s.max_window = probe.window
+                s.backlog_at = 0.0  # look again at the next pump
+        except (TimeoutError, ConnectionClosed, RuntimeError):
+            pass  # not read (yet): it stays held back
+        finally:
+            s.probing = False
 
     def _over_budget(self, ws: ServerConnection) -> None:
         """A client with more than the send budget unread: closed, never buffered without end."""
@@ -653,6 +679,9 @@ class App:
                 s.max_window = probe.window
             s.kernel_backlog = backlog.unconsumed(0, probe, s.max_window)
             s.backlog_at = now
+            if probe.outq == 0 and s.kernel_backlog > self.send_limit and not s.probing:
+                # all acknowledged and only the client's window says it has not read: ask it
+                self._spawn(self._ping(s))
         unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
         if unconsumed > self.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
             if not s.slow:  # a new episode: one line for it, not one per frame it holds back

@@ -191,17 +191,24 @@ def test_listener_hears_the_stream_with_the_key(server: ServerProcess) -> None:
             await recv_event(listener, "listening")
             await owner.send(json.dumps({"type": "synthesize", "text": "Announcement for the whole house."}))
             mine: list[int] = []
-            while True:
-                msg = await owner.recv()
-                if isinstance(msg, bytes):
-                    mine.append(P.decode_header(msg).sequence)
-                elif json.loads(msg)["type"] == "utterance.end":
-                    break
             heard: list[int] = []
-            while len(heard) < len(mine):
-                msg = await asyncio.wait_for(listener.recv(), 10)
-                if isinstance(msg, bytes):
-                    heard.append(P.decode_header(msg).sequence)
+
+            async def own() -> None:
+                while True:
+                    msg = await owner.recv()
+                    if isinstance(msg, bytes):
+                        mine.append(P.decode_header(msg).sequence)
+                    elif json.loads(msg)["type"] == "utterance.end":
+                        return
+
+            async def hear() -> None:  # another room, listening as the audio comes
+                while not mine or len(heard) < len(mine) or not owned.done():
+                    msg = await asyncio.wait_for(listener.recv(), 10)
+                    if isinstance(msg, bytes):
+                        heard.append(P.decode_header(msg).sequence)
+
+            owned = asyncio.ensure_future(own())
+            await asyncio.gather(owned, hear())
             return mine, heard
 
     mine, heard = run(go())

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -61,6 +62,7 @@ from typing import Any
 
 import numpy as np
 
+from . import netns
 from .common import HERE, machine
 from .netsim import Impairment, NetSim
 
@@ -246,6 +248,7 @@ class Scenario:
     down: Impairment | None = None
     slow_ms: float = 0.0
     wait_s: float = 0.0  # between the session event and the synthesize
+    netloss: float = 0.0  # real packet loss, % each way: the server runs in a lossy namespace (bench.netns)
 
 
 def scenarios(seconds: float) -> dict[str, Scenario]:
@@ -278,6 +281,12 @@ def scenarios(seconds: float) -> dict[str, Scenario]:
             down=Impairment(delay_ms=10, loss_stall_p=LOSS_P, loss_stall_ms=LOSS_STALL_MS, seed=SEED),
         ),
         Scenario(
+            "netloss5",
+            "real loss: the server in a network namespace of its own behind a veth pair, nftables dropping 5 % "
+            "of the packets each way inside it (root, ip and nft needed; skipped otherwise)",
+            netloss=5.0,
+        ),
+        Scenario(
             "cap512",
             "down capped at 512 kbit/s (the stream needs 779 kbit/s of WebSocket messages)",
             up=Impairment(),
@@ -301,7 +310,7 @@ def scenarios(seconds: float) -> dict[str, Scenario]:
 class Server:
     """``python -m ringaudio.server`` on a free port; every JSON line it logs is kept."""
 
-    def __init__(self, policy: str) -> None:
+    def __init__(self, policy: str, ns: netns.Namespace | None = None) -> None:
         env = {
             **os.environ,
             "RINGAUDIO__WORKER__OVERFLOW": policy,
@@ -310,6 +319,9 @@ class Server:
             "LOG_LEVEL": "INFO",
         }
         cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", "synthetic"]
+        if ns is not None:
+            cmd = ns.command(*cmd, "--host", ns.ns_ip)
+        self.host = "127.0.0.1" if ns is None else ns.ns_ip
         self.proc = subprocess.Popen(
             cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=HERE.parent
         )
@@ -390,10 +402,10 @@ async def listen(url: str, text: str, slow_ms: float, wait_s: float, timeout: fl
 
 
 async def _client(
-    port: int, sc: Scenario, text: str, timeout: float, proxy_queue: int
+    port: int, sc: Scenario, text: str, timeout: float, proxy_queue: int, host: str = "127.0.0.1"
 ) -> tuple[Capture, dict[str, Any] | None]:
     if sc.up is None and sc.down is None:
-        return await listen(f"ws://127.0.0.1:{port}/ws", text, sc.slow_ms, sc.wait_s, timeout), None
+        return await listen(f"ws://{host}:{port}/ws", text, sc.slow_ms, sc.wait_s, timeout), None
     async with NetSim(port, up=sc.up, down=sc.down, max_queue_bytes=proxy_queue) as sim:
         cap = await listen(f"ws://127.0.0.1:{sim.port}/ws", text, sc.slow_ms, sc.wait_s, timeout)
         return cap, sim.counters()
@@ -403,13 +415,15 @@ def run_one(scenario: str, policy: str, seconds: float, proxy_queue: int = PROXY
     """One fresh server, one client, one utterance of about ``seconds``: a row of the table."""
     sc = scenarios(seconds)[scenario]
     text = text_of(seconds)
-    server = Server(policy)
-    t0 = time.monotonic()
-    try:
-        cap, net = asyncio.run(_client(server.port, sc, text, seconds * 4 + 30, proxy_queue))
-    finally:
-        wall = time.monotonic() - t0
-        code = server.stop()
+    with contextlib.ExitStack() as stack:
+        ns = stack.enter_context(netns.lossy(sc.netloss)) if sc.netloss else None
+        server = Server(policy, ns)
+        t0 = time.monotonic()
+        try:
+            cap, net = asyncio.run(_client(server.port, sc, text, seconds * 4 + 30, proxy_queue, server.host))
+        finally:
+            wall = time.monotonic() - t0
+            code = server.stop()
     end = next((e for e in cap.events if e["type"] == "utterance.end"), None)
     acc = account(cap.sequences, end["frames"] if end else None, 0, [e for e in cap.events if e["type"] == "overrun"])
     play = None if sc.slow_ms else playout(cap.arrivals_ms, cap.sequences)
@@ -517,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     t0 = time.monotonic()
     for name in names:
+        if known[name].netloss and netns.available() is not None:
+            print(f"  {name:14s} skipped: {netns.available()}", file=sys.stderr, flush=True)
+            continue
         for policy in policies:
             print(f"  {name:14s} {policy:12s} ...", end="", file=sys.stderr, flush=True)
             rows.append(run_one(name, policy, seconds, args.proxy_queue_kb * 1024))

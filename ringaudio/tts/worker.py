@@ -12,10 +12,11 @@ time. Two things hold a job back, and they are different:
 - **Backpressure.** A job whose ring reaches its high watermark (the reader fell behind real time)
   waits its turn (``FrameRing.offer`` returns -1, under ``block``) until the reader brings the ring
   to the low watermark; the clock then restarts from the reader, so the ring goes back to the lead.
- With nothing to write the loop
-sleeps in ``poll`` on its control pipe: no spinning. Control messages (jobs, cancel, stop) come from
-the pool over a pipe; events (started, first_frame, finished, failed, cancelled), a heartbeat every
-``HEARTBEAT_S`` and the worker's log records go back on it (the pool logs them, so lines stay whole).
+
+With nothing to write the loop sleeps in ``poll`` on its control pipe: no spinning. Control
+messages (jobs, cancel, stop) come from the pool over a pipe; events (started, first_frame,
+finished, failed, cancelled), a heartbeat every ``HEARTBEAT_S`` and the worker's log records go
+back on it (the pool logs them, so lines stay whole).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -84,6 +85,38 @@ def make_backend(spec: WorkerSpec) -> Backend:
     raise BackendError(f"unknown backend {spec.backend!r}")
 
 
+class PlaybackClock:
+    """A stream's real playback position, for pacing its writer: pure (time and the reader's
+    position are passed in).
+
+    It starts where the reader is when first asked and runs at one frame per ``period``; frame
+    ``seq`` may be written ``lead`` frames before the clock reaches it. A writer that has fallen
+    behind the clock (synthesis slower than real time: the reader is starving) sets it back to
+    itself, so what it produces next is paced again instead of dumped at once; :meth:`restart`
+    (after backpressure) makes the next question start it from the reader again.
+    """
+
+    __slots__ = ("_anchor", "lead", "period")
+
+    def __init__(self, lead: int, period: float) -> None:
+        self.lead = lead
+        self.period = period
+        self._anchor: tuple[int, float] | None = None  # (sequence, time)
+
+    def due(self, seq: int, now: float, reader: Callable[[], int]) -> float:
+        """When frame ``seq`` may be written (``now`` or earlier: at once)."""
+        if self._anchor is None:
+            self._anchor = (reader(), now)
+        base, t0 = self._anchor
+        if now - t0 > (seq - base) * self.period:  # behind the clock
+            self._anchor = (seq, now)
+            return now
+        return t0 + (seq - base - self.lead) * self.period
+
+    def restart(self) -> None:
+        self._anchor = None
+
+
 class ActiveJob:
     """One utterance in flight: a generator of frames and the frame waiting for room in the ring."""
 
@@ -98,8 +131,7 @@ class ActiveJob:
         self.last_seq = -1
         self.frames = 0
         self.retry_at = 0.0  # monotonic: when a job held at the watermark (or by its pacing) looks again
-        self.period = spec.frame_samples / spec.output_sample_rate
-        self._anchor: tuple[int, float] | None = None  # (sequence, time): the playback clock
+        self.clock = PlaybackClock(spec.lead_frames, spec.frame_samples / spec.output_sample_rate)
         self._pending: np.ndarray | None = None
         self._frames = self._produce()
 
@@ -125,15 +157,9 @@ class ActiveJob:
             yield from framer.push(resampler.flush())
         yield from framer.flush()
 
-    def due(self, seq: int, now: float) -> float:
-        """When frame ``seq`` may be written: ``lead_frames`` ahead of the playback clock."""
-        if self._anchor is None:  # start the clock where the reader is now
-            self._anchor = (self.ring.write_seq - self.ring.fill, now)
-        base, t0 = self._anchor
-        if now - t0 > (seq - base) * self.period:  # behind the clock: the reader is starving
-            self._anchor = (seq, now)
-            return now
-        return t0 + (seq - base - self.spec.lead_frames) * self.period
+    def _reader(self) -> int:
+        """Where the ring's (slowest gating) reader is."""
+        return self.ring.write_seq - self.ring.fill
 
     def step(self, now: float) -> str:
         """Write up to STEP_FRAMES frames: 'running', 'paced' (ahead of the clock: ``retry_at`` is
@@ -145,13 +171,13 @@ class ActiveJob:
                     return "done"
             if self.spec.lead_frames:
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
-                due = self.due(seq, now)
+                due = self.clock.due(seq, now, self._reader)
                 if due > now:
                     self.retry_at = due
                     return "paced"
             seq = self.ring.offer(self._pending)
             if seq < 0:
-                self._anchor = None  # backpressure: the clock restarts from the reader
+                self.clock.restart()  # backpressure: the clock starts again from the reader
                 return "blocked"
             self._pending = None  # the framer may reuse its buffer now
             if self.first_seq < 0:

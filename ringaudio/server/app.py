@@ -107,7 +107,7 @@ class App:
         self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
         self.sessions: dict[str, Session] = {}
         self.schedule: Schedule[Session] = Schedule()
-        self.stopping: asyncio.Event | None = None
+        self.stopping = asyncio.Event()  # from here on: a signal that comes before run() is not lost
         self.frame_samples = config.frame_samples
         self.period = config.frame_duration_ms / 1000
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
@@ -138,7 +138,6 @@ class App:
     # -- life cycle ---------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
         loop = asyncio.get_running_loop()
-        self.stopping = asyncio.Event()
         cfg = self.config
 
         def notify() -> None:  # on the pool's thread
@@ -197,7 +196,6 @@ class App:
     async def _start_engine(self) -> bool:
         """Start the engine (workers warm up in a thread) unless a stop is asked for meanwhile:
         a SIGTERM during start-up is honoured at once. Returns whether the engine is running."""
-        assert self.stopping is not None
         loop = asyncio.get_running_loop()
         starting: asyncio.Future[Any] = loop.run_in_executor(None, self.engine.start)
         stop: asyncio.Future[Any] = asyncio.ensure_future(self.stopping.wait())
@@ -246,8 +244,7 @@ class App:
             if arena is not None:
                 arena.unlink()
             os._exit(1)
-        if self.stopping is not None:
-            self.stopping.set()
+        self.stopping.set()
 
     # -- HTTP and handshake -------------------------------------------------------------------------
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -601,7 +598,6 @@ class App:
 
     # -- the scheduler --------------------------------------------------------------------------------
     async def _ticker(self) -> None:
-        assert self.stopping is not None
         schedule, engine, wake = self.schedule, self.engine, self._wake
         folded = watched = time.monotonic()
         while not self.stopping.is_set():

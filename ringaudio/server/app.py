@@ -52,7 +52,7 @@ from .schedule import Schedule
 log = logging.getLogger("ringaudio.server")
 SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
 SLACK = 0.001  # sessions due within this much are served in the same pass (s)
-BACKLOG_REFRESH = 0.1  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
+BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
 PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)

@@ -46,6 +46,7 @@ log = logging.getLogger("ringaudio.worker")
 STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
 BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
 BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
+PACE_BATCH = 4  # frames a paced job writes per look (its ring holds lead - PACE_BATCH .. lead frames)
 HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
 EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
 
@@ -171,9 +172,9 @@ class ActiveJob:
                     return "done"
             if self.spec.lead_frames:
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
-                due = self.clock.due(seq, now, self._reader)
-                if due > now:
-                    self.retry_at = due
+                if self.clock.due(seq, now, self._reader) > now:
+                    # look again when a few frames may go at once: one pass per PACE_BATCH frames
+                    self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
                     return "paced"
             seq = self.ring.offer(self._pending)
             if seq < 0:
@@ -336,9 +337,8 @@ class Worker:
             # the emptiest rings first: a job just started (nothing buffered) goes before jobs
             # topping up rings that still hold hundreds of ms; a job that arrives meanwhile is
             # picked up after at most a few steps
-            for n, active in enumerate(sorted(self.jobs.values(), key=ActiveJob.buffered)):
-                if active.retry_at > now:
-                    continue  # held at the watermark: not its time to look yet
+            due = [a for a in self.jobs.values() if a.retry_at <= now]  # the others are paced or held
+            for n, active in enumerate(sorted(due, key=ActiveJob.buffered)):
                 self.step(active, now)
                 if n % 8 == 7 and self.conn.poll():
                     break

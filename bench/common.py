@@ -1,4 +1,5 @@
-"""What the bench runners share: the machine line, and running one pytest-benchmark file."""
+"""What the bench runners (and the server tests) share: the machine line, running one
+pytest-benchmark file, and a real server process whose JSON log lines are kept."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,3 +53,56 @@ def load_or_run(earlier: Path | None, test_file: str, name: str, env: dict[str, 
         loaded: dict[str, Any] = json.loads(earlier.read_text())
         return loaded
     return run(test_file, name, env)
+
+
+class LoggedProcess:
+    """A server process started from ``cmd`` whose stderr is one JSON object per line: every line is
+    kept in ``log`` (a line that is not JSON as ``{"message": line}``), and ``port`` comes from its
+    "server listening" line; the constructor returns once that line came (or raises)."""
+
+    def __init__(self, cmd: Sequence[str], env: dict[str, str], what: str = "server", timeout: float = 120) -> None:
+        self.proc = subprocess.Popen(
+            list(cmd), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=HERE.parent
+        )
+        self.log: list[dict[str, Any]] = []
+        self.port = 0
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout) or not self.port:
+            self.stop()
+            raise RuntimeError(f"the {what} did not start: {self.log[-5:]}")
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                entry = {"message": line.rstrip()}
+            if not isinstance(entry, dict):
+                entry = {"message": line.rstrip()}
+            self.log.append(entry)
+            if entry.get("message") == "server listening":
+                self.port = entry["port"]
+                self._ready.set()
+        self._ready.set()
+
+    def logged(self, message: str) -> list[dict[str, Any]]:
+        return [entry for entry in self.log if entry.get("message") == message]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        """Signal it, wait up to ``timeout``, then kill it (see :meth:`on_hang`); its exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.on_hang()
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(5)
+        return int(self.proc.returncode)
+
+    def on_hang(self) -> None:
+        """Called when the process did not stop in time, before it is killed."""

@@ -52,9 +52,7 @@ import itertools
 import json
 import math
 import os
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -63,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from . import netns
-from .common import HERE, machine
+from .common import HERE, LoggedProcess, machine
 from .netsim import Impairment, NetSim
 
 FRAME_MS = 20
@@ -307,8 +305,9 @@ def scenarios(seconds: float) -> dict[str, Scenario]:
 # -- I/O: the server, the client ---------------------------------------------------------------------------
 
 
-class Server:
-    """``python -m ringaudio.server`` on a free port; every JSON line it logs is kept."""
+class Server(LoggedProcess):
+    """``python -m ringaudio.server`` on a free port (in a lossy namespace if given); every JSON line
+    it logs is kept."""
 
     def __init__(self, policy: str, ns: netns.Namespace | None = None) -> None:
         env = {
@@ -322,41 +321,7 @@ class Server:
         if ns is not None:
             cmd = ns.command(*cmd, "--host", ns.ns_ip)
         self.host = "127.0.0.1" if ns is None else ns.ns_ip
-        self.proc = subprocess.Popen(
-            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=HERE.parent
-        )
-        self.log: list[dict[str, Any]] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(120) or not self.port:
-            self.stop()
-            raise RuntimeError(f"the server did not start: {self.log[-5:]}")
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                entry = {"message": line.rstrip()}
-            self.log.append(entry)
-            if entry.get("message") == "server listening":
-                self.port = entry["port"]
-                self._ready.set()
-        self._ready.set()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._reader.join(5)
-        return self.proc.returncode
+        super().__init__(cmd, env)
 
 
 @dataclass

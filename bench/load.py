@@ -25,9 +25,7 @@ import datetime as dt
 import json
 import multiprocessing as mp
 import os
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -37,7 +35,7 @@ import numpy as np
 import psutil
 
 from . import rawclient
-from .common import HERE, machine
+from .common import HERE, LoggedProcess, machine
 
 TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away. "
 
@@ -132,7 +130,7 @@ def _cpu(procs: list[psutil.Process]) -> float:
 # -- servers ------------------------------------------------------------------------------------------
 
 
-class Server:
+class Server(LoggedProcess):
     def __init__(self, kind: str, sessions: int, scenario: str, backend: str = "synthetic") -> None:
         # the synthetic voice at its fastest and at the output rate (no resampling): the server path
         # is what is measured; the espeak scenario measures synthesis and resampling
@@ -144,25 +142,7 @@ class Server:
             env["LOG_LEVEL"] = "INFO"
         else:
             cmd = [sys.executable, "-m", "bench.bare_server", "--port", "0"]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, cwd=HERE.parent)
-        self.port = 0
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.proc.stderr is not None
-            for line in self.proc.stderr:
-                try:
-                    entry = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                if entry.get("message") == "server listening":
-                    self.port = entry["port"]
-                    ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(120):
-            self.proc.kill()
-            raise RuntimeError(f"{kind} server did not start")
+        super().__init__(cmd, env, what=f"{kind} server")
         self.ps = psutil.Process(self.proc.pid)
 
     def cpu(self) -> tuple[float, float]:
@@ -181,14 +161,6 @@ class Server:
             with contextlib.suppress(psutil.Error):
                 workers += child.memory_info().rss
         return self.ps.memory_info().rss, workers
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def run_one(

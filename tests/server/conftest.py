@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from bench.common import LoggedProcess
 
-class ServerProcess:
+
+class ServerProcess(LoggedProcess):
+    """``python -m ringaudio.server`` on a free port with the synthetic voice and one worker."""
+
     def __init__(self, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         full_env = {
             **os.environ,
@@ -24,27 +26,11 @@ class ServerProcess:
             **(env or {}),
         }
         cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", "synthetic", *args]
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=full_env)
-        self.lines: list[dict[str, Any]] = []
-        self._ready = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(120):
-            self.stop()
-            raise RuntimeError(f"server did not start: {self.lines[-5:]}")
+        super().__init__(cmd, full_env)
 
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                entry = {"message": line.rstrip()}
-            self.lines.append(entry)
-            if entry.get("message") == "server listening":
-                self.port = entry["port"]
-                self._ready.set()
-        self._ready.set()
+    @property
+    def lines(self) -> list[dict[str, Any]]:
+        return self.log
 
     @property
     def url(self) -> str:
@@ -54,25 +40,18 @@ class ServerProcess:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def logged(self, message: str) -> list[dict[str, Any]]:
-        return [entry for entry in self.lines if entry.get("message") == message]
-
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                import shutil
+        return super().stop(sig, timeout)
 
-                spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
-                if os.path.exists(spy):
-                    dump = subprocess.run([spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, text=True)
-                    print(dump.stdout[-6000:])
-                self.proc.kill()
-                self.proc.wait()
-                print("server hung on stop; its last lines:", *[e.get("message") for e in self.lines[-12:]], sep="\n")
-        return self.proc.returncode
+    def on_hang(self) -> None:
+        """Show where it hangs (py-spy, when installed) and its last lines."""
+        import shutil
+
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        if os.path.exists(spy):
+            dump = subprocess.run([spy, "dump", "--pid", str(self.proc.pid)], capture_output=True, text=True)
+            print(dump.stdout[-6000:])
+        print("server hung on stop; its last lines:", *[e.get("message") for e in self.log[-12:]], sep="\n")
 
 
 @pytest.fixture(scope="module")

@@ -250,13 +250,13 @@ class WorkerPool:
     # -- work -------------------------------------------------------------------------------------
     def alive(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if w.ready and not w.dead and w.proc.is_alive())
+            return sum(1 for w in self._workers if self._usable(w))
 
     def stale(self, now: float | None = None) -> list[int]:
         """Pids of live workers that missed their heartbeats (stopped, or stuck)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            return [w.proc.pid for w in self._workers if self._usable(w) and now - w.last_seen > STALE_AFTER_S]
+            return [w.proc.pid for w in self._workers if self._usable(w) and not self._fresh(w, now)]
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -303,6 +303,11 @@ class WorkerPool:
     def _usable(w: _Worker) -> bool:
         return w.ready and not w.dead and w.proc.is_alive()
 
+    @staticmethod
+    def _fresh(w: _Worker, now: float) -> bool:
+        """Has it been heard from within STALE_AFTER_S (a heartbeat, an event)?"""
+        return now - w.last_seen <= STALE_AFTER_S
+
     def _dispatch(self, session_id: str) -> None:
         """Start the session's next utterance if it has none running (lock held; no I/O)."""
         queue = self._queues.get(session_id)
@@ -312,7 +317,7 @@ class WorkerPool:
         if not ready:
             return  # a replacement is starting; dispatched when it reports ready
         now = time.monotonic()
-        fresh = [w for w in ready if now - w.last_seen <= STALE_AFTER_S]
+        fresh = [w for w in ready if self._fresh(w, now)]
         worker = min(fresh or ready, key=lambda w: len(w.sessions))
         job = queue.popleft()
         if not queue:

@@ -9,15 +9,17 @@
 
 ``Engine`` is what the WebSocket server is built on: the server is one consumer of its streams
 (pacing frames onto sockets); a local player is another. Worker events arrive on the pool's thread
-and wait in an inbox until the consumer calls :meth:`Engine.poll` (iterating a stream does), so
-streams are only ever changed in the consumer's thread. ``notify`` (if set) is called from the
-pool's thread whenever an event arrives, to wake an event loop.
+and go into the inbox of each reader of their stream (the stream and its listeners), which applies
+them in the consumer's thread at its next read; the engine wakes the readers asleep on the
+stream's ring, and calls ``notify`` (if set, from the pool's thread) to wake an event loop, which
+asks :meth:`Engine.poll` which streams were touched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import secrets
 import threading
@@ -29,19 +31,15 @@ from typing import Any
 from . import config as config_mod
 from . import logs
 from .config import Config
-from .errors import RingAudioError
+from .errors import EngineError, StreamError
 from .ring import RingArena, reclaim_stale
-from .stream import Event, Frame, Listener, Stream, StreamError
+from .stream import Event, Frame, Listener, Source, Stream
 from .tts import WorkerPool
 from .tts.pool import PoolError, refuse_in_bootstrapping_child
 
 log = logging.getLogger("ringaudio.engine")
 
-__all__ = ["Engine", "EngineError", "Event", "Frame", "Listener", "Stream", "StreamError"]
-
-
-class EngineError(RingAudioError):
-    """The engine is not started, or is closed."""
+__all__ = ["Engine", "EngineError", "Event", "Frame", "Listener", "Source", "Stream", "StreamError"]
 
 
 class Engine:
@@ -74,11 +72,13 @@ class Engine:
         self.streams: dict[str, Stream] = {}
         self.arena: RingArena | None = None
         self.pool: WorkerPool | None = None
-        self.lock = threading.RLock()  # held while streams change: poll() and the iterators
+        self.lock = threading.Lock()  # held while streams open and close (never per frame)
         self.notify: Callable[[], None] | None = None
         self.on_rtf: Callable[[str, float], None] | None = None  # (model_id, rtf) of each utterance
         self.fatal = ""  # why the workers gave up (set from the pool's thread; notify() follows)
-        self._inbox: deque[dict[str, Any]] = deque()
+        self._touched: deque[Stream] = deque()  # streams that got worker events since the last poll()
+        self._uids = itertools.count(1)
+        self._submitted: dict[str, dict[int, float]] = {}  # stream -> utterance -> when said (queue wait)
         self._closed = False
         self._state = threading.Lock()  # start() and abort() agree on whether a pool may start
 
@@ -146,9 +146,8 @@ class Engine:
         """End every stream, stop the workers, unlink the arena. Idempotent; safe after a failed start."""
         with self._state:
             self._closed = True
-        with self.lock:
-            for stream in list(self.streams.values()):
-                self._close_stream(stream)
+        for stream in list(self.streams.values()):
+            self.release_stream(stream)
         pool, self.pool = self.pool, None
         if pool is not None:
             pool.stop(3.0)
@@ -191,9 +190,9 @@ class Engine:
         """A new stream with its own ring (raises ArenaFull at ``max_sessions``)."""
         if self.arena is None or self.pool is None:
             raise EngineError("the engine is not started" if not self._closed else "the engine is closed")
-        ring = self.arena.lease()
-        stream = Stream(self, secrets.token_hex(8), secrets.token_urlsafe(16), ring)
         with self.lock:
+            ring = self.arena.lease()
+            stream = Stream(self, secrets.token_hex(8), secrets.token_urlsafe(16), ring, self.frame_ms)
             self.streams[stream.id] = stream
         return stream
 
@@ -211,66 +210,77 @@ class Engine:
             raise
         return target
 
-    def _submit(self, stream: Stream, text: str, voice: str | None, request_id: str | None) -> int:
+    # -- what a stream asks of its owner (StreamOwner) ------------------------------------------------
+    def next_utterance_id(self) -> int:
+        return next(self._uids)
+
+    def submit_utterance(
+        self, stream: Stream, utterance_id: int, text: str, voice: str | None, request_id: str | None
+    ) -> None:
         pool = self.pool
         if pool is None:
             raise EngineError("the engine is closed")
         if pool.pending(stream.id) >= self.config.server.max_queued_utterances:
             raise StreamError("queue_full", "too many utterances queued")
-        return pool.submit(stream.id, stream.ring.handle, text, voice=voice, request_id=request_id)
+        said = self._submitted.setdefault(stream.id, {})
+        said[utterance_id] = time.monotonic()
+        try:
+            pool.submit(
+                stream.id, stream.ring.handle, text, voice=voice, request_id=request_id, utterance_id=utterance_id
+            )
+        except BaseException:
+            said.pop(utterance_id, None)
+            raise
 
-    def _cancel(self, stream: Stream) -> None:
+    def cancel_stream(self, stream: Stream) -> None:
         if self.pool is not None:
             self.pool.cancel(stream.id)
         else:
-            stream.apply({"type": "cancelled", "last_sequence": None})
+            stream.deliver_all({"type": "cancelled", "last_sequence": None})
 
-    def _close_stream(self, stream: Stream) -> None:
+    def release_stream(self, stream: Stream) -> None:
         with self.lock:
             if self.streams.pop(stream.id, None) is None:
                 return
             if self.pool is not None:
                 self.pool.cancel(stream.id)
-            stream._end()
+            self._submitted.pop(stream.id, None)
+            stream.end()
             stream.ring.close()  # the lease goes back to the arena
 
     # -- worker events ------------------------------------------------------------------------------
     def _from_pool(self, ev: dict[str, Any]) -> None:
-        """On the pool's thread: queue the event and wake the consumer."""
-        self._inbox.append(ev)
+        """On the pool's thread: log the event, hand it to the stream's readers, wake the consumer."""
+        stream = self.streams.get(ev.get("session_id", ""))
+        if stream is None:
+            return
+        self._log(stream, ev)
+        stream.deliver_all(ev)
+        self._touched.append(stream)
         notify = self.notify
         if notify is not None:
             notify()
 
     def poll(self) -> list[Stream]:
-        """Apply the worker events that arrived (in this thread); returns the streams they touched."""
-        if not self._inbox:
-            return []
+        """The streams that got worker events since the last call (each once, in order)."""
         touched: list[Stream] = []
-        with self.lock:
-            while self._inbox:
-                ev = self._inbox.popleft()
-                stream = self.streams.get(ev.get("session_id", ""))
-                if stream is None:
-                    continue
-                self._log(stream, ev)
-                stream.apply(ev)
-                if not touched or touched[-1] is not stream:
-                    touched.append(stream)
+        while self._touched:
+            stream = self._touched.popleft()
+            if stream not in touched:
+                touched.append(stream)
         return touched
 
     def _log(self, stream: Stream, ev: dict[str, Any]) -> None:
         kind = ev["type"]
         if kind == "started":
-            u = stream._find(ev.get("utterance_id"))
-            wait_ms = round((time.monotonic() - u.submitted) * 1000, 2) if u is not None else None
+            said = self._submitted.get(stream.id, {}).pop(ev.get("utterance_id", -1), None)
             logs.event(
                 log,
                 logging.INFO,
                 "utterance started",
                 stream.id,
                 utterance_id=ev.get("utterance_id"),
-                queue_wait_ms=wait_ms,
+                queue_wait_ms=round((time.monotonic() - said) * 1000, 2) if said is not None else None,
             )
         elif kind == "finished":
             if self.on_rtf is not None:
@@ -285,3 +295,7 @@ class Engine:
                 synthesis_duration_ms=ev.get("synthesis_duration_ms"),
                 frames=ev.get("frames"),
             )
+        elif kind == "failed":
+            self._submitted.get(stream.id, {}).pop(ev.get("utterance_id", -1), None)
+        elif kind == "cancelled":  # the queued ones are dropped too, without an event of their own
+            self._submitted.pop(stream.id, None)

@@ -160,3 +160,18 @@ class ArenaFull(RingAudioError):
 
 class ReaderSlotsFull(RingAudioError):
     """Every gating-reader slot of the ring is taken."""
+
+
+class StreamError(RingAudioError):
+    """A stream operation that does not fit the stream's state (``code`` is the wire's error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(message)
+
+
+class EngineError(RingAudioError):
+    """The engine is not started, or is closed."""
+
+    code = "unavailable"

@@ -1,22 +1,25 @@
 """numba kernels of the frame ring: the per-frame hot paths, one call each.
 
 Each kernel takes the ring's control words (``ctrl``: control lines, reader
-lines and stamps, ``uint64``) and its slot array (``slots``: ``(capacity,
-samples * channels)``; frames are flat here) and does all the shared-memory work of one operation, so the
-Python layer pays one dispatch per frame or per batch. The caller validates
-shapes and dtypes; nothing here allocates.
+lines and stamp lines, ``uint64``) and its slot array (``slots``: ``(capacity,
+samples * channels)``; frames are flat here) and does all the shared-memory
+work of one operation, so the Python layer pays one dispatch per frame or per
+batch. The caller validates shapes and dtypes; nothing here allocates. The
+sleeping protocol, leases and reader slots (the slow paths) are in
+:mod:`ringaudio.kernels.ring_slow`; the stamp and watermark rules are the
+compiled functions of :mod:`ringaudio.ring.layout`.
 
-Return codes are small integers so nothing is boxed: a non-negative result is
-``value << 1 | wake`` where ``wake`` asks the caller to wake the other side's
-futex; ``-1`` means "not now" (writer must wait / frame not ready) and ``-2``
-"refused" (ring closed or lease moved on / frame overrun).
+Results are small integers so nothing is boxed: a non-negative result is
+``value << 1 | wake``, where ``wake`` asks the caller to wake the other side's
+futex; each refusal has a code of its own (below).
 
-Memory ordering is the seqlock of DESIGN.md: the writer stores an odd stamp,
-fences (release), copies, then publishes the even stamp with release and the
-write cursor with seq_cst; the reader loads the stamp with acquire, copies,
-fences (acquire) and re-reads the stamp. The sleeping protocol is Dekker-style
-(seq_cst store, then seq_cst load) on both sides, so a sleeper and a waker can
-never both miss each other.
+Memory ordering is a seqlock: the writer stores an odd stamp, fences
+(release), writes the label and copies the samples, then publishes the even
+stamp with release and the write cursor with seq_cst; the reader loads the
+stamp with acquire, copies the label and the samples, fences (acquire) and
+re-reads the stamp. The sleeping protocol is Dekker-style (seq_cst store, then
+seq_cst load) on both sides, so a sleeper and a waker can never both miss each
+other.
 """
 
 from __future__ import annotations
@@ -40,21 +43,29 @@ from ..ring.layout import (
     C_WAKE_AT,
     C_WRITE_SEQ,
     C_WRITER_WAITING,
-    GEN_MASK,
-    GEN_SHIFT,
+    LABEL_WORDS,
     LEASED,
     LINE_WORDS,
     MAX_GATING_READERS,
     R_ACTIVE,
-    R_CLAIMING,
-    R_PID,
     R_POS,
     READER0,
+    READY,
+    S_BYTES,
+    S_FLAGS,
+    S_FORMAT,
+    S_UTTERANCE,
     STAMP0,
     STAMP_STRIDE,
+    classify,
+    must_pause,
+    stamp_published,
+    stamp_writing,
+)
+from ..ring.layout import (
+    OVERRUN as STAMP_OVERRUN,
 )
 from .atomics import (
-    compare_exchange,
     cpu_relax,
     exchange,
     fence_acquire,
@@ -68,12 +79,12 @@ from .atomics import (
     store_seq_cst,
 )
 
-WAIT = -1
-NOT_READY = -1
-CLOSED = -2
-OVERRUN = -2
-BAD_ARGUMENT = -3  # frame of the wrong length, or a negative sequence: the caller re-checks and raises
-_MINUS_ONE = np.uint64(0xFFFFFFFFFFFFFFFF)
+# Refusals, one code each (a non-negative result is a success).
+WAIT = -1  # writer: the ring is at its high watermark (block); wait for the readers
+CLOSED = -2  # writer: the ring is closed or its lease has ended
+BAD_ARGUMENT = -3  # a frame of the wrong length, or a negative sequence: the caller re-checks and raises
+NOT_READY = -4  # reader: the frame is not written yet
+OVERRUN = -5  # reader: the frame was overwritten before (or while) it was read
 
 
 @njit(cache=True, nogil=True)
@@ -83,15 +94,19 @@ def ld(ctrl, i):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def stamp(gen, seq, published):  # type: ignore[no-untyped-def]
-    return ((np.int64(gen) & GEN_MASK) << GEN_SHIFT) | (2 * np.int64(seq) + (2 if published else 1))
-
-
-@njit(cache=True, nogil=True)
 def _copy(dst, src):  # type: ignore[no-untyped-def]
     # an explicit loop vectorises; slice assignment goes through numba's generic broadcasting (3x slower)
     for i in range(dst.shape[0]):
         dst[i] = src[i]
+
+
+@njit(cache=True, nogil=True)
+def verdict(stamp, gen, seq):  # type: ignore[no-untyped-def]
+    """A slot's stamp as a reader's result: 0 (ready), NOT_READY or OVERRUN."""
+    c = classify(stamp, gen, seq)
+    if c == READY:
+        return 0
+    return OVERRUN if c == STAMP_OVERRUN else NOT_READY
 
 
 @njit(cache=True, nogil=True)
@@ -125,14 +140,13 @@ def _admit(ctrl, capacity, gen):  # type: ignore[no-untyped-def]
             return 0
         fill = w - min_gating_position(ctrl)
         high = ld(ctrl, C_HIGH)
-        if paused:
-            if fill > ld(ctrl, C_LOW):
-                return WAIT
-            store_relaxed(ctrl, C_PAUSED, 0)
-        elif fill >= high:
-            store_relaxed(ctrl, C_PAUSED, 1)
-            store_relaxed(ctrl, C_FULL_COUNT, load_relaxed(ctrl, C_FULL_COUNT) + np.uint64(1))
+        if must_pause(fill, paused, high, ld(ctrl, C_LOW)):
+            if not paused:
+                store_relaxed(ctrl, C_PAUSED, 1)
+                store_relaxed(ctrl, C_FULL_COUNT, load_relaxed(ctrl, C_FULL_COUNT) + np.uint64(1))
             return WAIT
+        if paused:
+            store_relaxed(ctrl, C_PAUSED, 0)
         store_relaxed(ctrl, C_LIMIT, w + high - fill)
         return 0
     # drop_oldest: never waits; count frames the default reader never got
@@ -148,54 +162,48 @@ def _admit(ctrl, capacity, gen):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _put(ctrl, slots, frame, gen, w):  # type: ignore[no-untyped-def]
-    capacity = slots.shape[0]
-    slot = w % capacity
-    store_relaxed(ctrl, STAMP0 + slot * STAMP_STRIDE, stamp(gen, w, False))
+def _put(ctrl, slots, frame, gen, w, utterance, flags, fmt):  # type: ignore[no-untyped-def]
+    line = STAMP0 + (w % slots.shape[0]) * STAMP_STRIDE
+    store_relaxed(ctrl, line, stamp_writing(gen, w))
     fence_release()
-    _copy(slots[slot], frame)
-    store_release(ctrl, STAMP0 + slot * STAMP_STRIDE, stamp(gen, w, True))
+    store_relaxed(ctrl, line + S_UTTERANCE, utterance)
+    store_relaxed(ctrl, line + S_FLAGS, flags)
+    store_relaxed(ctrl, line + S_FORMAT, fmt)
+    store_relaxed(ctrl, line + S_BYTES, slots.shape[1] * slots.itemsize)
+    _copy(slots[w % slots.shape[0]], frame)
+    store_release(ctrl, line, stamp_published(gen, w))
     store_seq_cst(ctrl, C_WRITE_SEQ, w + 1)
 
 
 @njit(cache=True, nogil=True)
-def write_frame(ctrl, slots, frame, gen):  # type: ignore[no-untyped-def]
-    """Write one frame. Returns ``seq << 1 | wake``, WAIT, CLOSED or BAD_ARGUMENT."""
-    if frame.shape[0] != slots.shape[1]:
+def write_frame(ctrl, slots, frame, gen, utterance, flags, fmt):  # type: ignore[no-untyped-def]
+    """Write one frame with its label. Returns ``seq << 1 | wake``, WAIT, CLOSED or BAD_ARGUMENT."""
+    if frame.shape[0] != slots.shape[1] or utterance < 0 or flags < 0 or fmt < 0:
         return BAD_ARGUMENT
-    verdict = _admit(ctrl, slots.shape[0], gen)
-    if verdict != 0:
-        return verdict
+    admitted = _admit(ctrl, slots.shape[0], gen)
+    if admitted != 0:
+        return admitted
     w = np.int64(load_relaxed(ctrl, C_WRITE_SEQ))
-    _put(ctrl, slots, frame, gen, w)
+    _put(ctrl, slots, frame, gen, w, utterance, flags, fmt)
     wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
     return (w << 1) | wake
 
 
 @njit(cache=True, nogil=True)
 def write_block(ctrl, slots, block, gen):  # type: ignore[no-untyped-def]
-    """Write frames of ``block`` until done or told to wait. Returns ``n << 1 | wake``, WAIT or CLOSED."""
+    """Write frames of ``block`` (unlabelled) until done or told to wait. Returns ``n << 1 | wake``,
+    WAIT or CLOSED."""
     n = 0
     for i in range(block.shape[0]):
-        verdict = _admit(ctrl, slots.shape[0], gen)
-        if verdict != 0:
+        admitted = _admit(ctrl, slots.shape[0], gen)
+        if admitted != 0:
             if n == 0:
-                return verdict
+                return admitted
             break
-        _put(ctrl, slots, block[i], gen, np.int64(load_relaxed(ctrl, C_WRITE_SEQ)))
+        _put(ctrl, slots, block[i], gen, np.int64(load_relaxed(ctrl, C_WRITE_SEQ)), 0, 0, 0)
         n += 1
     wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
     return (n << 1) | wake
-
-
-@njit(cache=True, nogil=True)
-def classify_stamp(s, gen, seq):  # type: ignore[no-untyped-def]
-    want = stamp(gen, seq, True)
-    if s == want:
-        return 0
-    if (s >> GEN_SHIFT) != (np.int64(gen) & GEN_MASK):
-        return NOT_READY
-    return NOT_READY if s < want else OVERRUN
 
 
 @njit(cache=True, nogil=True)
@@ -224,17 +232,28 @@ def advance(ctrl, reader, new_pos):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _get(ctrl, slots, seq, out, gen):  # type: ignore[no-untyped-def]
-    slot = seq % slots.shape[0]
-    s1 = np.int64(load_acquire(ctrl, STAMP0 + slot * STAMP_STRIDE))
-    verdict = classify_stamp(s1, gen, seq)
-    if verdict != 0:
-        return verdict
-    _copy(out, slots[slot])
+def _open(ctrl, capacity, seq, gen):  # type: ignore[no-untyped-def]
+    """Begin reading frame ``seq``: its slot's stamp (> 0) if the slot holds it, else NOT_READY or
+    OVERRUN."""
+    s1 = np.int64(load_acquire(ctrl, STAMP0 + (seq % capacity) * STAMP_STRIDE))
+    v = verdict(s1, gen, seq)
+    return s1 if v == 0 else v
+
+
+@njit(cache=True, nogil=True)
+def _intact(ctrl, capacity, seq, s1):  # type: ignore[no-untyped-def]
+    """End reading frame ``seq``: was the slot left alone while it was copied?"""
     fence_acquire()
-    if np.int64(load_relaxed(ctrl, STAMP0 + slot * STAMP_STRIDE)) != s1:
-        return OVERRUN  # overwritten while we copied
-    return 0
+    return np.int64(load_relaxed(ctrl, STAMP0 + (seq % capacity) * STAMP_STRIDE)) == s1
+
+
+@njit(cache=True, nogil=True)
+def _get(ctrl, slots, seq, out, gen):  # type: ignore[no-untyped-def]
+    s1 = _open(ctrl, slots.shape[0], seq, gen)
+    if s1 < 0:
+        return s1
+    _copy(out, slots[seq % slots.shape[0]])
+    return 0 if _intact(ctrl, slots.shape[0], seq, s1) else OVERRUN
 
 
 @njit(cache=True, nogil=True)
@@ -242,9 +261,28 @@ def read_frame(ctrl, slots, seq, out, gen, reader):  # type: ignore[no-untyped-d
     """Copy frame ``seq`` into ``out``. Returns ``0 | wake``, NOT_READY, OVERRUN or BAD_ARGUMENT."""
     if out.shape[0] != slots.shape[1] or seq < 0:
         return BAD_ARGUMENT
-    verdict = _get(ctrl, slots, seq, out, gen)
-    if verdict != 0:
-        return verdict
+    got = _get(ctrl, slots, seq, out, gen)
+    if got != 0:
+        return got
+    return _advance(ctrl, reader, seq + 1)
+
+
+@njit(cache=True, nogil=True)
+def read_labelled(ctrl, slots, seq, out, label, gen, reader):  # type: ignore[no-untyped-def]
+    """Copy frame ``seq`` into ``out`` and its label (utterance, flags, format, bytes) into ``label``
+    (int64, LABEL_WORDS). Returns ``0 | wake``, NOT_READY, OVERRUN or BAD_ARGUMENT."""
+    capacity = slots.shape[0]
+    if out.shape[0] != slots.shape[1] or seq < 0 or label.shape[0] != LABEL_WORDS:
+        return BAD_ARGUMENT
+    s1 = _open(ctrl, capacity, seq, gen)
+    if s1 < 0:
+        return s1
+    line = STAMP0 + (seq % capacity) * STAMP_STRIDE
+    for i in range(LABEL_WORDS):
+        label[i] = np.int64(load_relaxed(ctrl, line + S_UTTERANCE + i))
+    _copy(out, slots[seq % capacity])
+    if not _intact(ctrl, capacity, seq, s1):
+        return OVERRUN
     return _advance(ctrl, reader, seq + 1)
 
 
@@ -257,10 +295,10 @@ def read_block(ctrl, slots, seq, out, gen, reader):  # type: ignore[no-untyped-d
     """
     n = 0
     for i in range(out.shape[0]):
-        verdict = _get(ctrl, slots, seq + i, out[i], gen)
-        if verdict != 0:
+        got = _get(ctrl, slots, seq + i, out[i], gen)
+        if got != 0:
             if n == 0:
-                return verdict
+                return got
             break
         n += 1
     return (n << 1) | _advance(ctrl, reader, seq + n)
@@ -270,152 +308,10 @@ def read_block(ctrl, slots, seq, out, gen, reader):  # type: ignore[no-untyped-d
 def readable(ctrl, capacity, seq, gen, spins):  # type: ignore[no-untyped-def]
     """Spin up to ``spins`` atomic loads for ``seq``: 0 ready, NOT_READY, OVERRUN."""
     slot = STAMP0 + (seq % capacity) * STAMP_STRIDE
-    verdict = NOT_READY
+    v = NOT_READY
     for _ in range(spins + 1):
-        verdict = classify_stamp(np.int64(load_acquire(ctrl, slot)), gen, seq)
-        if verdict != NOT_READY:
+        v = verdict(np.int64(load_acquire(ctrl, slot)), gen, seq)
+        if v != NOT_READY:
             break
         cpu_relax()
-    return verdict
-
-
-@njit(cache=True, nogil=True)
-def begin_reader_wait(ctrl, capacity, seq, gen):  # type: ignore[no-untyped-def]
-    """Announce a sleeping reader; returns the futex word to sleep on, or -1 if ``seq`` is ready now."""
-    word = np.int64(load_seq_cst(ctrl, C_WRITE_SEQ)) & 0xFFFFFFFF
-    fetch_add(ctrl, C_READERS_WAITING, 1)
-    if readable(ctrl, capacity, seq, gen, 0) != NOT_READY or ld(ctrl, C_STATE) != LEASED:
-        fetch_add(ctrl, C_READERS_WAITING, _MINUS_ONE)
-        return -1
-    return word
-
-
-@njit(cache=True, nogil=True)
-def end_reader_wait(ctrl):  # type: ignore[no-untyped-def]
-    fetch_add(ctrl, C_READERS_WAITING, _MINUS_ONE)
-
-
-@njit(cache=True, nogil=True)
-def begin_writer_wait(ctrl):  # type: ignore[no-untyped-def]
-    """Announce a sleeping writer; returns the futex word to sleep on, or -1 if there is room now."""
-    word = np.int64(load_seq_cst(ctrl, C_SPACE_EVENT)) & 0xFFFFFFFF
-    w = np.int64(load_relaxed(ctrl, C_WRITE_SEQ))
-    store_relaxed(ctrl, C_WAKE_AT, w - ld(ctrl, C_LOW))
-    store_seq_cst(ctrl, C_WRITER_WAITING, 1)
-    if w - min_gating_position(ctrl) <= ld(ctrl, C_LOW) or ld(ctrl, C_STATE) != LEASED:
-        store_relaxed(ctrl, C_WRITER_WAITING, 0)
-        return -1
-    return word
-
-
-@njit(cache=True, nogil=True)
-def space_after_spin(ctrl, spins):  # type: ignore[no-untyped-def]
-    """Spin up to ``spins`` rounds for the gating readers to bring the fill to the low watermark."""
-    target = np.int64(load_relaxed(ctrl, C_WRITE_SEQ)) - ld(ctrl, C_LOW)
-    for _ in range(spins + 1):
-        if min_gating_position(ctrl) >= target or ld(ctrl, C_STATE) != LEASED:
-            return True
-        cpu_relax()
-    return False
-
-
-@njit(cache=True, nogil=True)
-def end_writer_wait(ctrl):  # type: ignore[no-untyped-def]
-    store_relaxed(ctrl, C_WRITER_WAITING, 0)
-
-
-@njit(cache=True, nogil=True)
-def claim_gating(ctrl, start, pid):  # type: ignore[no-untyped-def]
-    """Take a free gating-reader slot (1..) for a reader at ``start``; its index, or -1 if none is free.
-
-    Safe against another process claiming at the same time: the slot goes free -> claiming (CAS),
-    gets its position, and only then becomes active, so the writer never gates on a stale position.
-    """
-    for g in range(1, MAX_GATING_READERS):
-        base = READER0 + g * LINE_WORDS
-        if compare_exchange(ctrl, base + R_ACTIVE, 0, R_CLAIMING):
-            store_seq_cst(ctrl, base + R_PID, pid)
-            store_seq_cst(ctrl, base + R_POS, start)
-            store_seq_cst(ctrl, base + R_ACTIVE, 1)
-            store_seq_cst(ctrl, C_LIMIT, 0)  # make the writer look at the readers again
-            return g
-    return -1
-
-
-@njit(cache=True, nogil=True)
-def store(ctrl, i, value):  # type: ignore[no-untyped-def]
-    """Sequentially consistent store of a control word (slow paths: lease, close, reader slots)."""
-    store_seq_cst(ctrl, i, value)
-
-
-@njit(cache=True, nogil=True)
-def bump(ctrl, i):  # type: ignore[no-untyped-def]
-    fetch_add(ctrl, i, 1)
-
-
-@njit(cache=True, nogil=True)
-def reset(ctrl, gen, policy, high, low):  # type: ignore[no-untyped-def]
-    """Prepare a ring for a new lease: new generation first, so stale writers stop at once."""
-    store_seq_cst(ctrl, C_GENERATION, gen)
-    for i in range(STAMP0, len(ctrl)):
-        store_relaxed(ctrl, i, 0)
-    for g in range(MAX_GATING_READERS):
-        base = READER0 + g * LINE_WORDS
-        store_relaxed(ctrl, base + R_POS, 0)
-        store_relaxed(ctrl, base + R_ACTIVE, 1 if g == 0 else 0)
-    store_relaxed(ctrl, C_WRITE_SEQ, 0)
-    store_relaxed(ctrl, C_LIMIT, 0)
-    store_relaxed(ctrl, C_WRITER_WAITING, 0)
-    store_relaxed(ctrl, C_PAUSED, 0)
-    store_relaxed(ctrl, C_DROPPED, 0)
-    store_relaxed(ctrl, C_FULL_COUNT, 0)
-    store_relaxed(ctrl, C_POLICY, policy)
-    store_relaxed(ctrl, C_HIGH, high)
-    store_relaxed(ctrl, C_LOW, low)
-    store_seq_cst(ctrl, C_STATE, LEASED)
-
-
-_warmed: set[str] = set()
-_DISPATCHED = (write_frame, write_block, read_frame, read_block)
-
-
-def warm(dtype: np.dtype) -> None:
-    """Compile (or load from the cache) every kernel for one frame format, on private arrays.
-
-    Doing this before a ring is used keeps compilation off the first real frame,
-    and keeps numba's compiler from ever holding references to shared memory.
-    """
-    key = np.dtype(dtype).str
-    if key in _warmed:
-        return
-    for kernel in _DISPATCHED:
-        kernel.disable_compile(False)
-    capacity = 4
-    frame_shape = (4,)
-    ctrl = np.zeros(STAMP0 + capacity * STAMP_STRIDE, dtype=np.uint64)
-    slots = np.zeros((capacity, *frame_shape), dtype=dtype)
-    frame = np.zeros(frame_shape, dtype=dtype)
-    block = np.zeros((2, *frame_shape), dtype=dtype)
-    reset(ctrl, 1, BLOCK, 3, 1)
-    write_frame(ctrl, slots, frame, 1)
-    write_block(ctrl, slots, block, 1)
-    read_frame(ctrl, slots, 0, frame, 1, 0)
-    read_frame(ctrl, slots, 1, frame, 1, -1)
-    read_block(ctrl, slots, 0, block, 1, 0)
-    readable(ctrl, capacity, 0, 1, 1)
-    if begin_reader_wait(ctrl, capacity, 9, 1) >= 0:
-        end_reader_wait(ctrl)
-    if begin_writer_wait(ctrl) >= 0:
-        end_writer_wait(ctrl)
-    min_gating_position(ctrl)
-    space_after_spin(ctrl, 1)
-    claim_gating(ctrl, 0, 1)
-    ld(ctrl, 0)
-    store(ctrl, C_STATE, LEASED)
-    bump(ctrl, C_SPACE_EVENT)
-    advance(ctrl, 0, 0)
-    for kernel in _DISPATCHED:
-        # From now on a call with other argument types raises TypeError instead of compiling a
-        # new variant: the Python layer relies on that to skip its own checks on the hot path.
-        kernel.disable_compile()
-    _warmed.add(key)
+    return v

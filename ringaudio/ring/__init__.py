@@ -1,6 +1,8 @@
-"""The lock-free shared-memory frame ring (see :mod:`ringaudio.ring.core`)."""
+"""The lock-free shared-memory frame ring (segments and leases in :mod:`ringaudio.ring.arena`)."""
 
-from .core import FrameRing, RingArena, RingHandle, RingReader
+from .arena import FrameRing, RingArena
+from .reader import RingReader
 from .segment import reclaim_stale
+from .view import RingHandle
 
 __all__ = ["FrameRing", "RingArena", "RingHandle", "RingReader", "reclaim_stale"]

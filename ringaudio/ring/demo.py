@@ -18,7 +18,8 @@ import time
 import numpy as np
 
 from ..errors import FrameNotReady, FrameOverrun, RingAudioError, RingClosed
-from .core import FrameRing, RingHandle
+from .arena import FrameRing
+from .view import RingHandle
 
 RATE = 48_000
 FRAME = 960  # 20 ms

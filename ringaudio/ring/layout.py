@@ -1,8 +1,9 @@
-"""Byte layout of a ring segment, and the pure arithmetic of stamps and cursors.
+"""Byte layout of a ring segment, and the pure arithmetic of stamps, cursors and labels.
 
-Nothing here touches shared memory, a clock or a process: the numba kernels in
-:mod:`ringaudio.kernels.ring` use the same constants, and the tests drive the
-functions below directly.
+Nothing here touches shared memory, a clock or a process. The arithmetic is
+compiled with numba and called by the kernels in :mod:`ringaudio.kernels.ring`
+(so the stamp and watermark rules exist once), and the tests drive the same
+compiled functions directly.
 
 A segment (one ``/dev/shm`` object) holds a header and ``n_rings`` rings of the
 same format. All words are little-endian ``uint64``; every word written by a
@@ -15,15 +16,25 @@ Sequence numbers count frames from 0 for each lease of a ring. Frame ``seq``
 lives in slot ``seq % capacity``. Each slot has a seqlock *stamp* that also
 carries the lease generation, so a frame left behind by an earlier lease, or by
 a writer that still holds a stale handle, never matches a current sequence.
+
+The stamp's cache line also holds the frame's *label* (layout version 2): its
+utterance id, its flags (first/last frame of the utterance) and its format
+(sample rate, frame duration, encoding), written between the odd and the even
+stamp like the samples, so a reader gets a frame and its label from one
+consistent copy, and every reader (the session's and any listener) sees the
+same label::
+
+    stamp line:  stamp | utterance id | flags | format | payload bytes | (3 spare)
 """
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
+from numba import njit
 
 from ..errors import ConfigError, WatermarkError
 
@@ -31,7 +42,7 @@ if sys.byteorder != "little":  # pragma: no cover - every target we know is litt
     raise ImportError("ringaudio's shared-memory layout is little-endian only")
 
 MAGIC: Final = int.from_bytes(b"RINGAUDI", "little")
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2  # 2: a label (utterance, flags, format) beside each stamp
 LINE_WORDS: Final = 8  # 64-byte cache line
 HEADER_BYTES: Final = 256
 MAX_GATING_READERS: Final = 4
@@ -71,7 +82,6 @@ C_LOW: Final = 20  # low watermark, frames
 C_PAUSED: Final = 21  # block: writer is between high and low; drop: writer is dropping
 C_DROPPED: Final = 22  # frames overwritten before the default reader read them
 C_FULL_COUNT: Final = 23  # times the ring reached its high watermark (block) or started dropping
-C_WRITER_PID: Final = 24
 READER0: Final = 4 * LINE_WORDS  # first reader line
 R_ACTIVE: Final = 0  # 0 free, R_CLAIMING being set up, 1 gating
 R_CLAIMING: Final = 2
@@ -79,6 +89,16 @@ R_POS: Final = 1  # next sequence this reader will read
 R_PID: Final = 2
 STAMP0: Final = READER0 + MAX_GATING_READERS * LINE_WORDS
 STAMP_STRIDE: Final = LINE_WORDS  # one stamp per cache line: a reader right behind the writer shares none
+# Words of a stamp line after the stamp: the frame's label, published under the same stamp as its samples.
+S_UTTERANCE: Final = 1
+S_FLAGS: Final = 2
+S_FORMAT: Final = 3
+S_BYTES: Final = 4  # payload bytes (the slot's size for PCM; less for a compressed packet)
+LABEL_WORDS: Final = 4  # S_UTTERANCE .. S_BYTES, in this order: what a labelled read copies out
+
+# Frame flags (the wire's flags byte carries them unchanged).
+FLAG_FIRST: Final = 1  # first frame of an utterance
+FLAG_LAST: Final = 2  # last frame of an utterance
 
 # Ring states.
 FREE: Final = 0
@@ -109,10 +129,16 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+# The functions below are compiled (``njit``): the kernels call them, so the rules exist once. Called
+# from Python they take and return ints like any function (numba converts at the boundary).
+
+
+@njit(cache=True, nogil=True)
 def stamp_writing(generation: int, seq: int) -> int:
     return ((generation & GEN_MASK) << GEN_SHIFT) | (2 * seq + 1)
 
 
+@njit(cache=True, nogil=True)
 def stamp_published(generation: int, seq: int) -> int:
     return ((generation & GEN_MASK) << GEN_SHIFT) | (2 * seq + 2)
 
@@ -122,6 +148,7 @@ NOT_READY: Final = 1
 OVERRUN: Final = 2
 
 
+@njit(cache=True, nogil=True)
 def classify(stamp: int, generation: int, seq: int) -> int:
     """What a reader of ``seq`` concludes from a slot's stamp: READY, NOT_READY or OVERRUN."""
     want = stamp_published(generation, seq)
@@ -132,6 +159,7 @@ def classify(stamp: int, generation: int, seq: int) -> int:
     return NOT_READY if stamp < want else OVERRUN
 
 
+@njit(cache=True, nogil=True)
 def oldest_readable(write_seq: int, capacity: int, expected: int) -> int:
     """Where a reader lapped at ``expected`` resumes, given the writer's cursor.
 
@@ -139,6 +167,40 @@ def oldest_readable(write_seq: int, capacity: int, expected: int) -> int:
     oldest frame safe to resume at is one later.
     """
     return max(expected + 1, write_seq - capacity + 1)
+
+
+# -- frame formats (the label's format word) ------------------------------------------------------
+ENCODINGS: Final = {"s16le": 1, "f32le": 2, "opus": 3}
+ENCODING_NAMES: Final = {v: k for k, v in ENCODINGS.items()}
+MAX_RATE: Final = (1 << 24) - 1
+
+
+class FrameFormat(NamedTuple):
+    """What a frame's samples are: rate (Hz), duration (µs) and encoding. Format word 0 means "the
+    stream's own format" (a writer that does not label its frames)."""
+
+    sample_rate: int
+    frame_us: int
+    encoding: str
+
+
+def encode_format(sample_rate: int, frame_us: int, encoding: str = "s16le") -> int:
+    """The format word: rate in bits 0-23, encoding in 24-31, frame duration (µs) in 32-63."""
+    code = ENCODINGS.get(encoding)
+    if code is None:
+        raise ConfigError(f"encoding must be one of {sorted(ENCODINGS)}, got {encoding!r}")
+    if not 0 < sample_rate <= MAX_RATE or not 0 < frame_us < 1 << 31:
+        raise ConfigError(f"no frame format of {sample_rate} Hz and {frame_us} µs")
+    return sample_rate | code << 24 | frame_us << 32
+
+
+def decode_format(word: int) -> FrameFormat | None:
+    """The format a word names (None for 0 or a word no writer of this layout produces)."""
+    encoding = ENCODING_NAMES.get((word >> 24) & 0xFF)
+    rate, frame_us = word & MAX_RATE, word >> 32
+    if encoding is None or not rate or not frame_us:
+        return None
+    return FrameFormat(rate, frame_us, encoding)
 
 
 def watermark_frames(capacity: int, high: float, low: float) -> tuple[int, int]:
@@ -150,6 +212,7 @@ def watermark_frames(capacity: int, high: float, low: float) -> tuple[int, int]:
     return hi, lo
 
 
+@njit(cache=True, nogil=True)
 def must_pause(fill: int, paused: bool, high: int, low: int) -> bool:
     """Block-policy hysteresis: is the writer paused after seeing ``fill``?"""
     return fill > low if paused else fill >= high

@@ -42,8 +42,8 @@ from websockets.protocol import State
 from .. import __version__, logs
 from ..config import Config
 from ..engine import Engine, EngineError
-from ..errors import ArenaFull, RingAudioError, RingClosed, TextError
-from ..stream import Event, Listener, Stream, StreamError
+from ..errors import ArenaFull, RingAudioError, RingClosed, StreamError, TextError
+from ..stream import FLAG_FIRST, Event, Source, Stream
 from . import access, backlog
 from . import protocol as P
 from .metrics import Metrics
@@ -55,6 +55,7 @@ SLACK = 0.001  # sessions due within this much are served in the same pass (s)
 BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
+MAX_EVENT_ROUNDS = 8  # reads in one pass that may yield only events (then the pass ends: bounded)
 PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
 OPEN = State.OPEN
 _pack = P.HEADER.pack_into
@@ -64,7 +65,7 @@ _pack = P.HEADER.pack_into
 class Session:
     id: str
     ws: ServerConnection
-    source: Stream | Listener | None
+    source: Source | None  # what it reads: its own stream, or the stream it listens to
     pacer: P.Pacer
     frame: bytearray  # [WebSocket frame header][24-byte ringaudio header][PCM], built in place
     pcm: np.ndarray  # a view of the PCM part of ``frame``
@@ -88,10 +89,7 @@ class Session:
     opened: float = 0.0  # monotonic
     active: bool = False  # has it ever sent synthesize or listen? (else the idle timeout applies)
     closing: bool = False
-
-    @property
-    def stream(self) -> Stream | None:
-        return self.source if isinstance(self.source, Stream) else None
+    stream: Stream | None = None  # its own stream (None once it listens to another)
 
 
 class App:
@@ -349,6 +347,7 @@ class App:
             id=stream.id,
             ws=ws,
             source=stream,
+            stream=stream,
             pacer=P.Pacer(self.period, self.prebuffer, time.monotonic()),
             frame=frame,
             pcm=np.frombuffer(frame, np.int16, offset=offset + P.HEADER_SIZE),
@@ -563,16 +562,15 @@ class App:
             return
         if s.listening_to is not None:  # listening elsewhere already: move
             s.listening_to.listeners.discard(s)
-            if isinstance(s.source, Listener):
-                s.source.close()
-        if s.stream is not None:
-            s.stream.close()  # a listener needs no ring of its own
+        if s.source is not None:
+            s.source.close()  # a listener needs no ring of its own (and follows one stream at a time)
+        s.stream = None
         s.source = stream.listen()
         s.listening_to = owner
         s.pacer = P.Pacer(self.period, self.prebuffer, time.monotonic())
         owner.listeners.add(s)
         s.active = True
-        self._send_text(s, P.event("listening", session_id=owner.id, sequence=stream.cursor))
+        self._send_text(s, P.event("listening", session_id=owner.id, sequence=s.source.position))
         self._touch(s)
 
     # -- events -------------------------------------------------------------------------------------
@@ -603,10 +601,12 @@ class App:
         while not self.stopping.is_set():
             wake.clear()
             try:
-                for stream in engine.poll():  # worker events: utterance starts and ends, failures, cancels
+                for stream in engine.poll():  # worker events: utterance ends, failures, cancels
                     s = self.sessions.get(stream.id)
                     if s is not None:
                         self._flush(s)
+                        for listener in s.listeners:
+                            self._flush(listener)
                         self._touch(s)
             except Exception:  # the scheduler of every session must not die of one event
                 log.exception("worker event failed")
@@ -702,26 +702,35 @@ class App:
         allowance = pacer.allowance(now, SLACK)
         sent = 0
         frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
-        while sent < allowance:
-            got = source.read_into(pcm, now)
-            if source.events:  # an overrun, or the end of the previous utterance: before this frame
-                self._flush(s)
-            if got is None:
+        events = source.events
+        for _ in range(allowance + MAX_EVENT_ROUNDS):
+            if sent >= allowance:
                 break
-            seq, uid, flags = got
-            _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
-            if s.raw:
-                transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
-            else:  # an extension (permessage-deflate) was negotiated: the library frames it
-                broadcast([ws], memoryview(frame)[offset:])
-            sent += 1
-            if self.debug_frames:
-                logs.event(log, logging.DEBUG, "frame sent", s.id, sequence=seq, frame_sequence=seq, utterance_id=uid)
-            if flags & P.FLAG_FIRST and isinstance(source, Stream):
-                self.metrics.first_audio.observe(source.first_audio_ms)
-            if len(sent_at) > 512:
-                sent_at.clear()
-            sent_at[seq] = now
+            # A read returns a frame, or None; what it queued as events goes out next, after the frame
+            # it returned (an utterance.end) or before the one the next read returns (an overrun, an
+            # utterance.start, a failure after the frames it wrote).
+            got = source.read_into(pcm, now)
+            if got is not None:
+                seq, uid, flags = got
+                _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
+                if s.raw:
+                    transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
+                else:  # an extension (permessage-deflate) was negotiated: the library frames it
+                    broadcast([ws], memoryview(frame)[offset:])
+                sent += 1
+                if self.debug_frames:
+                    logs.event(
+                        log, logging.DEBUG, "frame sent", s.id, sequence=seq, frame_sequence=seq, utterance_id=uid
+                    )
+                if flags & FLAG_FIRST and source.owner:
+                    self.metrics.first_audio.observe(source.first_audio_ms)
+                if len(sent_at) > 512:
+                    sent_at.clear()
+                sent_at[seq] = now
+            if events:
+                self._flush(s)
+            elif got is None:
+                break
         if sent:
             pacer.spend(sent)
             if s.last_send:
@@ -731,10 +740,6 @@ class App:
                     self._jitters(abs(interval - s.last_interval))
                 s.last_interval = interval
             s.last_send = now
-        if isinstance(source, Stream) and source._settle:
-            source.settle()  # the utterance whose last frame just went out has ended
-        if source.events:
-            self._flush(s)
         if sent == allowance:
             return pacer.next_due(now)
         return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle

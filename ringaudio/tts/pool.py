@@ -270,13 +270,16 @@ class WorkerPool:
         *,
         voice: str | None = None,
         request_id: str | None = None,
+        utterance_id: int | None = None,
     ) -> int:
-        """Queue an utterance for a session; returns its utterance id. Raises TextError for bad text."""
+        """Queue an utterance for a session; returns its utterance id (``utterance_id`` if given, else
+        the pool's next). Raises TextError for bad text."""
         check_text(text, self.max_text_chars)
         with self._lock:
             if self._stopping:
                 raise PoolError(self.fatal or "the pool is stopped")
-            job = Job(session_id, next(self._ids), text, ring, voice, request_id)
+            uid = next(self._ids) if utterance_id is None else utterance_id
+            job = Job(session_id, uid, text, ring, voice, request_id)
             self._queues.setdefault(session_id, deque()).append(job)
             self._dispatch(session_id)
             return job.utterance_id

@@ -1,7 +1,8 @@
 """The TTS worker process: text -> backend (native rate) -> resampler -> 20/40 ms frames -> session ring.
 
-One process serves several sessions from one loop: each job is a pipeline stepped a few frames at a
-time. Two things hold a job back, and they are different:
+One process serves several sessions from one loop: each job (:class:`~ringaudio.tts.job.ActiveJob`)
+is a pipeline stepped a few frames at a time, writing each frame with its label (utterance id,
+first/last flags, format) into the ring. Two things hold a job back, and they are different:
 
 - **Pacing.** A job writes at most ``lead_frames`` ahead of its stream's real playback clock (under
   both policies): the clock starts where the reader is when the job starts and runs at one frame per
@@ -14,8 +15,8 @@ time. Two things hold a job back, and they are different:
   to the low watermark; the clock then restarts from the reader, so the ring goes back to the lead.
 
 With nothing to write the loop sleeps in ``poll`` on its control pipe: no spinning. Control
-messages (jobs, cancel, stop) come from the pool over a pipe; events (started, first_frame,
-finished, failed, cancelled), a heartbeat every ``HEARTBEAT_S`` and the worker's log records go
+messages (jobs, cancel, stop) come from the pool over a pipe; events (started, finished,
+failed, cancelled), a heartbeat every ``HEARTBEAT_S`` and the worker's log records go
 back on it (the pool logs them, so lines stay whole).
 """
 
@@ -25,8 +26,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -34,48 +33,17 @@ import numpy as np
 
 from .. import logs
 from ..errors import RingAudioError, RingClosed
-from ..kernels import ring as ring_kernels
-from ..resample import Resampler, warm
+from ..kernels import ring_slow
+from ..resample import warm
 from ..ring import FrameRing, RingArena, RingHandle
 from .backends import Backend, BackendError, EspeakBackend, SyntheticBackend
-from .framer import Framer
-from .text import split_text
+from .job import ActiveJob, Job, WorkerSpec
 
 log = logging.getLogger("ringaudio.worker")
+__all__ = ["EXIT_UNGUARDED_MAIN", "HEARTBEAT_S", "ActiveJob", "Job", "Worker", "WorkerSpec", "worker_main"]
 
-STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
-BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
-BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
-PACE_BATCH = 4  # frames a paced job writes per look (its ring holds lead - PACE_BATCH .. lead frames)
 HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
 EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker process needs, picklable."""
-
-    backend: str
-    voice: str
-    speed: int
-    synthetic_rtf: float
-    synthetic_rate: int
-    output_sample_rate: int
-    frame_samples: int
-    resample_quality: str
-    clause_chars: int
-    log_level: str = "INFO"
-    lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
-
-
-@dataclass(frozen=True)
-class Job:
-    session_id: str
-    utterance_id: int
-    text: str
-    ring: RingHandle
-    voice: str | None = None
-    request_id: str | None = None
 
 
 def make_backend(spec: WorkerSpec) -> Backend:
@@ -84,133 +52,6 @@ def make_backend(spec: WorkerSpec) -> Backend:
     if spec.backend == "synthetic":
         return SyntheticBackend(native_rate=spec.synthetic_rate, rtf=spec.synthetic_rtf)
     raise BackendError(f"unknown backend {spec.backend!r}")
-
-
-class PlaybackClock:
-    """A stream's real playback position, for pacing its writer: pure (time and the reader's
-    position are passed in).
-
-    It starts where the reader is when first asked and runs at one frame per ``period``; frame
-    ``seq`` may be written ``lead`` frames before the clock reaches it. A writer that has fallen
-    behind the clock (synthesis slower than real time: the reader is starving) sets it back to
-    itself, so what it produces next is paced again instead of dumped at once; :meth:`restart`
-    (after backpressure) makes the next question start it from the reader again.
-    """
-
-    __slots__ = ("_anchor", "lead", "period")
-
-    def __init__(self, lead: int, period: float) -> None:
-        self.lead = lead
-        self.period = period
-        self._anchor: tuple[int, float] | None = None  # (sequence, time)
-
-    def due(self, seq: int, now: float, reader: Callable[[], int]) -> float:
-        """When frame ``seq`` may be written (``now`` or earlier: at once)."""
-        if self._anchor is None:
-            self._anchor = (reader(), now)
-        base, t0 = self._anchor
-        if now - t0 > (seq - base) * self.period:  # behind the clock
-            self._anchor = (seq, now)
-            return now
-        return t0 + (seq - base - self.lead) * self.period
-
-    def restart(self) -> None:
-        self._anchor = None
-
-
-class ActiveJob:
-    """One utterance in flight: a generator of frames and the frame waiting for room in the ring."""
-
-    def __init__(self, job: Job, ring: FrameRing, backend: Backend, spec: WorkerSpec) -> None:
-        self.job = job
-        self.ring = ring
-        self.backend = backend
-        self.spec = spec
-        self.started = time.monotonic()
-        self.synthesis_s = 0.0
-        self.first_seq = -1
-        self.last_seq = -1
-        self.frames = 0
-        self.retry_at = 0.0  # monotonic: when a job held at the watermark (or by its pacing) looks again
-        self.clock = PlaybackClock(spec.lead_frames, spec.frame_samples / spec.output_sample_rate)
-        self._pending: np.ndarray | None = None
-        self._frames = self._produce()
-
-    def _produce(self) -> Generator[np.ndarray, None, None]:
-        same_rate = self.backend.native_rate == self.spec.output_sample_rate  # a model speaking the wire's rate
-        resampler = Resampler(self.backend.native_rate, self.spec.output_sample_rate, self.spec.resample_quality)
-        framer = Framer(self.spec.frame_samples)
-        for piece in split_text(self.job.text, self.spec.clause_chars):
-            chunks = self.backend.synthesize(piece, self.job.voice)
-            try:
-                while True:
-                    t0 = time.monotonic()
-                    chunk = next(chunks, None)
-                    self.synthesis_s += time.monotonic() - t0
-                    if chunk is None:
-                        break
-                    yield from framer.push(chunk if same_rate else resampler.process(chunk))
-            finally:
-                close = getattr(chunks, "close", None)
-                if close is not None:
-                    close()  # a cancel stops the engine now (espeak's process is killed)
-        if not same_rate:
-            yield from framer.push(resampler.flush())
-        yield from framer.flush()
-
-    def _reader(self) -> int:
-        """Where the ring's (slowest gating) reader is."""
-        return self.ring.write_seq - self.ring.fill
-
-    def step(self, now: float) -> str:
-        """Write up to STEP_FRAMES frames: 'running', 'paced' (ahead of the clock: ``retry_at`` is
-        set), 'blocked' (at the watermark) or 'done'."""
-        for _ in range(STEP_FRAMES):
-            if self._pending is None:
-                self._pending = next(self._frames, None)
-                if self._pending is None:
-                    return "done"
-            if self.spec.lead_frames:
-                seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
-                if self.clock.due(seq, now, self._reader) > now:
-                    # look again when a few frames may go at once: one pass per PACE_BATCH frames
-                    self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
-                    return "paced"
-            seq = self.ring.offer(self._pending)
-            if seq < 0:
-                self.clock.restart()  # backpressure: the clock starts again from the reader
-                return "blocked"
-            self._pending = None  # the framer may reuse its buffer now
-            if self.first_seq < 0:
-                self.first_seq = seq
-            self.last_seq = seq
-            self.frames += 1
-        return "running"
-
-    def buffered(self) -> int:
-        """Frames written and not yet read (how urgent this job is: fewer is more)."""
-        if self.frames == 0:
-            return -1
-        try:
-            return self.ring.fill
-        except RingClosed:
-            return 0
-
-    def hold(self, now: float) -> None:
-        """Held at the high watermark: look again when a real-time reader has drained about half
-        of what stands between the fill and the low watermark (between BLOCKED_POLL and _MAX)."""
-        period = self.spec.frame_samples / self.spec.output_sample_rate
-        try:
-            excess = self.ring.fill - self.ring.watermarks[1]
-        except RingClosed:
-            excess = 0
-        self.retry_at = now + min(BLOCKED_POLL_MAX, max(BLOCKED_POLL, excess * period / 2))
-
-    def close(self) -> None:
-        self._frames.close()
-
-    def audio_seconds(self) -> float:
-        return self.frames * self.spec.frame_samples / self.spec.output_sample_rate
 
 
 class Worker:
@@ -240,7 +81,7 @@ class Worker:
     def warm(self) -> None:
         """Compile/load every kernel before reporting ready: the first chunk pays no compilation."""
         warm(((self.backend.native_rate, self.spec.output_sample_rate),), self.spec.resample_quality)
-        ring_kernels.warm(np.dtype("int16"))
+        ring_slow.warm(np.dtype("int16"))
 
     def ring_for(self, handle: RingHandle) -> FrameRing:
         arena = self.arenas.get(handle.name)
@@ -352,7 +193,6 @@ class Worker:
         return max(0.0, until - now)
 
     def step(self, active: ActiveJob, now: float) -> None:
-        was_first = active.first_seq < 0
         try:
             state = active.step(now)
         except BackendError as exc:
@@ -365,13 +205,6 @@ class Worker:
             log.exception("job failed", extra={"session_id": active.job.session_id})
             self.fail(active, "internal_error", exc)
             return
-        if was_first and active.first_seq >= 0:
-            self.event(
-                active.job,
-                "first_frame",
-                sequence=active.first_seq,
-                latency_ms=round((time.monotonic() - active.started) * 1000, 2),
-            )
         if state == "done":
             self.finish(active)
         elif state == "blocked":

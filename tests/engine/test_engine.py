@@ -162,9 +162,9 @@ def test_cancel_after_synthesis_finished_drops_what_waits_in_the_ring(engine: En
     stream = engine.speak("Short.")  # well under the ring's capacity: the worker is done at once
     try:
         deadline = time.monotonic() + 10
-        while stream.utterances and stream.utterances[0].last_seq is None:
+        assert engine.pool is not None
+        while engine.pool.pending(stream.id):  # until the worker has written all of it
             assert time.monotonic() < deadline
-            engine.poll()
             time.sleep(0.01)
         written = stream.ring.write_seq
         assert written > 3
@@ -176,13 +176,13 @@ def test_cancel_after_synthesis_finished_drops_what_waits_in_the_ring(engine: En
         stream.close()
     assert not any(isinstance(i, Frame) for i in rest)  # the frames still in the ring were dropped
     cancelled = [i for i in rest if isinstance(i, Event) and i.type == "cancelled"]
-    assert len(cancelled) == 1 and stream.cursor >= written
+    assert len(cancelled) == 1 and stream.position >= written
     assert cancelled[0].data["last_sequence"] == (first[-1].sequence if first else None)
 
 
 def test_a_tiny_ring_with_a_zero_low_watermark_still_plays_to_the_end() -> None:
-    """The reader holds the newest frame back until its utterance's end is known; with a writer that
-    waits for an empty ring that must not deadlock."""
+    """A writer that waits for an empty ring before it writes on: the look-ahead frame it holds
+    (to label the last one) must not deadlock it against the reader."""
     env = {"RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "2", "RINGAUDIO__WORKER__LOW_WATERMARK": "0.0"}
     with make_engine(**env) as engine:
         stream = engine.speak("Two words.")
@@ -330,3 +330,71 @@ def test_the_readme_embedding_example_runs_and_an_unguarded_main_gets_one_clear_
         assert 'put the code that starts the engine under `if __name__ == "__main__":`' in done.stderr
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("ringaudio.tts.pool.PoolError: a worker process re-imported your program's main")
+
+
+def test_a_listener_gets_the_same_flags_and_events_as_the_owner(engine: Engine) -> None:
+    """Labels travel in the ring: a listener reading the newest frame sees its last flag, and gets
+    utterance.start / utterance.end like the owner (it used to get neither)."""
+    stream = engine.open_stream()
+    listener = stream.listen(start=0)
+    out: dict[str, list[Frame | Event]] = {}
+
+    def consume(name: str, source: object) -> None:
+        out[name] = list(source)  # type: ignore[call-overload]
+
+    try:
+        stream.say("First one.", request_id="a")
+        stream.say("And the second.", request_id="b")
+        threads = [
+            threading.Thread(target=consume, args=("owner", stream)),
+            threading.Thread(target=consume, args=("listener", listener)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        listener.close()
+        stream.close()
+
+    def seen(items: list[Frame | Event]) -> list[tuple[object, ...]]:
+        return [
+            (i.sequence, i.utterance_id, i.flags) if isinstance(i, Frame) else (i.type, i.data.get("request_id"))
+            for i in items
+        ]
+
+    owner, heard = seen(out["owner"]), seen(out["listener"])
+    assert heard == owner
+    assert [x for x in owner if isinstance(x[0], str)] == [
+        ("utterance.start", "a"),
+        ("utterance.end", "a"),
+        ("utterance.start", "b"),
+        ("utterance.end", "b"),
+    ]
+    lasts = [x for x in owner if not isinstance(x[0], str) and x[2] & 2]
+    assert len(lasts) == 2
+
+
+def test_a_killed_workers_error_follows_the_frames_it_wrote() -> None:
+    with make_engine() as engine:
+        stream = engine.speak(TEXT * 5)
+        it = iter(stream)
+        while not isinstance(next(it), Frame):
+            pass
+        pool = engine.pool
+        assert pool is not None
+        os.kill(pool.pids()[0], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pool.alive() == pool.size:  # the death is seen (its event is on its way)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)
+        written = stream.ring.write_seq
+        rest = list(it)
+        stream.close()
+    kinds = ["frame" if isinstance(i, Frame) else i.type for i in rest]
+    assert kinds.count("error") == 1
+    after = kinds[kinds.index("error") + 1 :]
+    assert "frame" not in after  # everything it wrote came first ...
+    frames = [i for i in rest if isinstance(i, Frame)]
+    assert not frames or frames[-1].sequence == written - 1  # ... all of it

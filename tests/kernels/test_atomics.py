@@ -101,9 +101,9 @@ def test_ring_kernels_use_the_orderings_of_the_seqlock(tmp_path: os.PathLike[str
     # inspection is disabled for cached code, so compile afresh in a child with its own cache
     script = (
         "import numpy as np\n"
-        "from ringaudio.kernels import ring as k\n"
-        "k.warm(np.dtype('int16'))\n"
-        "for f in (k.write_frame, k.read_frame):\n"
+        "from ringaudio.kernels import ring as k, ring_slow\n"
+        "ring_slow.warm(np.dtype('int16'))\n"
+        "for f in (k.write_frame, k.read_frame, k.read_labelled):\n"
         "    print('==', f.__name__)\n"
         "    for ir in f.inspect_llvm().values():\n"
         "        print('\\n'.join(l.strip() for l in ir.splitlines() if 'atomic' in l or 'fence' in l))\n"
@@ -112,7 +112,11 @@ def test_ring_kernels_use_the_orderings_of_the_seqlock(tmp_path: os.PathLike[str
     out = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300, check=True
     )
-    write_part, read_part = out.stdout.split("== read_frame")
+    write_part, reads = out.stdout.split("== read_frame")
+    read_part, labelled_part = reads.split("== read_labelled")
+    for part in (read_part, labelled_part):  # the label is read under the same seqlock as the samples
+        assert re.search(r"load atomic i64, ptr .* acquire", part)
+        assert "fence acquire" in part
     assert re.search(r"store atomic i64 .* monotonic", write_part)  # odd stamp
     assert "fence release" in write_part  # ... ordered before the copy
     assert re.search(r"store atomic i64 .* release", write_part)  # even stamp published

@@ -65,3 +65,12 @@ def attach_read_and_exit(name: str) -> None:
 
 if __name__ == "__main__":
     {"own": lambda: own_a_ring_and_hang(), "attach": lambda: attach_read_and_exit(sys.argv[2])}[sys.argv[1]]()
+
+
+def write_labelled(handle: RingHandle, n: int) -> None:
+    """Write frames 0..n-1 labelled from their sequence: utterance seq // 7 + 1, flags seq % 4, format seq."""
+    with FrameRing.attach(handle) as ring:
+        frame = np.empty(ring.frame_shape, ring.dtype)
+        for seq in range(n):
+            fill(frame, seq)
+            ring.write(frame, utterance=seq // 7 + 1, flags=seq % 4, fmt=seq)

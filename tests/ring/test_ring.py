@@ -299,6 +299,45 @@ def test_layout_version_mismatch_is_refused() -> None:
             resource_tracker.unregister(raw._name, "shared_memory")  # type: ignore[attr-defined]
 
 
+def test_a_version_1_segment_is_refused_with_layout_mismatch() -> None:
+    """Version 2 moved each frame's label beside its stamp: a reader of version 2 must not take a
+    segment written by version 1 (its frames have no labels), and says so."""
+    with FrameRing.create(capacity=4) as ring:
+        raw = shared_memory.SharedMemory(ring.name)
+        words = np.frombuffer(raw.buf, np.uint64, count=layout.HEADER_BYTES // 8)
+        assert layout.LAYOUT_VERSION == 2
+        words[layout.H_VERSION] = 1
+        try:
+            with pytest.raises(LayoutMismatch, match="layout version 1, this build reads 2"):
+                FrameRing.attach(ring.name)
+        finally:
+            words[layout.H_VERSION] = layout.LAYOUT_VERSION
+            del words
+            raw.close()
+            from multiprocessing import resource_tracker
+
+            resource_tracker.unregister(raw._name, "shared_memory")  # type: ignore[attr-defined]
+
+
+def test_a_frame_and_its_label_are_read_together() -> None:
+    fmt = layout.encode_format(48_000, 20_000, "s16le")
+    assert layout.decode_format(fmt) == layout.FrameFormat(48_000, 20_000, "s16le")
+    assert layout.decode_format(0) is None
+    with FrameRing.create(capacity=8) as ring:
+        ring.write(frame(0), utterance=5, flags=layout.FLAG_FIRST, fmt=fmt)
+        ring.write(frame(1))  # unlabelled: zeros
+        out = np.empty(960, np.int16)
+        label = np.zeros(layout.LABEL_WORDS, np.int64)
+        assert ring.read_labelled(0, out, label) == 0 and not bad(out, 0)
+        assert label.tolist() == [5, layout.FLAG_FIRST, fmt, 1920]
+        assert ring.read_labelled(1, out, label, slot=-1) == 0 and label.tolist() == [0, 0, 0, 1920]
+        assert ring.read_labelled(2, out, label) == FrameRing.NOT_READY
+        with pytest.raises(FrameFormatError):
+            ring.read_labelled(0, out, np.zeros(3, np.int64))
+        with pytest.raises(FrameFormatError):
+            ring.write(frame(2), utterance=-1)
+
+
 def test_close_is_idempotent_and_closed_rings_refuse_work() -> None:
     ring = FrameRing.create(capacity=4)
     name = ring.name

@@ -255,3 +255,40 @@ def test_fill_pattern_detects_a_torn_frame() -> None:
     fill(b, 42)
     torn = np.concatenate([a[:480], b[480:]])
     assert bad(torn, 41) == 480 and bad(torn, 42) == 480 and bad(a, 41) == 0
+
+
+def test_labels_travel_with_their_frames_across_processes_even_when_lapped() -> None:
+    """The label is published under the frame's own stamp: a reader that copies a frame while it is
+    being overwritten (drop_oldest, a slow reader) never gets one frame's samples with another's
+    label. The owner's reader and a non-gating listener read the same labels."""
+    n = 100_000
+    with FrameRing.create(capacity=16, overflow="drop_oldest") as ring:
+        writer = _start(procs.write_labelled, ring.handle, n)
+        out = np.empty(960, np.int16)
+        label = np.zeros(4, np.int64)
+        seq = read = mismatched = lapped = 0
+        heard = 0
+        listener_seq = 0
+        while seq < n:
+            r = ring.read_labelled(seq, out, label)
+            if r == 0:
+                read += 1
+                want = (seq // 7 + 1, seq % 4, seq, 1920)
+                mismatched += bad(out, seq) != 0 or tuple(int(x) for x in label) != want
+                seq += 1
+                if seq % 32 == 0:
+                    time.sleep(0.0002)  # slower than the writer: it laps us
+            elif r == FrameRing.OVERRUN:
+                lapped += 1
+                seq = ring.oldest(seq)
+            else:
+                ring.wait(seq, timeout=30)
+            if seq % 5 == 0 and listener_seq < seq:  # a non-gating reader of the same ring
+                if ring.read_labelled(listener_seq, out, label, slot=-1) == 0:
+                    mismatched += bad(out, listener_seq) != 0 or int(label[0]) != listener_seq // 7 + 1
+                    heard += 1
+                listener_seq = seq
+        _finish(writer)
+        assert mismatched == 0
+        assert read > n // 10 and heard > 0
+        assert lapped > 0  # the writer really overwrote frames the reader was after

@@ -1,0 +1,205 @@
+"""One utterance in flight in a worker: its frame pipeline, its pacing clock, its labels.
+
+Pure but for the ring it writes and the backend it pulls from: the worker's loop
+(:mod:`ringaudio.tts.worker`) steps many of these from one thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import RingClosed
+from ..resample import Resampler
+from ..ring import FrameRing, RingHandle, layout
+from ..ring.layout import FLAG_FIRST, FLAG_LAST
+from .backends import Backend
+from .framer import Framer
+from .text import split_text
+
+STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
+BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
+BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
+PACE_BATCH = 4  # frames a paced job writes per look (its ring holds lead - PACE_BATCH .. lead frames)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, picklable."""
+
+    backend: str
+    voice: str
+    speed: int
+    synthetic_rtf: float
+    synthetic_rate: int
+    output_sample_rate: int
+    frame_samples: int
+    resample_quality: str
+    clause_chars: int
+    log_level: str = "INFO"
+    lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
+
+
+@dataclass(frozen=True)
+class Job:
+    session_id: str
+    utterance_id: int
+    text: str
+    ring: RingHandle
+    voice: str | None = None
+    request_id: str | None = None
+
+
+class PlaybackClock:
+    """A stream's real playback position, for pacing its writer: pure (time and the reader's
+    position are passed in).
+
+    It starts where the reader is when first asked and runs at one frame per ``period``; frame
+    ``seq`` may be written ``lead`` frames before the clock reaches it. A writer that has fallen
+    behind the clock (synthesis slower than real time: the reader is starving) sets it back to
+    itself, so what it produces next is paced again instead of dumped at once; :meth:`restart`
+    (after backpressure) makes the next question start it from the reader again.
+    """
+
+    __slots__ = ("_anchor", "lead", "period")
+
+    def __init__(self, lead: int, period: float) -> None:
+        self.lead = lead
+        self.period = period
+        self._anchor: tuple[int, float] | None = None  # (sequence, time)
+
+    def due(self, seq: int, now: float, reader: Callable[[], int]) -> float:
+        """When frame ``seq`` may be written (``now`` or earlier: at once)."""
+        if self._anchor is None:
+            self._anchor = (reader(), now)
+        base, t0 = self._anchor
+        if now - t0 > (seq - base) * self.period:  # behind the clock
+            self._anchor = (seq, now)
+            return now
+        return t0 + (seq - base - self.lead) * self.period
+
+    def restart(self) -> None:
+        self._anchor = None
+
+
+class ActiveJob:
+    """One utterance in flight: a generator of frames and the frame waiting for room in the ring."""
+
+    def __init__(self, job: Job, ring: FrameRing, backend: Backend, spec: WorkerSpec) -> None:
+        self.job = job
+        self.ring = ring
+        self.backend = backend
+        self.spec = spec
+        self.started = time.monotonic()
+        self.synthesis_s = 0.0
+        self.first_seq = -1
+        self.last_seq = -1
+        self.frames = 0
+        self.retry_at = 0.0  # monotonic: when a job held at the watermark (or by its pacing) looks again
+        self.clock = PlaybackClock(spec.lead_frames, spec.frame_samples / spec.output_sample_rate)
+        frame_us = round(spec.frame_samples * 1_000_000 / spec.output_sample_rate)
+        self.format = layout.encode_format(spec.output_sample_rate, frame_us, "s16le")
+        # One frame of look-ahead: a frame is written only once the next one exists (or the text is
+        # done), so its label can say whether it is the utterance's last. Two buffers of our own,
+        # because the framer hands out views of one buffer that the next frame overwrites.
+        self._buffers = np.zeros((2, spec.frame_samples), np.int16)
+        self._turn = 0
+        self._pending: np.ndarray | None = None  # the frame to write next
+        self._next: np.ndarray | None = None  # the one after it, once produced
+        self._exhausted = False  # the text is done: no frame comes after _next
+        self._frames = self._produce()
+
+    def _produce(self) -> Generator[np.ndarray, None, None]:
+        same_rate = self.backend.native_rate == self.spec.output_sample_rate  # a model speaking the wire's rate
+        resampler = Resampler(self.backend.native_rate, self.spec.output_sample_rate, self.spec.resample_quality)
+        framer = Framer(self.spec.frame_samples)
+        for piece in split_text(self.job.text, self.spec.clause_chars):
+            chunks = self.backend.synthesize(piece, self.job.voice)
+            try:
+                while True:
+                    t0 = time.monotonic()
+                    chunk = next(chunks, None)
+                    self.synthesis_s += time.monotonic() - t0
+                    if chunk is None:
+                        break
+                    yield from framer.push(chunk if same_rate else resampler.process(chunk))
+            finally:
+                close = getattr(chunks, "close", None)
+                if close is not None:
+                    close()  # a cancel stops the engine now (espeak's process is killed)
+        if not same_rate:
+            yield from framer.push(resampler.flush())
+        yield from framer.flush()
+
+    def _reader(self) -> int:
+        """Where the ring's (slowest gating) reader is."""
+        return self.ring.write_seq - self.ring.fill
+
+    def _pull(self) -> np.ndarray | None:
+        """The next frame, copied into the buffer not in use, or None when the text is done."""
+        if self._exhausted:
+            return None
+        frame = next(self._frames, None)
+        if frame is None:
+            self._exhausted = True
+            return None
+        out: np.ndarray = self._buffers[self._turn]
+        self._turn ^= 1
+        np.copyto(out, frame)
+        return out
+
+    def step(self, now: float) -> str:
+        """Write up to STEP_FRAMES frames: 'running', 'paced' (ahead of the clock: ``retry_at`` is
+        set), 'blocked' (at the watermark) or 'done'."""
+        for _ in range(STEP_FRAMES):
+            if self._pending is None:
+                self._pending = self._pull()
+                if self._pending is None:
+                    return "done"
+            if self.spec.lead_frames:
+                seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
+                if self.clock.due(seq, now, self._reader) > now:
+                    # look again when a few frames may go at once: one pass per PACE_BATCH frames
+                    self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
+                    return "paced"
+            if self._next is None:
+                self._next = self._pull()  # costs at most one synthesis chunk, once per chunk
+            flags = (FLAG_FIRST if self.frames == 0 else 0) | (FLAG_LAST if self._next is None else 0)
+            seq = self.ring.offer(self._pending, utterance=self.job.utterance_id, flags=flags, fmt=self.format)
+            if seq < 0:
+                self.clock.restart()  # backpressure: the clock starts again from the reader
+                return "blocked"
+            self._pending, self._next = self._next, None
+            if self.first_seq < 0:
+                self.first_seq = seq
+            self.last_seq = seq
+            self.frames += 1
+        return "running"
+
+    def buffered(self) -> int:
+        """Frames written and not yet read (how urgent this job is: fewer is more)."""
+        if self.frames == 0:
+            return -1
+        try:
+            return self.ring.fill
+        except RingClosed:
+            return 0
+
+    def hold(self, now: float) -> None:
+        """Held at the high watermark: look again when a real-time reader has drained about half
+        of what stands between the fill and the low watermark (between BLOCKED_POLL and _MAX)."""
+        period = self.spec.frame_samples / self.spec.output_sample_rate
+        try:
+            excess = self.ring.fill - self.ring.watermarks[1]
+        except RingClosed:
+            excess = 0
+        self.retry_at = now + min(BLOCKED_POLL_MAX, max(BLOCKED_POLL, excess * period / 2))
+
+    def close(self) -> None:
+        self._frames.close()
+
+    def audio_seconds(self) -> float:
+        return self.frames * self.spec.frame_samples / self.spec.output_sample_rate

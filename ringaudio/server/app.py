@@ -1,13 +1,9 @@
 """The WebSocket server process: sessions on top of the engine, one pacing scheduler for all of them.
 
 The server is one consumer of :class:`~ringaudio.engine.Engine`: each connection is a session with
-an engine stream (and its ring lease), or a listener of another session's stream. One scheduler task
-serves every session: a heap of due times says which sessions may send now (a burst up to
-``prebuffer_ms``, then one frame per period), it reads their frames by sequence number (through the
-ring's gating reader, so the worker's watermark follows what was actually sent), builds each
-WebSocket message in place and writes it to the socket without awaiting, and skips a client whose
-socket is not draining (under ``block`` the ring then fills and the worker waits: nothing is lost;
-under ``drop_oldest`` the next read reports the gap). Worker events wake it from the pool's thread.
+an engine stream (and its ring lease), or a listener of another session's stream. This module holds
+the life cycle, the connections and the commands; one scheduler task serves every session
+(:mod:`.scheduler`), through the send path (:mod:`.send`); the HTTP side is :mod:`.http`.
 
 Nothing a client does can make the server hold memory without bound or hang: every outbound byte of
 a session (audio, events, the library's pongs) counts against one send budget
@@ -22,118 +18,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
-from dataclasses import dataclass, field
-from http import HTTPStatus
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection, broadcast, serve
-from websockets.datastructures import Headers
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .. import __version__, logs
-from ..config import Config
-from ..engine import Engine, EngineError
-from ..errors import ArenaFull, RingAudioError, RingClosed, StreamError, TextError
-from ..stream import FLAG_FIRST, Event, Source, Stream
-from . import access, backlog
+from ..engine import EngineError
+from ..errors import ArenaFull, RingAudioError, StreamError, TextError
 from . import protocol as P
-from .metrics import Metrics
-from .schedule import Schedule
+from .http import Http
+from .protocol import Pacer
+from .scheduler import Scheduling
+from .session import Session
 
 log = logging.getLogger("ringaudio.server")
 SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
-SLACK = 0.001  # sessions due within this much are served in the same pass (s)
-BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
-WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
-SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
-MAX_EVENT_ROUNDS = 8  # reads in one pass that may yield only events (then the pass ends: bounded)
-PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
-OPEN = State.OPEN
-_pack = P.HEADER.pack_into
 
 
-@dataclass(eq=False, slots=True)
-class Session:
-    id: str
-    ws: ServerConnection
-    source: Source | None  # what it reads: its own stream, or the stream it listens to
-    pacer: P.Pacer
-    frame: bytearray  # [WebSocket frame header][24-byte ringaudio header][PCM], built in place
-    pcm: np.ndarray  # a view of the PCM part of ``frame``
-    offset: int  # where the ringaudio header starts in ``frame``
-    raw: bool  # may the frame go to the transport as is (no WebSocket extension negotiated)?
-    key: str = ""
-    sock: Any = None  # the TCP socket, for the kernel's view of what the client has not read
-    slow: bool = False  # in a slow-client episode (over send_buffer_frames unconsumed within SLOW_CLEAR)
-    slow_since: float = 0.0  # when it was last over
-    kernel_backlog: int = 0  # bytes: the send queue + what the client's kernel holds unread (as last read)
-    backlog_at: float = 0.0
-    max_window: int = 0  # the largest receive window the client has advertised (since its last pong)
-    probing: bool = False  # a ping is out to ask whether it has read everything
-    high: bool = False  # between crossing the high watermark and coming back below the low one
-    episodes: int = 0  # backpressure episodes: tts_frame_queue_full_count
-    last_send: float = 0.0
-    last_interval: float = 0.0
-    sent_at: dict[int, float] = field(default_factory=dict)
-    listening_to: Session | None = None
-    listeners: set[Session] = field(default_factory=set)
-    opened: float = 0.0  # monotonic
-    active: bool = False  # has it ever sent synthesize or listen? (else the idle timeout applies)
-    closing: bool = False
-    stream: Stream | None = None  # its own stream (None once it listens to another)
+class App(Http, Scheduling):
+    """The WebSocket server process's application: ``await App(config).run()``."""
 
-
-class App:
-    def __init__(self, config: Config, *, host: str = "127.0.0.1", port: int = 8080) -> None:
-        self.config = config
-        self.host = host
-        self.port = port
-        self.token = os.environ.get("RINGAUDIO_TOKEN") or None
-        # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
-        self.public_metrics = self.token is None or config.server.public_metrics
-        self.metrics = Metrics()
-        self.engine = Engine(config)
-        self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
-        self.sessions: dict[str, Session] = {}
-        self.schedule: Schedule[Session] = Schedule()
-        self.stopping = asyncio.Event()  # from here on: a signal that comes before run() is not lost
-        self.frame_samples = config.frame_samples
-        self.period = config.frame_duration_ms / 1000
-        self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
-        self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
-        self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
-        self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
-        self.frame_bytes = len(self.ws_prefix) + self.payload_bytes
-        self.send_limit = config.server.send_buffer_frames * self.frame_bytes
-        self.capacity = config.frame_queue_size
-        self.high_frames = int(config.worker.high_watermark * config.frame_queue_size)
-        self.low_frames = int(config.worker.low_watermark * config.frame_queue_size)
-        self.debug_frames = False  # one "frame sent" line per frame (LOG_LEVEL=DEBUG), checked once
-        # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
-        # the budget is only ever reached by a client that does not read what it asks for
-        burst = (self.prebuffer + 1) * self.frame_bytes
-        self.send_budget = max(config.server.send_budget_kb * 1024, self.send_limit + burst)
-        self.close_timeout = config.server.close_timeout_s
-        self.idle_timeout = config.server.idle_timeout_s
-        self.signals = 0
-        self.exit_code = 0
-        self._connections: set[ServerConnection] = set()  # every connection, handshakes included
-        self._by_ws: dict[ServerConnection, Session] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._wake = asyncio.Event()
-        self._intervals = self.metrics.interval.pending.append  # per-frame observations, binned later
-        self._jitters = self.metrics.jitter.pending.append
-
-    # -- life cycle ---------------------------------------------------------------------------------
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
         loop = asyncio.get_running_loop()
         cfg = self.config
@@ -244,85 +155,6 @@ class App:
             os._exit(1)
         self.stopping.set()
 
-    # -- HTTP and handshake -------------------------------------------------------------------------
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        if not access.allowed_method(request):
-            return access.method_not_allowed()
-        path, _ = access.split_target(request.path)
-        if path in ("/healthz", "/metrics") and self.public_metrics:
-            return self._observe(path)
-        if path not in ("/ws", "/", "/healthz", "/metrics"):
-            return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
-        if self.token is not None and not access.token_ok(self.token, request.headers, request.path):
-            response = self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
-            response.headers["WWW-Authenticate"] = access.CHALLENGE
-            return response
-        return self._observe(path) if path not in ("/ws", "/") else None
-
-    def _observe(self, path: str) -> Response:
-        if path == "/healthz":
-            return self._json_response(HTTPStatus.OK, self.health())
-        body, content_type = self.metrics.exposition(self._session_gauges())
-        return Response(200, "OK", Headers([("Content-Type", content_type)]), body)
-
-    @staticmethod
-    def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
-        data = json.dumps(body).encode()
-        headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
-        return Response(status.value, status.phrase, headers, data)
-
-    def health(self) -> dict[str, Any]:
-        h = self.engine.health()
-        return {
-            "status": h["status"],
-            "version": __version__,
-            "workers": h["workers"],
-            "backend": h["backend"],
-            "sessions": len(self.sessions),
-            "arena": h["arena"],
-        }
-
-    def depth(self, s: Session) -> int | None:
-        """Frames between the worker and the client: the ring's fill, plus frames read from it and
-        not yet handed to the kernel (None for a listener, or a stream that has ended)."""
-        stream = s.stream
-        if stream is None or stream.ended:
-            return None
-        transport = s.ws.transport
-        buffered = transport.get_write_buffer_size() if transport is not None else 0
-        try:
-            return stream.ring.fill + buffered // self.frame_bytes
-        except RingClosed:
-            return None
-
-    def _session_gauges(self) -> dict[str, tuple[int, int]]:
-        gauges = {}
-        for sid, s in self.sessions.items():
-            depth = self.depth(s)
-            if depth is not None:
-                gauges[sid] = (depth, s.episodes)
-        return gauges
-
-    def _watch(self) -> None:
-        """Backpressure episodes: a session's depth crossing its high watermark starts one (counted,
-        logged with the real depth), coming back below the low one ends it (logged)."""
-        for s in self.sessions.values():
-            depth = self.depth(s)
-            if depth is None:
-                continue
-            if not s.high and depth >= self.high_frames:
-                s.high = True
-                s.episodes += 1
-                logs.event(
-                    log, logging.WARNING, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=True
-                )
-            elif s.high and depth <= self.low_frames:
-                s.high = False
-                logs.event(
-                    log, logging.INFO, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=False
-                )
-
-    # -- connections --------------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:
         try:
             if len(self.sessions) >= self.config.server.max_sessions:  # listeners count too
@@ -348,7 +180,7 @@ class App:
             ws=ws,
             source=stream,
             stream=stream,
-            pacer=P.Pacer(self.period, self.prebuffer, time.monotonic()),
+            pacer=Pacer(self.period, self.prebuffer, time.monotonic()),
             frame=frame,
             pcm=np.frombuffer(frame, np.int16, offset=offset + P.HEADER_SIZE),
             offset=offset,
@@ -414,92 +246,6 @@ class App:
             self._close_ws(s.ws, code, reason), *(self._close(listener, 1000, "stream ended") for listener in listeners)
         )
 
-    async def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> None:
-        """The closing handshake, bounded: a client that does not answer (or read) is cut off."""
-        try:
-            async with asyncio.timeout(self.close_timeout):
-                await ws.close(code, reason)
-        except TimeoutError:
-            pass
-        except Exception:  # the connection is already gone
-            pass
-        if ws.transport is not None and ws.protocol.state is not State.CLOSED:
-            ws.transport.abort()
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def _close_soon(self, s: Session, code: int, reason: str) -> None:
-        self._spawn(self._close(s, code, reason))
-
-    async def _ping(self, s: Session) -> None:
-        """Has the client read everything it was sent? A pong says so: the client answers a ping
-        only once it has read what came before it. Its window then is what it can hold (the
-        baseline of :func:`backlog.unconsumed`: a buffer can shrink, e.g. SO_RCVBUF set after
-        connect, and a window the client advertised once is no proof it still can)."""
-        s.probing = True
-        try:
-            pong = await s.ws.ping()
-            async with asyncio.timeout(PING_TIMEOUT):
-                await pong
-            if s.sock is not None:
-                probe = backlog.probe(s.sock)
-                if probe.window is not None:
-                    s.max_window = probe.window
-                s.backlog_at = 0.0  # look again at the next pump
-        except (TimeoutError, ConnectionClosed, RuntimeError):
-            pass  # not read (yet): it stays held back
-        finally:
-            s.probing = False
-
-    def _over_budget(self, ws: ServerConnection) -> None:
-        """A client with more than the send budget unread: closed, never buffered without end."""
-        s = self._by_ws.get(ws)
-        if s is None:
-            if ws.transport is not None:
-                ws.transport.abort()  # not a session (yet): nothing to tell it
-            return
-        if s.closing:
-            return
-        s.closing = True
-        logs.event(
-            log,
-            logging.WARNING,
-            "session over its send budget",
-            s.id,
-            buffered_bytes=ws.transport.get_write_buffer_size() if ws.transport is not None else None,
-            budget_bytes=self.send_budget,
-        )
-        self.metrics.budget_closes.inc()
-        self._close_soon(s, 1008, "send budget exceeded: the client does not read")
-
-    def _send_text(self, s: Session, text: str) -> None:
-        if s.closing:
-            return
-        transport = s.ws.transport
-        if transport is not None and transport.get_write_buffer_size() + len(text) > self.send_budget:
-            self._over_budget(s.ws)
-            return
-        broadcast([s.ws], text)
-
-    @staticmethod
-    def _send_text_ws(ws: ServerConnection, text: str) -> None:
-        broadcast([ws], text)
-
-    def _error(self, s: Session, code: str, message: str, **fields: Any) -> None:
-        self._send_text(s, P.event("error", code=code, message=message, **fields))
-
-    def _touch(self, s: Session) -> None:
-        """Something changed for this session (and its listeners): look at them now."""
-        now = time.monotonic()
-        self.schedule.add(s, now)
-        for listener in s.listeners:
-            self.schedule.add(listener, now)
-        self._wake.set()
-
-    # -- commands -----------------------------------------------------------------------------------
     def _command(self, s: Session, cmd: P.Command) -> None:
         if isinstance(cmd, P.Synthesize):
             self._synthesize(s, cmd)
@@ -567,179 +313,8 @@ class App:
         s.stream = None
         s.source = stream.listen()
         s.listening_to = owner
-        s.pacer = P.Pacer(self.period, self.prebuffer, time.monotonic())
+        s.pacer = Pacer(self.period, self.prebuffer, time.monotonic())
         owner.listeners.add(s)
         s.active = True
         self._send_text(s, P.event("listening", session_id=owner.id, sequence=s.source.position))
         self._touch(s)
-
-    # -- events -------------------------------------------------------------------------------------
-    def _flush(self, s: Session) -> None:
-        """Send the events the session's stream produced (logging and counting overruns)."""
-        source = s.source
-        if source is None:
-            return
-        for ev in source.pop_events():
-            if ev.type == "overrun":
-                self._overrun(s, ev)
-            self._send_text(s, P.event(ev.type, **ev.data))
-
-    def _overrun(self, s: Session, ev: Event) -> None:
-        d = ev.data
-        logs.event(
-            log, logging.WARNING, "Frame sequence gap detected", s.id, expected=d["expected"], received=d["received"]
-        )
-        depth = self.depth(s)
-        if depth is not None:
-            logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=depth)
-        self.metrics.dropped(s.id, d["lost"])
-
-    # -- the scheduler --------------------------------------------------------------------------------
-    async def _ticker(self) -> None:
-        schedule, engine, wake = self.schedule, self.engine, self._wake
-        folded = watched = time.monotonic()
-        while not self.stopping.is_set():
-            wake.clear()
-            try:
-                for stream in engine.poll():  # worker events: utterance ends, failures, cancels
-                    s = self.sessions.get(stream.id)
-                    if s is not None:
-                        self._flush(s)
-                        for listener in s.listeners:
-                            self._flush(listener)
-                        self._touch(s)
-            except Exception:  # the scheduler of every session must not die of one event
-                log.exception("worker event failed")
-            now = time.monotonic()
-            due = schedule.pop_due(now + SLACK)
-            if due:
-                now_us = int(time.time() * 1e6)
-                for s in due:
-                    try:
-                        again = self._pump(s, now, now_us)
-                    except RingClosed:
-                        continue
-                    except Exception:  # one broken session must not stop the scheduler of all the others
-                        log.exception("session failed", extra={"session_id": s.id})
-                        self._error(s, "internal_error", "the server could not send this stream")
-                        self._close_soon(s, 1011, "internal error")
-                        continue
-                    if again is not None:
-                        schedule.add(s, again)
-            if now - watched >= WATCH_EVERY:
-                watched = now
-                self._watch()
-            if now - folded > 1.0:
-                folded = now
-                self.metrics.interval.fold()
-                self.metrics.jitter.fold()
-                self._reap_idle(now)
-                if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
-                    logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)
-                    self.exit_code = 1
-                    self.stopping.set()
-            next_due = schedule.next_due()
-            # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
-            # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
-            delay = 1.0 if next_due is None else next_due - time.monotonic()
-            if delay > 0 and not wake.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
-
-    def _reap_idle(self, now: float) -> None:
-        """Close connections that never spoke nor listened within ``server.idle_timeout_s``."""
-        if not self.idle_timeout:
-            return
-        for s in list(self.sessions.values()):
-            if not s.active and not s.closing and now - s.opened > self.idle_timeout:
-                self._error(s, "idle_timeout", f"no synthesize or listen within {self.idle_timeout:g} s")
-                self._close_soon(s, 1000, "idle timeout")
-
-    def _pump(self, s: Session, now: float, now_us: int) -> float | None:
-        """Send what the session may send now; return when to look at it again (None: when told).
-
-        The per-frame path of the whole server, so it is written flat: one ring read, one header
-        pack and one transport write per frame, metrics appended to plain lists.
-        """
-        source = s.source
-        if source is None or source.paused:
-            return None
-        ws = s.ws
-        transport = ws.transport
-        if transport is None or transport.is_closing() or ws.protocol.state is not OPEN:
-            return None
-        if now - s.backlog_at >= BACKLOG_REFRESH and s.sock is not None:
-            probe = backlog.probe(s.sock)
-            if probe.window is not None and probe.window > s.max_window:
-                s.max_window = probe.window
-            s.kernel_backlog = backlog.unconsumed(0, probe, s.max_window)
-            s.backlog_at = now
-            if probe.outq == 0 and s.kernel_backlog > self.send_limit and not s.probing:
-                # all acknowledged and only the client's window says it has not read: ask it
-                self._spawn(self._ping(s))
-        unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
-        if unconsumed > self.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
-            if not s.slow:  # a new episode: one line for it, not one per frame it holds back
-                s.slow = True
-                logs.event(
-                    log,
-                    logging.WARNING,
-                    "Client not consuming frames fast enough",
-                    s.id,
-                    sequence=source.position,
-                    unconsumed_frames=unconsumed // self.frame_bytes,
-                    queue_size=self.depth(s),
-                )
-                self.metrics.slow_clients.inc()
-            s.slow_since = now
-            return now + self.period
-        if s.slow and now - s.slow_since > SLOW_CLEAR:  # it kept up for a while: the episode is over
-            s.slow = False
-            logs.event(log, logging.INFO, "Client consuming again", s.id, sequence=source.position)
-        pacer = s.pacer
-        # a session is taken up to SLACK early (with the others due then): its frame counts as due
-        allowance = pacer.allowance(now, SLACK)
-        sent = 0
-        frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
-        events = source.events
-        for _ in range(allowance + MAX_EVENT_ROUNDS):
-            if sent >= allowance:
-                break
-            # A read returns a frame, or None; what it queued as events goes out next, after the frame
-            # it returned (an utterance.end) or before the one the next read returns (an overrun, an
-            # utterance.start, a failure after the frames it wrote).
-            got = source.read_into(pcm, now)
-            if got is not None:
-                seq, uid, flags = got
-                _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
-                if s.raw:
-                    transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
-                else:  # an extension (permessage-deflate) was negotiated: the library frames it
-                    broadcast([ws], memoryview(frame)[offset:])
-                sent += 1
-                if self.debug_frames:
-                    logs.event(
-                        log, logging.DEBUG, "frame sent", s.id, sequence=seq, frame_sequence=seq, utterance_id=uid
-                    )
-                if flags & FLAG_FIRST and source.owner:
-                    self.metrics.first_audio.observe(source.first_audio_ms)
-                if len(sent_at) > 512:
-                    sent_at.clear()
-                sent_at[seq] = now
-            if events:
-                self._flush(s)
-            elif got is None:
-                break
-        if sent:
-            pacer.spend(sent)
-            if s.last_send:
-                interval = (now - s.last_send) * 1000
-                self._intervals(interval)
-                if s.last_interval:
-                    self._jitters(abs(interval - s.last_interval))
-                s.last_interval = interval
-            s.last_send = now
-        if sent == allowance:
-            return pacer.next_due(now)
-        return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle

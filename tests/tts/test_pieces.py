@@ -95,29 +95,3 @@ def test_bad_configuration_is_refused(environ: dict[str, str]) -> None:
 def test_missing_config_folder_is_refused() -> None:
     with pytest.raises(ConfigError):
         config.load("/nonexistent/configs", environ={})
-
-
-def test_the_playback_clock_paces_a_writer_its_lead_ahead_of_real_time() -> None:
-    from ringaudio.tts.worker import PlaybackClock
-
-    clock = PlaybackClock(lead=15, period=0.02)
-    reader = lambda: 100  # noqa: E731 - where the reader is when the clock starts
-    # the frame being played and the lead after it go at once, then one frame per period
-    assert all(clock.due(seq, 10.0, reader) <= 10.0 for seq in range(100, 116))
-    assert clock.due(116, 10.0, reader) == pytest.approx(10.02)
-    assert clock.due(125, 10.0, reader) == pytest.approx(10.2)
-
-
-def test_the_playback_clock_is_set_back_to_a_late_writer_and_restarts_from_the_reader() -> None:
-    from ringaudio.tts.worker import PlaybackClock
-
-    clock = PlaybackClock(lead=15, period=0.02)
-    assert clock.due(0, 0.0, lambda: 0) <= 0.0
-    # synthesis stalled for 2 s after 20 frames: the clock is 100 frames on, the writer is not
-    assert clock.due(20, 2.0, lambda: 20) == 2.0
-    # what comes next is paced again from there: a lead, not 80 frames at once
-    assert clock.due(35, 2.0, lambda: 20) <= 2.0
-    assert clock.due(36, 2.0, lambda: 20) == pytest.approx(2.02)
-    clock.restart()  # backpressure: the next question starts it where the reader is
-    assert clock.due(60, 5.0, lambda: 50) == pytest.approx(5.0 - 5 * 0.02)  # 10 ahead of it: may go
-    assert clock.due(66, 5.0, lambda: 50) == pytest.approx(5.02)

@@ -1,0 +1,66 @@
+"""The HTTP side of the server's port: method and path checks, the token, /healthz and /metrics.
+
+An Upgrade request on ``/ws`` (or ``/``) goes on to the WebSocket handshake; everything else is
+answered here, before any session exists.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from .. import __version__
+from . import access
+from .session import ServerBase
+
+
+class Http(ServerBase):
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        if not access.allowed_method(request):
+            return access.method_not_allowed()
+        path, _ = access.split_target(request.path)
+        if path in ("/healthz", "/metrics") and self.public_metrics:
+            return self._observe(path)
+        if path not in ("/ws", "/", "/healthz", "/metrics"):
+            return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
+        if self.token is not None and not access.token_ok(self.token, request.headers, request.path):
+            response = self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
+            response.headers["WWW-Authenticate"] = access.CHALLENGE
+            return response
+        return self._observe(path) if path not in ("/ws", "/") else None
+
+    def _observe(self, path: str) -> Response:
+        if path == "/healthz":
+            return self._json_response(HTTPStatus.OK, self.health())
+        body, content_type = self.metrics.exposition(self._session_gauges())
+        return Response(200, "OK", Headers([("Content-Type", content_type)]), body)
+
+    @staticmethod
+    def _json_response(status: HTTPStatus, body: dict[str, Any]) -> Response:
+        data = json.dumps(body).encode()
+        headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return Response(status.value, status.phrase, headers, data)
+
+    def health(self) -> dict[str, Any]:
+        h = self.engine.health()
+        return {
+            "status": h["status"],
+            "version": __version__,
+            "workers": h["workers"],
+            "backend": h["backend"],
+            "sessions": len(self.sessions),
+            "arena": h["arena"],
+        }
+
+    def _session_gauges(self) -> dict[str, tuple[int, int]]:
+        gauges = {}
+        for sid, s in self.sessions.items():
+            depth = self.depth(s)
+            if depth is not None:
+                gauges[sid] = (depth, s.episodes)
+        return gauges

@@ -1,0 +1,206 @@
+"""The scheduler: one task serves every session — due times, reads by sequence, sends in place.
+
+A heap of due times says which sessions may send now (a burst up to ``prebuffer_ms``, then one
+frame per period). The scheduler reads their frames by sequence number (through the ring's gating
+reader, so the worker's watermark follows what was actually sent), builds each WebSocket message in
+place and writes it to the socket without awaiting, and holds back a client that has not consumed
+what it was sent (under ``block`` the ring then fills and the worker waits: nothing is lost; under
+``drop_oldest`` the next read reports the gap). Worker events wake it from the pool's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from websockets.asyncio.server import broadcast
+from websockets.protocol import State
+
+from .. import logs
+from ..errors import RingClosed
+from ..stream import FLAG_FIRST
+from . import backlog
+from . import protocol as P
+from .send import Sending
+from .session import Session
+
+log = logging.getLogger("ringaudio.server")
+SLACK = 0.001  # sessions due within this much are served in the same pass (s)
+BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
+WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
+SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
+MAX_EVENT_ROUNDS = 8  # reads in one pass that may yield only events (then the pass ends: bounded)
+OPEN = State.OPEN
+_pack = P.HEADER.pack_into
+
+
+class Scheduling(Sending):
+    def _watch(self) -> None:
+        """Backpressure episodes: a session's depth crossing its high watermark starts one (counted,
+        logged with the real depth), coming back below the low one ends it (logged)."""
+        for s in self.sessions.values():
+            depth = self.depth(s)
+            if depth is None:
+                continue
+            if not s.high and depth >= self.high_frames:
+                s.high = True
+                s.episodes += 1
+                logs.event(
+                    log, logging.WARNING, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=True
+                )
+            elif s.high and depth <= self.low_frames:
+                s.high = False
+                logs.event(
+                    log, logging.INFO, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=False
+                )
+
+    async def _ticker(self) -> None:
+        schedule, engine, wake = self.schedule, self.engine, self._wake
+        folded = watched = time.monotonic()
+        while not self.stopping.is_set():
+            wake.clear()
+            try:
+                for stream in engine.poll():  # worker events: utterance ends, failures, cancels
+                    s = self.sessions.get(stream.id)
+                    if s is not None:
+                        self._flush(s)
+                        for listener in s.listeners:
+                            self._flush(listener)
+                        self._touch(s)
+            except Exception:  # the scheduler of every session must not die of one event
+                log.exception("worker event failed")
+            now = time.monotonic()
+            due = schedule.pop_due(now + SLACK)
+            if due:
+                now_us = int(time.time() * 1e6)
+                for s in due:
+                    try:
+                        again = self._pump(s, now, now_us)
+                    except RingClosed:
+                        continue
+                    except Exception:  # one broken session must not stop the scheduler of all the others
+                        log.exception("session failed", extra={"session_id": s.id})
+                        self._error(s, "internal_error", "the server could not send this stream")
+                        self._close_soon(s, 1011, "internal error")
+                        continue
+                    if again is not None:
+                        schedule.add(s, again)
+            if now - watched >= WATCH_EVERY:
+                watched = now
+                self._watch()
+            if now - folded > 1.0:
+                folded = now
+                self.metrics.interval.fold()
+                self.metrics.jitter.fold()
+                self._reap_idle(now)
+                if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
+                    logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)
+                    self.exit_code = 1
+                    self.stopping.set()
+            next_due = schedule.next_due()
+            # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
+            # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
+            delay = 1.0 if next_due is None else next_due - time.monotonic()
+            if delay > 0 and not wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await wake.wait()
+
+    def _reap_idle(self, now: float) -> None:
+        """Close connections that never spoke nor listened within ``server.idle_timeout_s``."""
+        if not self.idle_timeout:
+            return
+        for s in list(self.sessions.values()):
+            if not s.active and not s.closing and now - s.opened > self.idle_timeout:
+                self._error(s, "idle_timeout", f"no synthesize or listen within {self.idle_timeout:g} s")
+                self._close_soon(s, 1000, "idle timeout")
+
+    def _pump(self, s: Session, now: float, now_us: int) -> float | None:
+        """Send what the session may send now; return when to look at it again (None: when told).
+
+        The per-frame path of the whole server, so it is written flat: one ring read, one header
+        pack and one transport write per frame, metrics appended to plain lists.
+        """
+        source = s.source
+        if source is None or source.paused:
+            return None
+        ws = s.ws
+        transport = ws.transport
+        if transport is None or transport.is_closing() or ws.protocol.state is not OPEN:
+            return None
+        if now - s.backlog_at >= BACKLOG_REFRESH and s.sock is not None:
+            probe = backlog.probe(s.sock)
+            if probe.window is not None and probe.window > s.max_window:
+                s.max_window = probe.window
+            s.kernel_backlog = backlog.unconsumed(0, probe, s.max_window)
+            s.backlog_at = now
+            if probe.outq == 0 and s.kernel_backlog > self.send_limit and not s.probing:
+                # all acknowledged and only the client's window says it has not read: ask it
+                self._spawn(self._ping(s))
+        unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
+        if unconsumed > self.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
+            if not s.slow:  # a new episode: one line for it, not one per frame it holds back
+                s.slow = True
+                logs.event(
+                    log,
+                    logging.WARNING,
+                    "Client not consuming frames fast enough",
+                    s.id,
+                    sequence=source.position,
+                    unconsumed_frames=unconsumed // self.frame_bytes,
+                    queue_size=self.depth(s),
+                )
+                self.metrics.slow_clients.inc()
+            s.slow_since = now
+            return now + self.period
+        if s.slow and now - s.slow_since > SLOW_CLEAR:  # it kept up for a while: the episode is over
+            s.slow = False
+            logs.event(log, logging.INFO, "Client consuming again", s.id, sequence=source.position)
+        pacer = s.pacer
+        # a session is taken up to SLACK early (with the others due then): its frame counts as due
+        allowance = pacer.allowance(now, SLACK)
+        sent = 0
+        frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
+        events = source.events
+        for _ in range(allowance + MAX_EVENT_ROUNDS):
+            if sent >= allowance:
+                break
+            # A read returns a frame, or None; what it queued as events goes out next, after the frame
+            # it returned (an utterance.end) or before the one the next read returns (an overrun, an
+            # utterance.start, a failure after the frames it wrote).
+            got = source.read_into(pcm, now)
+            if got is not None:
+                seq, uid, flags = got
+                _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
+                if s.raw:
+                    transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
+                else:  # an extension (permessage-deflate) was negotiated: the library frames it
+                    broadcast([ws], memoryview(frame)[offset:])
+                sent += 1
+                if self.debug_frames:
+                    logs.event(
+                        log, logging.DEBUG, "frame sent", s.id, sequence=seq, frame_sequence=seq, utterance_id=uid
+                    )
+                if flags & FLAG_FIRST and source.owner:
+                    self.metrics.first_audio.observe(source.first_audio_ms)
+                if len(sent_at) > 512:
+                    sent_at.clear()
+                sent_at[seq] = now
+            if events:
+                self._flush(s)
+            elif got is None:
+                break
+        if sent:
+            pacer.spend(sent)
+            if s.last_send:
+                interval = (now - s.last_send) * 1000
+                self._intervals(interval)
+                if s.last_interval:
+                    self._jitters(abs(interval - s.last_interval))
+                s.last_interval = interval
+            s.last_send = now
+        if sent == allowance:
+            return pacer.next_due(now)
+        return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle

@@ -1,0 +1,134 @@
+"""The send path: events to a session's socket under its send budget, closes that are bounded,
+and the probe that asks a held-back client whether it has read everything.
+
+Every outbound byte of a session (audio, events, the library's pongs) counts against one send
+budget (``server.send_budget_kb``); a client over it is closed (1008), never buffered without end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, broadcast
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from .. import logs
+from ..stream import Event
+from . import backlog
+from . import protocol as P
+from .session import ServerBase, Session
+
+log = logging.getLogger("ringaudio.server")
+PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
+
+
+class Sending(ServerBase):
+    async def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> None:
+        """The closing handshake, bounded: a client that does not answer (or read) is cut off."""
+        try:
+            async with asyncio.timeout(self.close_timeout):
+                await ws.close(code, reason)
+        except TimeoutError:
+            pass
+        except Exception:  # the connection is already gone
+            pass
+        if ws.transport is not None and ws.protocol.state is not State.CLOSED:
+            ws.transport.abort()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _close_soon(self, s: Session, code: int, reason: str) -> None:
+        self._spawn(self._close(s, code, reason))
+
+    async def _ping(self, s: Session) -> None:
+        """Has the client read everything it was sent? A pong says so: the client answers a ping
+        only once it has read what came before it. Its window then is what it can hold (the
+        baseline of :func:`backlog.unconsumed`: a buffer can shrink, e.g. SO_RCVBUF set after
+        connect, and a window the client advertised once is no proof it still can)."""
+        s.probing = True
+        try:
+            pong = await s.ws.ping()
+            async with asyncio.timeout(PING_TIMEOUT):
+                await pong
+            if s.sock is not None:
+                probe = backlog.probe(s.sock)
+                if probe.window is not None:
+                    s.max_window = probe.window
+                s.backlog_at = 0.0  # look again at the next pump
+        except (TimeoutError, ConnectionClosed, RuntimeError):
+            pass  # not read (yet): it stays held back
+        finally:
+            s.probing = False
+
+    def _over_budget(self, ws: ServerConnection) -> None:
+        """A client with more than the send budget unread: closed, never buffered without end."""
+        s = self._by_ws.get(ws)
+        if s is None:
+            if ws.transport is not None:
+                ws.transport.abort()  # not a session (yet): nothing to tell it
+            return
+        if s.closing:
+            return
+        s.closing = True
+        logs.event(
+            log,
+            logging.WARNING,
+            "session over its send budget",
+            s.id,
+            buffered_bytes=ws.transport.get_write_buffer_size() if ws.transport is not None else None,
+            budget_bytes=self.send_budget,
+        )
+        self.metrics.budget_closes.inc()
+        self._close_soon(s, 1008, "send budget exceeded: the client does not read")
+
+    def _send_text(self, s: Session, text: str) -> None:
+        if s.closing:
+            return
+        transport = s.ws.transport
+        if transport is not None and transport.get_write_buffer_size() + len(text) > self.send_budget:
+            self._over_budget(s.ws)
+            return
+        broadcast([s.ws], text)
+
+    @staticmethod
+    def _send_text_ws(ws: ServerConnection, text: str) -> None:
+        broadcast([ws], text)
+
+    def _error(self, s: Session, code: str, message: str, **fields: Any) -> None:
+        self._send_text(s, P.event("error", code=code, message=message, **fields))
+
+    def _touch(self, s: Session) -> None:
+        """Something changed for this session (and its listeners): look at them now."""
+        now = time.monotonic()
+        self.schedule.add(s, now)
+        for listener in s.listeners:
+            self.schedule.add(listener, now)
+        self._wake.set()
+
+    def _flush(self, s: Session) -> None:
+        """Send the events the session's stream produced (logging and counting overruns)."""
+        source = s.source
+        if source is None:
+            return
+        for ev in source.pop_events():
+            if ev.type == "overrun":
+                self._overrun(s, ev)
+            self._send_text(s, P.event(ev.type, **ev.data))
+
+    def _overrun(self, s: Session, ev: Event) -> None:
+        d = ev.data
+        logs.event(
+            log, logging.WARNING, "Frame sequence gap detected", s.id, expected=d["expected"], received=d["received"]
+        )
+        depth = self.depth(s)
+        if depth is not None:
+            logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=depth)
+        self.metrics.dropped(s.id, d["lost"])

@@ -1,0 +1,117 @@
+"""A session's state, and the server's shared state and per-session helpers.
+
+:class:`ServerBase` holds what every part of the server reads (configuration-derived sizes, the
+engine, metrics, sessions, the scheduler's heap); the parts — HTTP (:mod:`.http`), the send path
+(:mod:`.send`), the scheduler (:mod:`.scheduler`) and connections and commands (:mod:`.app`) — build
+on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection
+
+from ..config import Config
+from ..engine import Engine
+from ..errors import RingClosed
+from ..stream import Source, Stream
+from . import protocol as P
+from .metrics import Metrics
+from .protocol import Pacer
+from .schedule import Schedule
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    id: str
+    ws: ServerConnection
+    source: Source | None  # what it reads: its own stream, or the stream it listens to
+    pacer: Pacer
+    frame: bytearray  # [WebSocket frame header][24-byte ringaudio header][PCM], built in place
+    pcm: np.ndarray  # a view of the PCM part of ``frame``
+    offset: int  # where the ringaudio header starts in ``frame``
+    raw: bool  # may the frame go to the transport as is (no WebSocket extension negotiated)?
+    key: str = ""
+    sock: Any = None  # the TCP socket, for the kernel's view of what the client has not read
+    slow: bool = False  # in a slow-client episode (over send_buffer_frames unconsumed within SLOW_CLEAR)
+    slow_since: float = 0.0  # when it was last over
+    kernel_backlog: int = 0  # bytes: the send queue + what the client's kernel holds unread (as last read)
+    backlog_at: float = 0.0
+    max_window: int = 0  # the largest receive window the client has advertised (since its last pong)
+    probing: bool = False  # a ping is out to ask whether it has read everything
+    high: bool = False  # between crossing the high watermark and coming back below the low one
+    episodes: int = 0  # backpressure episodes: tts_frame_queue_full_count
+    last_send: float = 0.0
+    last_interval: float = 0.0
+    sent_at: dict[int, float] = field(default_factory=dict)
+    listening_to: Session | None = None
+    listeners: set[Session] = field(default_factory=set)
+    opened: float = 0.0  # monotonic
+    active: bool = False  # has it ever sent synthesize or listen? (else the idle timeout applies)
+    closing: bool = False
+    stream: Stream | None = None  # its own stream (None once it listens to another)
+
+
+class ServerBase:
+    """The server's state (see the module); :class:`~ringaudio.server.app.App` is built on it."""
+
+    def __init__(self, config: Config, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        self.token = os.environ.get("RINGAUDIO_TOKEN") or None
+        # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
+        self.public_metrics = self.token is None or config.server.public_metrics
+        self.metrics = Metrics()
+        self.engine = Engine(config)
+        self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
+        self.sessions: dict[str, Session] = {}
+        self.schedule: Schedule[Session] = Schedule()
+        self.stopping = asyncio.Event()  # from here on: a signal that comes before run() is not lost
+        self.frame_samples = config.frame_samples
+        self.period = config.frame_duration_ms / 1000
+        self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
+        self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
+        self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
+        self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
+        self.frame_bytes = len(self.ws_prefix) + self.payload_bytes
+        self.send_limit = config.server.send_buffer_frames * self.frame_bytes
+        self.capacity = config.frame_queue_size
+        self.high_frames = int(config.worker.high_watermark * config.frame_queue_size)
+        self.low_frames = int(config.worker.low_watermark * config.frame_queue_size)
+        self.debug_frames = False  # one "frame sent" line per frame (LOG_LEVEL=DEBUG), checked once
+        # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
+        # the budget is only ever reached by a client that does not read what it asks for
+        burst = (self.prebuffer + 1) * self.frame_bytes
+        self.send_budget = max(config.server.send_budget_kb * 1024, self.send_limit + burst)
+        self.close_timeout = config.server.close_timeout_s
+        self.idle_timeout = config.server.idle_timeout_s
+        self.signals = 0
+        self.exit_code = 0
+        self._connections: set[ServerConnection] = set()  # every connection, handshakes included
+        self._by_ws: dict[ServerConnection, Session] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._intervals = self.metrics.interval.pending.append  # per-frame observations, binned later
+        self._jitters = self.metrics.jitter.pending.append
+
+    def depth(self, s: Session) -> int | None:
+        """Frames between the worker and the client: the ring's fill, plus frames read from it and
+        not yet handed to the kernel (None for a listener, or a stream that has ended)."""
+        stream = s.stream
+        if stream is None or stream.ended:
+            return None
+        transport = s.ws.transport
+        buffered = transport.get_write_buffer_size() if transport is not None else 0
+        try:
+            return stream.ring.fill + buffered // self.frame_bytes
+        except RingClosed:
+            return None
+
+    async def _close(self, s: Session, code: int, reason: str) -> None:
+        raise NotImplementedError  # connections (App) close sessions

@@ -1,0 +1,101 @@
+"""One utterance in a worker (ActiveJob): its pacing clock, and the labels it writes with each frame."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ringaudio import FrameRing
+from ringaudio.ring import layout
+from ringaudio.tts.backends import Backend, SyntheticBackend
+from ringaudio.tts.job import ActiveJob, Job, PlaybackClock, WorkerSpec
+
+
+def spec(**kw: object) -> WorkerSpec:
+    base: dict[str, object] = dict(
+        backend="synthetic",
+        voice="en",
+        speed=175,
+        synthetic_rtf=0.0,
+        synthetic_rate=22_050,
+        output_sample_rate=48_000,
+        frame_samples=960,
+        resample_quality="hq",
+        clause_chars=200,
+        lead_frames=0,
+    )
+    base.update(kw)
+    return WorkerSpec(**base)  # type: ignore[arg-type]
+
+
+def run_job(backend: Backend, text: str, uid: int = 7) -> tuple[list[list[int]], int]:
+    """Write one utterance into a fresh ring; every frame's label, and what the job counted."""
+    with FrameRing.create(capacity=512, overflow="drop_oldest") as ring:
+        active = ActiveJob(Job("s", uid, text, ring.handle), ring, backend, spec())
+        while active.step(0.0) != "done":
+            pass
+        out = np.empty(960, np.int16)
+        label = np.zeros(layout.LABEL_WORDS, np.int64)
+        labels = []
+        for seq in range(ring.write_seq):
+            assert ring.read_labelled(seq, out, label) == 0
+            labels.append(label.tolist())
+        return labels, active.frames
+
+
+def test_every_frame_carries_its_utterance_and_only_the_ends_are_flagged() -> None:
+    labels, frames = run_job(SyntheticBackend(rtf=0.0), "Hello there. How are you today?")
+    assert len(labels) == frames > 10
+    fmt = layout.encode_format(48_000, 20_000, "s16le")
+    assert all(uid == 7 and f == fmt and n == 1920 for uid, _, f, n in labels)
+    flags = [lab[1] for lab in labels]
+    assert flags[0] == layout.FLAG_FIRST and flags[-1] == layout.FLAG_LAST
+    assert not any(flags[1:-1])
+
+
+class OneFrameChunks(Backend):
+    """A backend that yields audio in chunks of one frame's worth or less: the look-ahead then waits
+    for the next chunk before writing a frame, so the last one is still known."""
+
+    name = "tiny"
+    native_rate = 48_000
+    model_id = "tiny"
+
+    def synthesize(self, text: str, voice: str | None = None):  # type: ignore[no-untyped-def]
+        for _ in range(len(text)):
+            yield np.full(500, 0.1, np.float32)
+
+
+def test_a_short_utterance_in_small_chunks_is_first_and_last_correctly() -> None:
+    labels, frames = run_job(OneFrameChunks(), "abc")  # 1500 samples: two frames (the second padded)
+    assert frames == 2
+    assert [lab[1] for lab in labels] == [layout.FLAG_FIRST, layout.FLAG_LAST]
+    labels, frames = run_job(OneFrameChunks(), "a")  # one frame: first and last at once
+    assert [lab[1] for lab in labels] == [layout.FLAG_FIRST | layout.FLAG_LAST]
+
+
+def test_no_audio_writes_nothing() -> None:
+    labels, frames = run_job(OneFrameChunks(), "")
+    assert labels == [] and frames == 0
+
+
+def test_the_playback_clock_paces_a_writer_its_lead_ahead_of_real_time() -> None:
+    clock = PlaybackClock(lead=15, period=0.02)
+    reader = lambda: 100  # noqa: E731 - where the reader is when the clock starts
+    # the frame being played and the lead after it go at once, then one frame per period
+    assert all(clock.due(seq, 10.0, reader) <= 10.0 for seq in range(100, 116))
+    assert clock.due(116, 10.0, reader) == pytest.approx(10.02)
+    assert clock.due(125, 10.0, reader) == pytest.approx(10.2)
+
+
+def test_the_playback_clock_is_set_back_to_a_late_writer_and_restarts_from_the_reader() -> None:
+    clock = PlaybackClock(lead=15, period=0.02)
+    assert clock.due(0, 0.0, lambda: 0) <= 0.0
+    # synthesis stalled for 2 s after 20 frames: the clock is 100 frames on, the writer is not
+    assert clock.due(20, 2.0, lambda: 20) == 2.0
+    # what comes next is paced again from there: a lead, not 80 frames at once
+    assert clock.due(35, 2.0, lambda: 20) <= 2.0
+    assert clock.due(36, 2.0, lambda: 20) == pytest.approx(2.02)
+    clock.restart()  # backpressure: the next question starts it where the reader is
+    assert clock.due(60, 5.0, lambda: 50) == pytest.approx(5.0 - 5 * 0.02)  # 10 ahead of it: may go
+    assert clock.due(66, 5.0, lambda: 50) == pytest.approx(5.02)

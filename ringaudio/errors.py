@@ -19,6 +19,7 @@ know ringaudio::
      │    ├── SegmentExists (FileExistsError)
      │    ├── ForeignSegment                 not a ringaudio segment (bad magic, too small)
      │    └── LayoutMismatch                 ringaudio segment of another layout version
+ ├── HeaderProblem                       why a header is unusable (internal: becomes a SegmentError)
      ├── FrameNotReady (LookupError)         sequence not written yet
      ├── FrameOverrun (LookupError)          sequence overwritten before it was read
      ├── RingClosed                          ring released, closed, or its lease moved on
@@ -120,6 +121,16 @@ class ForeignSegment(SegmentError):
 
 class LayoutMismatch(SegmentError):
     """The segment is a ringaudio ring written by another layout version."""
+
+
+class HeaderProblem(RingAudioError):
+    """Why a segment's header cannot be used (``foreign``: not one of ours at all); the segment
+    layer turns it into :class:`ForeignSegment`, :class:`LayoutMismatch` or :class:`SegmentError`."""
+
+    def __init__(self, reason: str, *, foreign: bool) -> None:
+        self.reason = reason
+        self.foreign = foreign
+        super().__init__(reason)
 
 
 class FrameNotReady(RingAudioError, LookupError):

@@ -36,7 +36,7 @@ from typing import Final, NamedTuple
 import numpy as np
 from numba import njit
 
-from ..errors import ConfigError, WatermarkError
+from ..errors import ConfigError, HeaderProblem, WatermarkError
 
 if sys.byteorder != "little":  # pragma: no cover - every target we know is little-endian
     raise ImportError("ringaudio's shared-memory layout is little-endian only")
@@ -304,15 +304,6 @@ def encode_header(
     h[H_HIGH] = high
     h[H_LOW] = low
     return h
-
-
-class HeaderProblem(Exception):
-    """Why a header cannot be used; the caller turns it into a SegmentError."""
-
-    def __init__(self, reason: str, *, foreign: bool) -> None:
-        self.reason = reason
-        self.foreign = foreign
-        super().__init__(reason)
 
 
 def decode_header(words: np.ndarray, size: int) -> RingFormat:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from ..errors import ForeignSegment, LayoutMismatch, SegmentError, SegmentExists, SegmentNotFound
+from ..errors import ForeignSegment, HeaderProblem, LayoutMismatch, SegmentError, SegmentExists, SegmentNotFound
 from . import layout
 
 PREFIX = "ringaudio"
@@ -161,7 +161,7 @@ class Segment:
         header = self.words[: layout.HEADER_BYTES // 8].copy()  # no view of the segment in a traceback
         try:
             return layout.decode_header(header, self.size)
-        except layout.HeaderProblem as exc:
+        except HeaderProblem as exc:
             error = ForeignSegment if exc.foreign else LayoutMismatch
             raise error(self.name, exc.reason) from None
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from ringaudio.errors import ConfigError, WatermarkError
+from ringaudio.errors import ConfigError, HeaderProblem, WatermarkError
 from ringaudio.ring import layout as L
 
 
@@ -127,31 +127,31 @@ def test_block_hysteresis() -> None:
 def test_header_round_trip_and_problems() -> None:
     fmt = L.RingFormat(50, 960, 1, "int16", n_rings=4)
     h = L.encode_header(fmt, owner_pid=123, owner_start_ms=456, policy=L.BLOCK, high=40, low=25)
-    with pytest.raises(L.HeaderProblem, match="not initialised"):
+    with pytest.raises(HeaderProblem, match="not initialised"):
         L.decode_header(h, fmt.segment_bytes)
     h[L.H_READY] = 1
     assert L.decode_header(h, fmt.segment_bytes) == fmt
-    with pytest.raises(L.HeaderProblem, match="needs") as too_small:
+    with pytest.raises(HeaderProblem, match="needs") as too_small:
         L.decode_header(h, fmt.segment_bytes - 1)
     assert not too_small.value.foreign
     bad = h.copy()
     bad[L.H_MAGIC] = 0
-    with pytest.raises(L.HeaderProblem) as foreign:
+    with pytest.raises(HeaderProblem) as foreign:
         L.decode_header(bad, fmt.segment_bytes)
     assert foreign.value.foreign
     bad = h.copy()
     bad[L.H_VERSION] = L.LAYOUT_VERSION + 1
-    with pytest.raises(L.HeaderProblem, match="layout version") as version:
+    with pytest.raises(HeaderProblem, match="layout version") as version:
         L.decode_header(bad, fmt.segment_bytes)
     assert not version.value.foreign
     bad = h.copy()
     bad[L.H_RING_BYTES] += 64
-    with pytest.raises(L.HeaderProblem, match="layout says"):
+    with pytest.raises(HeaderProblem, match="layout says"):
         L.decode_header(bad, fmt.segment_bytes)
     bad = h.copy()
     bad[L.H_DTYPE] = 99
-    with pytest.raises(L.HeaderProblem, match="dtype"):
+    with pytest.raises(HeaderProblem, match="dtype"):
         L.decode_header(bad, fmt.segment_bytes)
-    with pytest.raises(L.HeaderProblem) as short:
+    with pytest.raises(HeaderProblem) as short:
         L.decode_header(h[:4], 32)
     assert short.value.foreign

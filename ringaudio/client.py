@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import connect
 
-from .server import protocol as P
+from . import wire as P
 
 
 @dataclass

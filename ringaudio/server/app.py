@@ -40,13 +40,14 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from .. import __version__, logs
+from .. import wire as P
 from ..config import Config
 from ..engine import Engine, EngineError
 from ..errors import ArenaFull, RingAudioError, RingClosed, TextError
 from ..stream import Event, Listener, Stream, StreamError
 from . import access, backlog
-from . import protocol as P
 from .metrics import Metrics
+from .pacing import Pacer
 from .schedule import Schedule
 
 log = logging.getLogger("ringaudio.server")
@@ -65,7 +66,7 @@ class Session:
     id: str
     ws: ServerConnection
     source: Stream | Listener | None
-    pacer: P.Pacer
+    pacer: Pacer
     frame: bytearray  # [WebSocket frame header][24-byte ringaudio header][PCM], built in place
     pcm: np.ndarray  # a view of the PCM part of ``frame``
     offset: int  # where the ringaudio header starts in ``frame``
@@ -349,7 +350,7 @@ class App:
             id=stream.id,
             ws=ws,
             source=stream,
-            pacer=P.Pacer(self.period, self.prebuffer, time.monotonic()),
+            pacer=Pacer(self.period, self.prebuffer, time.monotonic()),
             frame=frame,
             pcm=np.frombuffer(frame, np.int16, offset=offset + P.HEADER_SIZE),
             offset=offset,
@@ -569,7 +570,7 @@ class App:
             s.stream.close()  # a listener needs no ring of its own
         s.source = stream.listen()
         s.listening_to = owner
-        s.pacer = P.Pacer(self.period, self.prebuffer, time.monotonic())
+        s.pacer = Pacer(self.period, self.prebuffer, time.monotonic())
         owner.listeners.add(s)
         s.active = True
         self._send_text(s, P.event("listening", session_id=owner.id, sequence=stream.cursor))

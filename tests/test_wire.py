@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import ringaudio
 from ringaudio import errors
 from ringaudio import wire as P
 from ringaudio.errors import ArenaFull, FrameFormatError, RingAudioError, RingClosed, SegmentNotFound, TextError
@@ -337,3 +340,29 @@ def test_error_code_of_every_code_parse_raises_is_that_code() -> None:
         with pytest.raises(P.ProtocolError) as info:
             P.parse(raw)
         assert P.error_code(info.value) == code
+
+
+HEAVY = ("numba", "numpy", "prometheus_client", "ringaudio.server", "ringaudio.engine", "ringaudio.tts")
+HEAVY += ("ringaudio.ring", "ringaudio.stream")
+
+
+@pytest.mark.parametrize("module", ["ringaudio.wire", "ringaudio.client", "ringaudio"])
+def test_the_wire_and_the_client_load_no_server_engine_or_numba(module: str) -> None:
+    """In a fresh interpreter, so that what other tests imported cannot hide an import."""
+    code = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == [], f"import {module} loaded {out.stdout.split()}"
+
+
+def test_package_names_stay_importable_lazily() -> None:
+    from ringaudio.ring import FrameRing, RingArena, RingHandle, RingReader
+
+    assert (ringaudio.FrameRing, ringaudio.RingArena, ringaudio.RingHandle, ringaudio.RingReader) == (
+        FrameRing,
+        RingArena,
+        RingHandle,
+        RingReader,
+    )
+    assert all(hasattr(ringaudio, name) for name in ringaudio.__all__)
+    with pytest.raises(AttributeError):
+        ringaudio.NoSuchThing  # noqa: B018

@@ -18,7 +18,7 @@ import time
 import uvloop
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from ringaudio.server import protocol as P
+from ringaudio import wire as P
 
 PERIOD = 0.02
 PREBUFFER = 10
@@ -59,7 +59,7 @@ async def main(port: int) -> None:
             for c in list(clients):
                 c.tokens = min(float(PREBUFFER), c.tokens + grow)
                 while c.tokens >= 1:
-                    P.pack_into(frame, c.seq, int(time.time() * 1e6), 1, 0)
+                    P.HEADER.pack_into(frame, 0, P.MAGIC, P.VERSION, 0, 1, c.seq, int(time.time() * 1e6))
                     broadcast([c.ws], frame)
                     c.seq += 1
                     c.tokens -= 1

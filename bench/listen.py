@@ -338,7 +338,7 @@ async def listen(url: str, text: str, slow_ms: float, wait_s: float, timeout: fl
     """Connect, (wait,) synthesize ``text``, receive until its ``utterance.end`` (or its error)."""
     from websockets.asyncio.client import connect
 
-    from ringaudio.server import protocol as P
+    from ringaudio import wire as P
 
     cap = Capture()
     try:

@@ -46,7 +46,7 @@ TEXT = "The quick brown fox jumps over the lazy dog, and then it runs away. "
 async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dict[str, Any]], text: str) -> None:
     from websockets.asyncio.client import connect
 
-    from ringaudio.server import protocol as P
+    from ringaudio import wire as P
 
     stats: dict[str, Any] = {"frames": 0, "gaps": 0, "lost": 0, "first_ms": None, "intervals": []}
     stats["slow"] = bool(role.get("slow"))

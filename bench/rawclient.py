@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
 
-# The frame header of ``ringaudio/server/protocol.py`` (``<HBBIQQ``), not imported so that a client
-# process does not load the server package: the sequence is the uint64 at offset 8 of the payload.
-HEADER_SIZE = 24
-SEQ_OFFSET = 8
+from ringaudio.wire import HEADER_SIZE, SEQUENCE_OFFSET
+
+# The frame header of ``ringaudio.wire`` (which imports only the standard library, so the client
+# processes load no server, engine or numba): the hot path reads just the uint64 sequence.
 SEQ = struct.Struct("<Q")
 U16 = struct.Struct("!H")
 U64 = struct.Struct("!Q")
@@ -282,7 +282,7 @@ class RawSession(asyncio.Protocol):
             if b0 == FIN_BINARY and n >= HEADER_SIZE:
                 budget -= 1
                 if counting:
-                    seq = SEQ.unpack_from(buf, head + SEQ_OFFSET)[0]
+                    seq = SEQ.unpack_from(buf, head + SEQUENCE_OFFSET)[0]
                     if frames == 0:
                         self.first_ms = (now - self.t0) * 1000
                     if expected >= 0 and seq != expected:

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from ringaudio import wire as P
+
 from . import rawclient as R
 from .load import run_one
 
@@ -63,8 +65,6 @@ def _unmask(frame: bytes) -> tuple[int, bytes]:
 
 
 def _audio(seq: int, pcm: int = 1920) -> bytes:
-    from ringaudio.server import protocol as P
-
     return R.encode_server_frame(R.OP_BINARY, P.encode_header(seq, 0) + bytes(pcm))
 
 
@@ -81,10 +81,8 @@ def _opened(session: R.RawSession, transport: _Transport) -> None:
 
 
 def test_raw_client_header_matches_the_protocol() -> None:
-    from ringaudio.server import protocol as P
-
     assert R.HEADER_SIZE == P.HEADER_SIZE
-    assert R.SEQ.unpack_from(P.encode_header(0x0123456789, 7), R.SEQ_OFFSET)[0] == 0x0123456789
+    assert R.SEQ.unpack_from(P.encode_header(0x0123456789, 7), R.SEQUENCE_OFFSET)[0] == 0x0123456789
 
 
 def test_raw_client_parses_frames_split_anywhere() -> None:

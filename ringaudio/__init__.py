@@ -16,22 +16,29 @@ from .errors import (
     SegmentError,
     WatermarkError,
 )
-from .ring import FrameRing, RingArena, RingHandle, RingReader
 
 if TYPE_CHECKING:
     from .engine import Engine, Event, Frame, Listener, Stream
+    from .ring import FrameRing, RingArena, RingHandle, RingReader
 
 __version__ = "0.1.0"
 
 _ENGINE_NAMES = ("Engine", "Event", "Frame", "Listener", "Stream")
+_RING_NAMES = ("FrameRing", "RingArena", "RingHandle", "RingReader")
 
 
 def __getattr__(name: str) -> object:
-    """``ringaudio.Engine`` and its types, imported on first use (a worker process never needs them)."""
+    """``ringaudio.Engine``, ``ringaudio.FrameRing`` and their types, imported on first use: a worker
+    process never needs the engine, and a client that only decodes frames (``ringaudio.client``,
+    ``ringaudio.wire``) needs neither, nor the numba the ring's kernels load."""
     if name in _ENGINE_NAMES:
         from . import engine
 
         return getattr(engine, name)
+    if name in _RING_NAMES:
+        from . import ring
+
+        return getattr(ring, name)
     raise AttributeError(f"module 'ringaudio' has no attribute {name!r}")
 
 

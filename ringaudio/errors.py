@@ -14,6 +14,7 @@ know ringaudio::
      │    └── NonFiniteSamples               NaN or infinity in the audio
      ├── StreamFinished                      a resampler was fed after flush()
      ├── TextError (ValueError)              text a worker cannot speak (empty, too long, control characters)
+     ├── ProtocolError                       a client message (or a received frame) outside the wire contract
      ├── SegmentError                        shared-memory segment problems
      │    ├── SegmentNotFound (FileNotFoundError)
      │    ├── SegmentExists (FileExistsError)
@@ -26,6 +27,13 @@ know ringaudio::
      ├── RingTimeout (TimeoutError)          a bounded wait ran out
      ├── ArenaFull                           no free ring to lease
      └── ReaderSlotsFull                     no free gating-reader slot
+
+An error the wire has an error code for carries it as ``code`` (``TextError``,
+``ProtocolError``, ``SegmentError``, ``RingClosed``, ``ArenaFull``), so the server
+picks the ``error`` event's code from the exception in one place
+(:func:`ringaudio.wire.error_code`) instead of at every ``except``. The codes are
+plain strings here: this module imports nothing, and the wire's ``ErrorCode``
+enum is built on it, not the other way round.
 
 Each process role translates these once, at its edge (an error event, a close
 code, an exit status); the core only raises.
@@ -92,8 +100,21 @@ class TextError(RingAudioError, ValueError):
         super().__init__(message)
 
 
+class ProtocolError(RingAudioError):
+    """A client message the server answers with an ``error`` event (``code`` is stable), or a
+    binary message a client received that is not a ringaudio frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+        super().__init__(f"{code}: {message}")
+
+
 class SegmentError(RingAudioError):
-    """A shared-memory segment cannot be used."""
+    """A shared-memory segment cannot be used. On the wire an utterance fails with ``ring_unavailable``:
+    its worker could not attach the session's ring (e.g. the segment was removed by hand)."""
+
+    code = "ring_unavailable"
 
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
@@ -160,13 +181,18 @@ class FrameOverrun(RingAudioError, LookupError):
 class RingClosed(RingAudioError):
     """The ring was closed or released, or the lease this handle refers to has ended."""
 
+    code = "ring_closed"
+
 
 class RingTimeout(RingAudioError, TimeoutError):
     """A bounded wait on the ring ran out."""
 
 
 class ArenaFull(RingAudioError):
-    """Every ring of the arena is leased."""
+    """Every ring of the arena is leased. A ring is a session, so the client is told
+    ``too_many_sessions``, as it is when the server is at ``server.max_sessions``."""
+
+    code = "too_many_sessions"
 
 
 class ReaderSlotsFull(RingAudioError):

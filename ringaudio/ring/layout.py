@@ -96,9 +96,7 @@ S_FORMAT: Final = 3
 S_BYTES: Final = 4  # payload bytes (the slot's size for PCM; less for a compressed packet)
 LABEL_WORDS: Final = 4  # S_UTTERANCE .. S_BYTES, in this order: what a labelled read copies out
 
-# Frame flags (the wire's flags byte carries them unchanged).
-FLAG_FIRST: Final = 1  # first frame of an utterance
-FLAG_LAST: Final = 2  # last frame of an utterance
+# Frame flags are the wire's (ringaudio.wire.FLAG_FIRST, FLAG_LAST): the flags word carries them unchanged.
 
 # Ring states.
 FREE: Final = 0

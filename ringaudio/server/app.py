@@ -30,11 +30,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .. import __version__, logs
+from .. import wire as P
 from ..engine import EngineError
-from ..errors import ArenaFull, RingAudioError, StreamError, TextError
-from . import protocol as P
+from ..errors import ArenaFull, RingAudioError, StreamError
 from .http import Http
-from .protocol import Pacer
+from .pacing import Pacer
 from .scheduler import Scheduling
 from .session import Session
 
@@ -160,11 +160,11 @@ class App(Http, Scheduling):
             if len(self.sessions) >= self.config.server.max_sessions:  # listeners count too
                 raise ArenaFull("max_sessions")
             stream = self.engine.open_stream()
-        except ArenaFull:
+        except ArenaFull as exc:
             logs.event(
                 log, logging.WARNING, "session refused", None, reason="max_sessions", sessions=len(self.sessions)
             )
-            self._send_text_ws(ws, P.event("error", code="too_many_sessions", message="the server is at max_sessions"))
+            self._send_text_ws(ws, P.event("error", code=P.error_code(exc), message="the server is at max_sessions"))
             await self._close_ws(ws, 1013, "too many sessions")
             return
         sock = ws.transport.get_extra_info("socket") if ws.transport is not None else None
@@ -215,7 +215,7 @@ class App(Http, Scheduling):
                 try:
                     self._command(s, P.parse(message))
                 except P.ProtocolError as exc:
-                    self._error(s, exc.code, exc.message)
+                    self._refuse(s, exc)
         except ConnectionClosed:
             pass
         finally:
@@ -259,7 +259,7 @@ class App(Http, Scheduling):
                     s.source.resume()
                     self._touch(s)
             except StreamError as exc:
-                self._error(s, exc.code, exc.message)
+                self._refuse(s, exc)
                 return
             self._send_text(s, P.event("paused" if cmd.action == "pause" else "resumed", sequence=s.source.position))
         elif isinstance(cmd, P.Cancel):
@@ -282,14 +282,8 @@ class App(Http, Scheduling):
             return
         try:
             uid = stream.say(cmd.text, voice=cmd.voice, request_id=cmd.request_id)
-        except TextError as exc:
-            self._error(s, exc.code, str(exc), request_id=cmd.request_id)
-            return
-        except StreamError as exc:
-            self._error(s, exc.code, exc.message, request_id=cmd.request_id)
-            return
-        except RingAudioError as exc:
-            self._error(s, "unavailable", str(exc), request_id=cmd.request_id)
+        except RingAudioError as exc:  # bad text, a full queue, a closed stream, workers gone ...
+            self._refuse(s, exc, request_id=cmd.request_id)
             return
         s.active = True  # no longer subject to the idle timeout
         self._send_text(s, P.event("queued", utterance_id=uid, request_id=cmd.request_id))

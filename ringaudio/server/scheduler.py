@@ -19,10 +19,10 @@ from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
 from .. import logs
+from .. import wire as P
 from ..errors import RingClosed
 from ..stream import FLAG_FIRST
 from . import backlog
-from . import protocol as P
 from .send import Sending
 from .session import Session
 

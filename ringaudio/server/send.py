@@ -18,9 +18,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .. import logs
+from .. import wire as P
 from ..stream import Event
 from . import backlog
-from . import protocol as P
 from .session import ServerBase, Session
 
 log = logging.getLogger("ringaudio.server")
@@ -104,6 +104,10 @@ class Sending(ServerBase):
 
     def _error(self, s: Session, code: str, message: str, **fields: Any) -> None:
         self._send_text(s, P.event("error", code=code, message=message, **fields))
+
+    def _refuse(self, s: Session, exc: BaseException, **fields: Any) -> None:
+        """An ``error`` for a command that raised: the wire code is the exception's (wire.error_code)."""
+        self._error(s, P.error_code(exc), str(getattr(exc, "message", None) or exc), **fields)
 
     def _touch(self, s: Session) -> None:
         """Something changed for this session (and its listeners): look at them now."""

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.server import ServerConnection
 
+from .. import wire as P
 from ..config import Config
 from ..engine import Engine
 from ..errors import RingClosed
 from ..stream import Source, Stream
-from . import protocol as P
 from .metrics import Metrics
-from .protocol import Pacer
+from .pacing import Pacer
 from .schedule import Schedule
 
 

@@ -5,7 +5,7 @@ The bookkeeping is the pure state machine of :mod:`ringaudio.stream.core`; itera
 """
 
 from ..errors import StreamError
-from ..ring.layout import FLAG_FIRST, FLAG_LAST
+from ..wire import FLAG_FIRST, FLAG_LAST
 from .core import Event, Frame, StreamState
 from .source import Label, Listener, Source, Stream, StreamOwner
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StreamError
-from ..ring.layout import FLAG_FIRST, FLAG_LAST
+from ..wire import FLAG_FIRST, FLAG_LAST
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import RingClosed
 from ..resample import Resampler
 from ..ring import FrameRing, RingHandle, layout
-from ..ring.layout import FLAG_FIRST, FLAG_LAST
+from ..wire import FLAG_FIRST, FLAG_LAST
 from .backends import Backend
 from .framer import Framer
 from .text import split_text

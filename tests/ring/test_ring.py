@@ -24,6 +24,7 @@ from ringaudio import (
     RingTimeout,
     SegmentError,
     WatermarkError,
+    wire,
 )
 from ringaudio.errors import ForeignSegment, LayoutMismatch, SegmentExists, SegmentNotFound
 from ringaudio.ring import layout, reclaim_stale
@@ -324,12 +325,12 @@ def test_a_frame_and_its_label_are_read_together() -> None:
     assert layout.decode_format(fmt) == layout.FrameFormat(48_000, 20_000, "s16le")
     assert layout.decode_format(0) is None
     with FrameRing.create(capacity=8) as ring:
-        ring.write(frame(0), utterance=5, flags=layout.FLAG_FIRST, fmt=fmt)
+        ring.write(frame(0), utterance=5, flags=wire.FLAG_FIRST, fmt=fmt)
         ring.write(frame(1))  # unlabelled: zeros
         out = np.empty(960, np.int16)
         label = np.zeros(layout.LABEL_WORDS, np.int64)
         assert ring.read_labelled(0, out, label) == 0 and not bad(out, 0)
-        assert label.tolist() == [5, layout.FLAG_FIRST, fmt, 1920]
+        assert label.tolist() == [5, wire.FLAG_FIRST, fmt, 1920]
         assert ring.read_labelled(1, out, label, slot=-1) == 0 and label.tolist() == [0, 0, 0, 1920]
         assert ring.read_labelled(2, out, label) == FrameRing.NOT_READY
         with pytest.raises(FrameFormatError):

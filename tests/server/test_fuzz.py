@@ -49,7 +49,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from ringaudio import config as config_mod
-from ringaudio.server import protocol as P
+from ringaudio import wire as P
 
 from ..conftest import long_runs
 from .conftest import ServerProcess, start

@@ -17,8 +17,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from ringaudio import wire as P
 from ringaudio.client import speak
-from ringaudio.server import protocol as P
 
 from ..conftest import ringaudio_segments
 from .conftest import ServerProcess, start, wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ringaudio import FrameRing
+from ringaudio import FrameRing, wire
 from ringaudio.ring import layout
 from ringaudio.tts.backends import Backend, SyntheticBackend
 from ringaudio.tts.job import ActiveJob, Job, PlaybackClock, WorkerSpec
@@ -49,7 +49,7 @@ def test_every_frame_carries_its_utterance_and_only_the_ends_are_flagged() -> No
     fmt = layout.encode_format(48_000, 20_000, "s16le")
     assert all(uid == 7 and f == fmt and n == 1920 for uid, _, f, n in labels)
     flags = [lab[1] for lab in labels]
-    assert flags[0] == layout.FLAG_FIRST and flags[-1] == layout.FLAG_LAST
+    assert flags[0] == wire.FLAG_FIRST and flags[-1] == wire.FLAG_LAST
     assert not any(flags[1:-1])
 
 
@@ -69,9 +69,9 @@ class OneFrameChunks(Backend):
 def test_a_short_utterance_in_small_chunks_is_first_and_last_correctly() -> None:
     labels, frames = run_job(OneFrameChunks(), "abc")  # 1500 samples: two frames (the second padded)
     assert frames == 2
-    assert [lab[1] for lab in labels] == [layout.FLAG_FIRST, layout.FLAG_LAST]
+    assert [lab[1] for lab in labels] == [wire.FLAG_FIRST, wire.FLAG_LAST]
     labels, frames = run_job(OneFrameChunks(), "a")  # one frame: first and last at once
-    assert [lab[1] for lab in labels] == [layout.FLAG_FIRST | layout.FLAG_LAST]
+    assert [lab[1] for lab in labels] == [wire.FLAG_FIRST | wire.FLAG_LAST]
 
 
 def test_no_audio_writes_nothing() -> None:

@@ -1,18 +1,22 @@
-"""The sans-I/O pieces of the server: header codec, message parsing, pacer, schedule, batch histogram."""
+"""The wire contract, sans I/O: header codec, message parsing and its bounds, error codes."""
 
 from __future__ import annotations
 
 import json
 import random
 import re
+import subprocess
+import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from ringaudio.server import protocol as P
-from ringaudio.server.metrics import BatchHistogram
-from ringaudio.server.schedule import Schedule
+import ringaudio
+from ringaudio import errors
+from ringaudio import wire as P
+from ringaudio.errors import ArenaFull, FrameFormatError, RingAudioError, RingClosed, SegmentNotFound, TextError
+
+ROOT = Path(__file__).parents[1]
 
 
 def test_header_round_trip_and_layout() -> None:
@@ -46,7 +50,7 @@ def test_parse_every_command() -> None:
 
 def documented_codes() -> set[str]:
     """The ``error.code`` values of docs/protocol.md's "Errors" table."""
-    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    doc = (ROOT / "docs" / "protocol.md").read_text()
     table = doc.split("## Errors", 1)[1].split("\n## ", 1)[0]
     return {
         code
@@ -247,66 +251,118 @@ def test_parse_never_raises_anything_but_protocol_error() -> None:
     assert {"invalid_json", "invalid_field"} <= seen
 
 
-def test_pacer_bursts_then_keeps_real_time() -> None:
-    pacer = P.Pacer(period=0.02, prebuffer=10, now=0.0)
-    assert pacer.allowance(0.0) == 10  # the prebuffer at once
-    pacer.spend(10)
-    assert pacer.allowance(0.01) == 0
-    assert pacer.allowance(0.02) == 1  # then one per period
-    pacer.spend(1)
-    assert pacer.allowance(10.0) == 10  # idle time never banks more than the prebuffer
-
-
-def test_batch_histogram_bins_like_prometheus() -> None:
-    h = BatchHistogram("x_ms", "test", (1, 5, 20))
-    for v in (0.5, 1.0, 3, 20, 25, 100):
-        h.observe(v)
-    family = next(iter(h.collect()))
-    buckets = {s.labels["le"]: s.value for s in family.samples if s.name == "x_ms_bucket"}
-    assert buckets == {"1": 2.0, "5": 3.0, "20": 4.0, "+Inf": 6.0}  # le: value <= bound
-    total = next(s.value for s in family.samples if s.name == "x_ms_sum")
-    assert total == pytest.approx(149.5)
-
-
-def test_pacer_early_take_gets_its_frame_and_keeps_the_cadence() -> None:
-    """A session taken up to `early` before its due time sends then, and the cadence does not drift."""
-    period, early = 0.02, 0.001
-    pacer = P.Pacer(period=period, prebuffer=1, now=0.0)
-    assert pacer.allowance(0.0, early) == 1
-    pacer.spend(1)
-    sends = []
-    now = 0.0
-    for _ in range(500):
-        due = pacer.next_due(now)
-        now = due - early * 0.9  # always taken 0.9 ms early
-        n = pacer.allowance(now, early)
-        assert n == 1, (now, pacer.tokens)
-        pacer.spend(n)
-        sends.append(now)
-    intervals = np.diff(sends)
-    assert np.allclose(intervals, period, atol=1e-9)  # early every time: no drift, no double takes
-
-
-def test_schedule_takes_only_what_is_due_each_once() -> None:
-    sched: Schedule[str] = Schedule()
-    sched.add("a", 3.0)
-    sched.add("b", 1.0)
-    sched.add("a", 2.0)  # earlier wins
-    sched.add("b", 5.0)  # later is ignored while it is scheduled earlier
-    assert len(sched) == 2 and "a" in sched
-    assert sched.next_due() == 1.0
-    assert sched.pop_due(0.5) == []
-    assert sched.pop_due(2.0) == ["b", "a"]
-    assert sched.pop_due(10.0) == []  # the stale entries (a at 3.0, b at 5.0) are skipped
-    assert sched.next_due() is None and len(sched) == 0
-    sched.add("c", 1.0)
-    sched.discard("c")
-    assert sched.next_due() is None and sched.pop_due(10.0) == []
-
-
 def test_ws_binary_prefix_lengths() -> None:
     assert P.ws_binary_prefix(5) == b"\x82\x05"
     assert P.ws_binary_prefix(1944) == b"\x82\x7e\x07\x98"
     assert P.ws_binary_prefix(70_000) == b"\x82\x7f" + (70_000).to_bytes(8, "big")
     with pytest.raises(ValueError):
         P.ws_binary_prefix(-1)
+    with pytest.raises(FrameFormatError):  # typed, and still a ValueError for callers who know only that
+        P.ws_binary_prefix(-1)
+
+
+def test_flags_and_header_constants() -> None:
+    assert (P.FLAG_FIRST, P.FLAG_LAST) == (1, 2)
+    assert not hasattr(P, "FLAG_F32")  # nothing produces f32le frames: bits 2-7 are reserved
+    raw = P.encode_header(sequence=0x0123456789, timestamp_us=7, utterance_id=3, flags=P.FLAG_FIRST | P.FLAG_LAST)
+    assert int.from_bytes(raw[P.SEQUENCE_OFFSET : P.SEQUENCE_OFFSET + 8], "little") == 0x0123456789
+    assert P.decode_header(raw).flags == 3
+    assert P.PROTOCOL == "ringaudio/1"
+
+
+def test_a_frame_that_is_not_ours_is_a_bad_frame() -> None:
+    for raw in (b"", b"\x41\x52", b"XX" + bytes(22), P.encode_header(0, 0)[:2] + b"\x02" + bytes(21)):
+        with pytest.raises(P.ProtocolError) as info:
+            P.decode_header(raw)
+        assert info.value.code == P.ErrorCode.BAD_FRAME == "bad_frame"
+
+
+def test_protocol_error_is_a_ringaudio_error_with_code_and_message() -> None:
+    assert P.ProtocolError is errors.ProtocolError
+    exc = P.ProtocolError(P.ErrorCode.INVALID_JSON, "the message is not valid JSON")
+    assert isinstance(exc, RingAudioError)
+    assert exc.code == "invalid_json" and exc.message == "the message is not valid JSON"
+    assert str(exc) == "invalid_json: the message is not valid JSON"  # the enum formats as its value
+
+
+def test_error_codes_are_the_documented_ones() -> None:
+    """ErrorCode and the doc's Errors table list the same codes: neither can grow alone."""
+    assert {code.value for code in P.ErrorCode} == documented_codes()
+    assert all(code == code.value and json.dumps(code) == f'"{code.value}"' for code in P.ErrorCode)
+
+
+def test_error_classes_name_only_wire_codes() -> None:
+    """Every ``code`` a class of ringaudio.errors carries is one of the wire's."""
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, RingAudioError)]
+    named = {c: c.__dict__["code"] for c in classes if "code" in c.__dict__}
+    assert set(named) == {errors.SegmentError, RingClosed, ArenaFull}, named  # the class-level ones
+    assert all(code in set(P.ErrorCode) for code in named.values())
+
+
+class _Coded(Exception):
+    def __init__(self, code: object) -> None:
+        self.code = code
+
+
+class _CodedRingAudioError(RingAudioError):
+    code = "not_a_wire_code"
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (P.ProtocolError("invalid_field", "x"), "invalid_field"),
+        (TextError("empty text"), "invalid_text"),
+        (TextError("too long", code="text_too_long"), "text_too_long"),
+        (ArenaFull("max_sessions"), "too_many_sessions"),
+        (RingClosed("the lease ended"), "ring_closed"),
+        (SegmentNotFound("ringaudio-x"), "ring_unavailable"),
+        (_Coded("queue_full"), "queue_full"),  # any exception that names a wire code, e.g. StreamError
+        (_Coded(P.ErrorCode.NOT_PAUSED), "not_paused"),
+        (errors.RingTimeout("waited"), "unavailable"),  # a ringaudio error without a wire code
+        (errors.ConfigError("bad"), "unavailable"),
+        (_CodedRingAudioError(), "unavailable"),  # a code that is not a wire code is never sent
+        (_Coded("bogus"), "internal_error"),
+        (_Coded(404), "internal_error"),  # HTTPError.code, SystemExit.code: not ours
+        (SystemExit(1), "internal_error"),
+        (ValueError("bug"), "internal_error"),
+        (KeyError("bug"), "internal_error"),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else str(v),
+)
+def test_error_code_picks_the_wire_code_from_the_exception(exc: BaseException, code: str) -> None:
+    got = P.error_code(exc)
+    assert isinstance(got, P.ErrorCode) and got == code
+
+
+def test_error_code_of_every_code_parse_raises_is_that_code() -> None:
+    for raw, code in HOSTILE:
+        with pytest.raises(P.ProtocolError) as info:
+            P.parse(raw)
+        assert P.error_code(info.value) == code
+
+
+HEAVY = ("numba", "numpy", "prometheus_client", "ringaudio.server", "ringaudio.engine", "ringaudio.tts")
+HEAVY += ("ringaudio.ring", "ringaudio.stream")
+
+
+@pytest.mark.parametrize("module", ["ringaudio.wire", "ringaudio.client", "ringaudio"])
+def test_the_wire_and_the_client_load_no_server_engine_or_numba(module: str) -> None:
+    """In a fresh interpreter, so that what other tests imported cannot hide an import."""
+    code = f"import sys, {module}; print(' '.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == [], f"import {module} loaded {out.stdout.split()}"
+
+
+def test_package_names_stay_importable_lazily() -> None:
+    from ringaudio.ring import FrameRing, RingArena, RingHandle, RingReader
+
+    assert (ringaudio.FrameRing, ringaudio.RingArena, ringaudio.RingHandle, ringaudio.RingReader) == (
+        FrameRing,
+        RingArena,
+        RingHandle,
+        RingReader,
+    )
+    assert all(hasattr(ringaudio, name) for name in ringaudio.__all__)
+    with pytest.raises(AttributeError):
+        ringaudio.NoSuchThing  # noqa: B018

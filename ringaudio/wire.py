@@ -1,21 +1,26 @@
-"""The wire contract, sans I/O: binary frame header codec, client message parsing, pacing decisions.
+"""The wire contract, sans I/O: binary frame header codec, client message parsing, error codes.
+
+Both ends of a connection import this module, so it imports only the standard library and
+:mod:`ringaudio.errors`: a client process (``ringaudio.client``, the benchmark's raw client) that
+decodes frames loads no server, engine, worker pool, numba or Prometheus client on the way.
 
 Binary audio message (server -> client): a 24-byte little-endian header, then PCM::
 
     offset size  field
     0      2     magic         0x5241 ("RA" read as little-endian bytes b"AR")
     2      1     version       1
-    3      1     flags         bit 0: first frame of an utterance, bit 1: last frame, bit 2: f32le PCM
+    3      1     flags         bit 0: first frame of an utterance, bit 1: last frame, bits 2-7: reserved (0)
     4      4     utterance_id  uint32
     8      8     sequence      uint64, per session, from 0, never reused
     16     8     timestamp_us  uint64, server wall clock when the frame was sent (µs since the epoch)
-    24     ...   PCM           s16le (default) or f32le, frame_samples × channels
+    24     ...   PCM           s16le, frame_samples × channels
 
 Nothing here reads a clock or a socket: time is passed in.
 """
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
@@ -23,34 +28,113 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-from .. import stream
-from ..errors import RingAudioError
+from .errors import FrameFormatError, ProtocolError, RingAudioError
+
+__all__ = [
+    "FLAG_FIRST",
+    "FLAG_LAST",
+    "HEADER",
+    "HEADER_SIZE",
+    "MAGIC",
+    "MAX_BUFFERED_MS",
+    "MAX_INT_DIGITS",
+    "MAX_LISTEN_CHARS",
+    "MAX_REQUEST_ID_CHARS",
+    "MAX_SEQUENCE",
+    "MAX_VOICE_CHARS",
+    "PROTOCOL",
+    "SEQUENCE_OFFSET",
+    "VERSION",
+    "Ack",
+    "Cancel",
+    "Command",
+    "Control",
+    "ErrorCode",
+    "FrameHeader",
+    "Listen",
+    "ProtocolError",  # what parse() and decode_header() raise; defined in ringaudio.errors
+    "Synthesize",
+    "decode_header",
+    "encode_header",
+    "error_code",
+    "event",
+    "parse",
+    "ws_binary_prefix",
+]
 
 MAGIC = 0x5241
 VERSION = 1
 HEADER = struct.Struct("<HBBIQQ")
 HEADER_SIZE = HEADER.size  # 24
-FLAG_FIRST = stream.FLAG_FIRST  # 1
-FLAG_LAST = stream.FLAG_LAST  # 2
-FLAG_F32 = 4
+SEQUENCE_OFFSET = 8  # the uint64 sequence, which a lean client reads without decoding the rest
+FLAG_FIRST = 1
+FLAG_LAST = 2
 PROTOCOL = "ringaudio/1"
 
 
-class ProtocolError(RingAudioError):
-    """A client message the server answers with an ``error`` event (``code`` is stable)."""
+class ErrorCode(enum.StrEnum):
+    """Every ``code`` an ``error`` event can carry (docs/protocol.md, "Errors").
 
-    def __init__(self, code: str, message: str) -> None:
-        self.code = code
-        self.message = message
-        super().__init__(f"{code}: {message}")
+    A ``StrEnum``, so a member is the very string that goes on the wire: ``event("error",
+    code=ErrorCode.QUEUE_FULL)`` and ``exc.code == "queue_full"`` both work unchanged.
+    """
+
+    # a client message the parser refuses
+    INVALID_JSON = "invalid_json"
+    INVALID_MESSAGE = "invalid_message"
+    UNKNOWN_TYPE = "unknown_type"
+    MISSING_FIELD = "missing_field"
+    INVALID_FIELD = "invalid_field"
+    # a synthesize the engine refuses
+    INVALID_TEXT = "invalid_text"
+    TEXT_TOO_LONG = "text_too_long"
+    QUEUE_FULL = "queue_full"
+    STREAM_ENDED = "stream_ended"
+    # a command that does not fit the session's state
+    ALREADY_PAUSED = "already_paused"
+    NOT_PAUSED = "not_paused"
+    BINARY_NOT_SUPPORTED = "binary_not_supported"
+    LISTEN_REFUSED = "listen_refused"
+    LISTENER = "listener"
+    # the connection ends
+    SESSION_ENDED = "session_ended"
+    TOO_MANY_SESSIONS = "too_many_sessions"
+    IDLE_TIMEOUT = "idle_timeout"
+    # synthesis of one utterance failed
+    WORKER_DIED = "worker_died"
+    BACKEND_ERROR = "backend_error"
+    RING_CLOSED = "ring_closed"
+    RING_UNAVAILABLE = "ring_unavailable"
+    SYNTHESIS_FAILED = "synthesis_failed"
+    INTERNAL_ERROR = "internal_error"
+    UNAVAILABLE = "unavailable"
+    # never sent: what decode_header raises for a binary message that is not a ringaudio/1 frame
+    BAD_FRAME = "bad_frame"
+
+
+_CODES = frozenset(ErrorCode)
+
+
+def error_code(exc: BaseException) -> ErrorCode:
+    """The wire's error code for an exception, chosen in this one place.
+
+    An exception that names a wire code (``ProtocolError``, ``TextError``, ``StreamError``,
+    ``RingClosed``, ``ArenaFull``, ... carry it as ``code``) gets that code; any other ringaudio
+    error is a refusal of the engine that the client cannot fix (``unavailable``); anything else
+    is a bug of ours (``internal_error``). A ``code`` that is not a wire code (``SystemExit.code``,
+    ``HTTPError.code``, a misspelt one) is ignored rather than sent, so a client only ever sees the
+    documented codes.
+    """
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code in _CODES:
+        return ErrorCode(code)
+    if isinstance(exc, RingAudioError):
+        return ErrorCode.UNAVAILABLE
+    return ErrorCode.INTERNAL_ERROR
 
 
 def encode_header(sequence: int, timestamp_us: int, utterance_id: int = 0, flags: int = 0) -> bytes:
     return HEADER.pack(MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
-
-
-def pack_into(buf: bytearray, sequence: int, timestamp_us: int, utterance_id: int, flags: int, offset: int = 0) -> None:
-    HEADER.pack_into(buf, offset, MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
 
 
 def ws_binary_prefix(length: int) -> bytes:
@@ -60,7 +144,7 @@ def ws_binary_prefix(length: int) -> bytes:
     the transport in one write, instead of asking the WebSocket library to frame every message.
     """
     if length < 0:
-        raise ValueError("length must be >= 0")
+        raise FrameFormatError(f"a WebSocket payload length is >= 0, got {length}")
     if length < 126:
         return bytes((0x82, length))
     if length < 1 << 16:
@@ -78,10 +162,10 @@ class FrameHeader:
 
 def decode_header(data: bytes) -> FrameHeader:
     if len(data) < HEADER_SIZE:
-        raise ProtocolError("bad_frame", f"a frame is at least {HEADER_SIZE} bytes, got {len(data)}")
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"a frame is at least {HEADER_SIZE} bytes, got {len(data)}")
     magic, version, flags, utterance, seq, ts = HEADER.unpack_from(data)
     if magic != MAGIC or version != VERSION:
-        raise ProtocolError("bad_frame", f"magic {magic:#x} version {version}: not a ringaudio/1 frame")
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"magic {magic:#x} version {version}: not a ringaudio/1 frame")
     return FrameHeader(flags, utterance, seq, ts)
 
 
@@ -141,19 +225,19 @@ def _encodable(value: str) -> bool:
 
 def _parse_int(text: str) -> int:
     if len(text.lstrip("-")) > MAX_INT_DIGITS:
-        raise ProtocolError("invalid_field", f"integers have at most {MAX_INT_DIGITS} digits")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"integers have at most {MAX_INT_DIGITS} digits")
     return int(text)
 
 
 def _parse_float(text: str) -> float:
     value = float(text)  # a JSON number literal: never raises, but 1e400 is inf
     if not math.isfinite(value):
-        raise ProtocolError("invalid_field", "numbers must be finite")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "numbers must be finite")
     return value
 
 
 def _parse_constant(text: str) -> Any:
-    raise ProtocolError("invalid_field", f"{text} is not a JSON number")
+    raise ProtocolError(ErrorCode.INVALID_FIELD, f"{text} is not a JSON number")
 
 
 def _loads(text: str) -> Any:
@@ -166,18 +250,18 @@ def _loads(text: str) -> Any:
     except ProtocolError:
         raise
     except Exception:
-        raise ProtocolError("invalid_json", "the message is not valid JSON") from None
+        raise ProtocolError(ErrorCode.INVALID_JSON, "the message is not valid JSON") from None
 
 
 def _field(msg: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = True) -> Any:
     if name not in msg or msg[name] is None:
         if required:
-            raise ProtocolError("missing_field", f"'{name}' is required")
+            raise ProtocolError(ErrorCode.MISSING_FIELD, f"'{name}' is required")
         return None
     value = msg[name]
     kinds = kind if isinstance(kind, tuple) else (kind,)
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        raise ProtocolError("invalid_field", f"'{name}' must be {' or '.join(k.__name__ for k in kinds)}")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be {' or '.join(k.__name__ for k in kinds)}")
     return value
 
 
@@ -185,7 +269,7 @@ def _string(msg: dict[str, Any], name: str, limit: int, required: bool = True) -
     """A string field of at most ``limit`` characters, encodable as UTF-8."""
     value = _field(msg, name, str, required)
     if value is not None and (len(value) > limit or not _encodable(value)):
-        raise ProtocolError("invalid_field", f"'{name}' must be valid text of at most {limit} characters")
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"'{name}' must be valid text of at most {limit} characters")
     return value
 
 
@@ -197,75 +281,42 @@ def parse(text: str) -> Command:
     """
     msg = _loads(text)
     if not isinstance(msg, dict):
-        raise ProtocolError("invalid_message", "a message is a JSON object with a 'type'")
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a message is a JSON object with a 'type'")
     kind = msg.get("type")
     if not isinstance(kind, str):
-        raise ProtocolError("missing_field", "'type' is required")
+        raise ProtocolError(ErrorCode.MISSING_FIELD, "'type' is required")
     if kind == "synthesize":
         body = _field(msg, "text", str)
         if not _encodable(body):
-            raise ProtocolError("invalid_text", "the text holds a lone surrogate (not valid Unicode)")
+            raise ProtocolError(ErrorCode.INVALID_TEXT, "the text holds a lone surrogate (not valid Unicode)")
         voice = _field(msg, "voice", str, False)
         if voice is not None and (len(voice) > MAX_VOICE_CHARS or not _VOICE.fullmatch(voice)):
             raise ProtocolError(
-                "invalid_field", f"'voice' must be 1 to {MAX_VOICE_CHARS} characters of A-Z a-z 0-9 _ . + / -"
+                ErrorCode.INVALID_FIELD,
+                f"'voice' must be 1 to {MAX_VOICE_CHARS} characters of A-Z a-z 0-9 _ . + / -",
             )
         return Synthesize(body, voice, _string(msg, "request_id", MAX_REQUEST_ID_CHARS, False))
     if kind in ("control", "flow_control"):
         action = _field(msg, "action", str)
         if action not in ("pause", "resume"):
-            raise ProtocolError("invalid_field", "'action' must be 'pause' or 'resume'")
+            raise ProtocolError(ErrorCode.INVALID_FIELD, "'action' must be 'pause' or 'resume'")
         return Control(action)
     if kind == "cancel":
         return Cancel()
     if kind == "ack":
         seq = _field(msg, "sequence", int)
         if not 0 <= seq <= MAX_SEQUENCE:
-            raise ProtocolError("invalid_field", f"'sequence' must be 0 to 2**63-1 ({MAX_SEQUENCE})")
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"'sequence' must be 0 to 2**63-1 ({MAX_SEQUENCE})")
         buffered = _field(msg, "buffered_ms", (int, float), False)
         if buffered is not None:
             buffered = float(buffered)  # at most MAX_INT_DIGITS digits: never overflows
             if not 0.0 <= buffered <= MAX_BUFFERED_MS:  # also False for NaN
-                raise ProtocolError("invalid_field", f"'buffered_ms' must be 0 to {MAX_BUFFERED_MS:.0f}")
+                raise ProtocolError(ErrorCode.INVALID_FIELD, f"'buffered_ms' must be 0 to {MAX_BUFFERED_MS:.0f}")
         return Ack(seq, buffered)
     if kind == "listen":
         return Listen(_string(msg, "session_id", MAX_LISTEN_CHARS), _string(msg, "key", MAX_LISTEN_CHARS))
-    raise ProtocolError("unknown_type", f"unknown message type {kind[:64]!r}")
+    raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
 
 
 def event(kind: str, **fields: Any) -> str:
     return json.dumps({"type": kind, **fields}, separators=(",", ":"))
-
-
-# -- pacing ------------------------------------------------------------------------------------------
-
-
-class Pacer:
-    """How many frames a session may send now: a burst up to ``prebuffer`` frames, then real time.
-
-    A token bucket filled at one frame per ``period`` and capped at ``prebuffer``: a stream that
-    starts (or resumes after idling) sends its prebuffer at once, then one frame per period. Time is
-    passed in (seconds, monotonic).
-    """
-
-    __slots__ = ("_last", "period", "prebuffer", "tokens")
-
-    def __init__(self, period: float, prebuffer: int, now: float) -> None:
-        self.period = period
-        self.prebuffer = max(1, prebuffer)
-        self.tokens = float(self.prebuffer)
-        self._last = now
-
-    def allowance(self, now: float, early: float = 0.0) -> int:
-        """Whole frames that may go now; a frame due within ``early`` seconds counts as due (a
-        scheduler that serves sessions in batches takes them slightly early, and must get them)."""
-        self.tokens = min(float(self.prebuffer), self.tokens + (now - self._last) / self.period)
-        self._last = now
-        return int(self.tokens + early / self.period + 1e-9)
-
-    def spend(self, frames: int) -> None:
-        self.tokens -= frames
-
-    def next_due(self, now: float) -> float:
-        """When the next frame may go (the bucket holds a whole token again)."""
-        return now + max(0.0, 1.0 - self.tokens) * self.period

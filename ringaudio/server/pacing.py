@@ -1,0 +1,34 @@
+"""Pacing decisions, sans I/O: how many frames a session may send now. Time is passed in."""
+
+from __future__ import annotations
+
+
+class Pacer:
+    """How many frames a session may send now: a burst up to ``prebuffer`` frames, then real time.
+
+    A token bucket filled at one frame per ``period`` and capped at ``prebuffer``: a stream that
+    starts (or resumes after idling) sends its prebuffer at once, then one frame per period. Time is
+    passed in (seconds, monotonic).
+    """
+
+    __slots__ = ("_last", "period", "prebuffer", "tokens")
+
+    def __init__(self, period: float, prebuffer: int, now: float) -> None:
+        self.period = period
+        self.prebuffer = max(1, prebuffer)
+        self.tokens = float(self.prebuffer)
+        self._last = now
+
+    def allowance(self, now: float, early: float = 0.0) -> int:
+        """Whole frames that may go now; a frame due within ``early`` seconds counts as due (a
+        scheduler that serves sessions in batches takes them slightly early, and must get them)."""
+        self.tokens = min(float(self.prebuffer), self.tokens + (now - self._last) / self.period)
+        self._last = now
+        return int(self.tokens + early / self.period + 1e-9)
+
+    def spend(self, frames: int) -> None:
+        self.tokens -= frames
+
+    def next_due(self, now: float) -> float:
+        """When the next frame may go (the bucket holds a whole token again)."""
+        return now + max(0.0, 1.0 - self.tokens) * self.period

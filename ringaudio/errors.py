@@ -5,7 +5,8 @@ inherits it too, so ``except ValueError`` keeps working for callers who do not
 know ringaudio::
 
     RingAudioError
-     ├── ConfigError (ValueError)            bad ring/arena/resampler parameters
+     ├── ConfigError (ValueError)            a bad configuration value or constructor parameter (ring,
+     │    │                                  arena, resampler, framer, synthetic voice, jitter buffer)
      │    ├── WatermarkError                 watermarks out of order or range
      │    └── UnsupportedRate                a sample rate or quality preset we do not design for
      ├── FrameFormatError (ValueError)       frame of the wrong shape, dtype or size
@@ -24,7 +25,20 @@ know ringaudio::
      ├── RingClosed                          ring released, closed, or its lease moved on
      ├── RingTimeout (TimeoutError)          a bounded wait ran out
      ├── ArenaFull                           no free ring to lease
-     └── ReaderSlotsFull                     no free gating-reader slot
+     ├── ReaderSlotsFull                     no free gating-reader slot
+     ├── PoolError                           the worker pool could not start, is stopped, or gave up
+     ├── BackendError                        a speech engine could not speak a text (that job fails)
+     │    └── BackendUnavailable             the engine is not installed or cannot start here
+     └── NoAudioDevice                       no usable sound output for local playback
+
+Three more RingAudioErrors are still defined in their own modules: ``StreamError``
+(:mod:`ringaudio.stream`), ``EngineError`` (:mod:`ringaudio.engine`) and ``ProtocolError``
+(:mod:`ringaudio.server.protocol`).
+
+An error the wire protocol reports carries its code (``docs/protocol.md``, "Errors") as ``code``: a
+class attribute, or one per instance where a class has several (``TextError``). Whoever reports an
+error can then name it from the exception, not from the ``except`` clause that happened to catch
+it. Errors no client ever sees have none.
 
 Each process role translates these once, at its edge (an error event, a close
 code, an exit status); the core only raises.
@@ -38,7 +52,7 @@ class RingAudioError(Exception):
 
 
 class ConfigError(RingAudioError, ValueError):
-    """A ring or arena parameter is out of range."""
+    """A configuration value or a constructor parameter is out of range."""
 
 
 class WatermarkError(ConfigError):
@@ -86,6 +100,8 @@ class TextError(RingAudioError, ValueError):
     """Text refused before synthesis: empty, over the configured length, with control characters or
     lone surrogates. ``code`` is the wire's error code (``invalid_text`` or ``text_too_long``)."""
 
+    code = "invalid_text"
+
     def __init__(self, message: str, code: str = "invalid_text") -> None:
         self.code = code
         super().__init__(message)
@@ -93,6 +109,8 @@ class TextError(RingAudioError, ValueError):
 
 class SegmentError(RingAudioError):
     """A shared-memory segment cannot be used."""
+
+    code = "ring_unavailable"  # what a worker reports when it cannot attach a session's ring
 
     def __init__(self, name: str, reason: str) -> None:
         self.name = name
@@ -149,6 +167,8 @@ class FrameOverrun(RingAudioError, LookupError):
 class RingClosed(RingAudioError):
     """The ring was closed or released, or the lease this handle refers to has ended."""
 
+    code = "ring_closed"
+
 
 class RingTimeout(RingAudioError, TimeoutError):
     """A bounded wait on the ring ran out."""
@@ -157,6 +177,28 @@ class RingTimeout(RingAudioError, TimeoutError):
 class ArenaFull(RingAudioError):
     """Every ring of the arena is leased."""
 
+    code = "too_many_sessions"  # the arena has one ring per session: server.max_sessions
+
 
 class ReaderSlotsFull(RingAudioError):
     """Every gating-reader slot of the ring is taken."""
+
+
+class PoolError(RingAudioError):
+    """The worker pool could not start, is not running, or gave up (its workers died again and again)."""
+
+    code = "unavailable"
+
+
+class BackendError(RingAudioError):
+    """The engine could not speak this text (the job fails; the worker goes on)."""
+
+    code = "backend_error"
+
+
+class BackendUnavailable(BackendError):
+    """The engine is not installed or cannot start on this machine."""
+
+
+class NoAudioDevice(RingAudioError):
+    """There is no usable sound output (no PortAudio library, no device, or a bad device index)."""

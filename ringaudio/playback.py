@@ -22,11 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import RingAudioError
+from .errors import ConfigError, NoAudioDevice
 
-
-class NoAudioDevice(RingAudioError):
-    """There is no usable sound output (no PortAudio library, no device, or a bad device index)."""
+__all__ = ["DeviceSink", "JitterBuffer", "NoAudioDevice", "Sink", "WavSink", "check_output_device"]
 
 
 class Sink(Protocol):
@@ -38,7 +36,7 @@ class Sink(Protocol):
 class JitterBuffer:
     def __init__(self, frame_samples: int, target_frames: int = 3, capacity_frames: int = 10) -> None:
         if not 1 <= target_frames <= capacity_frames:
-            raise ValueError("need 1 <= target_frames <= capacity_frames")
+            raise ConfigError(f"need 1 <= target_frames <= capacity_frames, got {target_frames!r}, {capacity_frames!r}")
         self.frame_samples = frame_samples
         self.target = target_frames * frame_samples
         self.capacity = capacity_frames * frame_samples

@@ -34,10 +34,12 @@ from typing import Any
 
 from .. import logs
 from ..config import Config
-from ..errors import RingAudioError, TextError
+from ..errors import PoolError, TextError
 from ..ring import RingHandle
 from .backends import default_backend_name
 from .worker import EXIT_UNGUARDED_MAIN, HEARTBEAT_S, Job, WorkerSpec, worker_main
+
+__all__ = ["PoolError", "WorkerPool", "check_text", "refuse_in_bootstrapping_child"]
 
 log = logging.getLogger("ringaudio.pool")
 Event = dict[str, Any]
@@ -54,10 +56,6 @@ UNGUARDED_MAIN = (
     "spawned processes import the main module, so put the code that starts the engine under "
     '`if __name__ == "__main__":`'
 )
-
-
-class PoolError(RingAudioError):
-    """The pool could not start, or is not running."""
 
 
 def refuse_in_bootstrapping_child() -> None:

@@ -78,6 +78,18 @@ def test_finish_plays_out_below_target_then_reports_drained() -> None:
     assert buf.drained.is_set() and buf.underruns == 0
 
 
+def test_say_renders_unpaced_and_quietly_unless_the_environment_says_otherwise() -> None:
+    from ringaudio import say
+
+    rendering = say.parser().parse_args(["Hello.", "--out", "hello.wav", "--backend", "synthetic"])
+    cfg = say.configure(rendering, {})
+    assert (cfg.worker.lead_ms, cfg.log_level, cfg.worker.workers, cfg.worker.backend) == (0, "WARNING", 1, "synthetic")
+    cfg = say.configure(rendering, {"RINGAUDIO__WORKER__LEAD_MS": "400", "LOG_LEVEL": "debug"})
+    assert (cfg.worker.lead_ms, cfg.log_level) == (400, "DEBUG")
+    playing = say.configure(say.parser().parse_args(["Hello."]), {"RINGAUDIO__WORKER__WORKERS": "4"})
+    assert (playing.worker.lead_ms, playing.worker.workers, playing.worker.backend) == (300, 1, "auto")
+
+
 def test_bad_sizes_are_refused() -> None:
     with pytest.raises(ValueError):
         JitterBuffer(8, target_frames=5, capacity_frames=4)

@@ -263,9 +263,6 @@ class SyntheticBackend(Backend):
             yield audio
 
 
-BACKENDS: dict[str, type[Backend]] = {"espeak": EspeakBackend, "synthetic": SyntheticBackend}
-
-
 def default_backend_name() -> str:
     """``espeak`` when the program is installed, else ``synthetic``."""
     return "espeak" if EspeakBackend.available() else "synthetic"

@@ -1,7 +1,8 @@
 """Resampling 22 050 -> 48 000 Hz on one core, side by side: ours, soxr, resampy, scipy.
 
-Each benchmark resamples the same 10 s of speech-band noise (float32). "one-shot" converts it in
-one call; "20 ms chunks" feeds 441-sample chunks to a streaming resampler, as a TTS worker does.
+Each benchmark resamples the same white noise at the voice's rate (float32): 10 s with ``python -m
+bench.resample``, 1 s in the smoke run (``RINGAUDIO_BENCH_SECONDS``). "one-shot" converts it in one
+call; "20 ms chunks" feeds 441-sample chunks to a streaming resampler, as a TTS worker does.
 ``python -m bench.resample`` prints the README table (× real time, µs per 20 ms chunk, ratios).
 
 Each test also asserts what came out, never how fast: the length of the same duration, and for a

@@ -1,4 +1,5 @@
-"""``python -m ringaudio.server [--host 127.0.0.1] [--port 8080] [--config configs/] [--workers N] [--log-level]``."""
+"""``python -m ringaudio.server [--host 127.0.0.1] [--port 8080] [--config configs/] [--workers N]
+[--backend auto|espeak|synthetic] [--log-level LEVEL]``."""
 
 from __future__ import annotations
 

@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 sink.close()
             if isinstance(sink, DeviceSink):
-                stats.update(sink.buffer.stats())
+                stats.update(sink.stats())
     except NoAudioDevice as exc:
         print(f"ringaudio.say: no audio output: {exc}. Use --out FILE.wav to write a file.", file=sys.stderr)
         return EXIT_NO_DEVICE

@@ -11,12 +11,17 @@ moves 64 frames per call through a 512-slot ring. One round moves ``RINGAUDIO_BE
 frames (2 000 by default: a smoke run that keeps the
 harness alive in CI; ``python -m bench.ring`` measures with 200 000). The child is started before
 timing and told to go per round, so process start-up is never measured.
+
+Each test also asserts what was moved, never how fast: its untimed warm-up round looks at every
+frame (the size sent, every sample as written), each round takes exactly ``N`` frames, and nothing is
+left over after the last; ``np.copyto`` puts each frame where it belongs.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import queue
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -91,17 +96,27 @@ class Producer:
             self.proc.join()
 
 
-def run(benchmark: Any, producer: Producer, consume: Callable[[], None], frame_bytes: int, peer: str) -> None:
-    def one_round() -> None:
+def run(benchmark: Any, producer: Producer, consume: Callable[[bool], int], frame_bytes: int, peer: str) -> None:
+    """Time rounds of ``N`` frames. ``consume(check)`` returns the frames it took; with ``check`` (the
+    untimed warm-up round) it also looks at every one: the size sent, every sample as written."""
+
+    def one_round() -> int:
         producer.round()
-        consume()
+        return consume(False)
 
     try:
-        one_round()  # warm both sides (caches, first-touch of pages)
+        producer.round()
+        assert consume(True) == N  # warm both sides (caches, first-touch of pages), and every frame whole
         benchmark.extra_info.update(frames=N, frame_bytes=frame_bytes, transport=peer)
-        benchmark.pedantic(one_round, rounds=5, iterations=1)
+        assert benchmark.pedantic(one_round, rounds=5, iterations=1) == N
     finally:
         producer.stop()
+
+
+def intact(frame: Any, samples: int) -> bool:
+    """A frame as the producers send it: ``samples`` int16 ones (bytes or an array)."""
+    pcm = np.frombuffer(frame, np.int16) if isinstance(frame, bytes) else np.asarray(frame)
+    return pcm.dtype == np.int16 and pcm.shape == (samples,) and bool((pcm == 1).all())
 
 
 @pytest.fixture(params=sorted(SIZES), ids=lambda b: f"{b}B")
@@ -122,9 +137,15 @@ def test_ringaudio(benchmark: Any, frame_bytes: int, batched: bool) -> None:
         block = np.empty((RING_BATCH, samples), np.int16)
         state = {"seq": 0}
 
-        def consume() -> None:
-            seq, end = state["seq"], state["seq"] + N
-            if batched:
+        def consume(check: bool) -> int:
+            start = seq = state["seq"]
+            end = start + N
+            if check:
+                while seq < end:
+                    got = ring.read_many(seq, block, timeout=30) if batched else ring.read(seq, out, timeout=30)
+                    assert all(intact(frame, samples) for frame in got.reshape(-1, samples)), seq
+                    seq += len(got) if batched else 1
+            elif batched:
                 while seq < end:
                     seq += len(ring.read_many(seq, block, timeout=30))
             else:
@@ -132,21 +153,30 @@ def test_ringaudio(benchmark: Any, frame_bytes: int, batched: bool) -> None:
                     ring.read(seq, out, timeout=30)
                     seq += 1
             state["seq"] = seq
+            return seq - start
 
         run(benchmark, producer, consume, frame_bytes, "ringaudio batched" if batched else "ringaudio")
+        assert ring.write_seq == state["seq"]  # read exactly what was written: nothing lost, nothing left
 
 
 @pytest.mark.parametrize("as_bytes", [False, True], ids=["ndarray", "bytes"])
 def test_mp_queue(benchmark: Any, frame_bytes: int, as_bytes: bool) -> None:
     q: Any = CTX.Queue()
-    producer = Producer(_queue_producer, q, N, SIZES[frame_bytes], as_bytes)
+    samples = SIZES[frame_bytes]
+    producer = Producer(_queue_producer, q, N, samples, as_bytes)
 
-    def consume() -> None:
-        for _ in range(N):
-            q.get()
+    def consume(check: bool) -> int:
+        if check:
+            assert all(intact(q.get(), samples) for _ in range(N))
+        else:
+            for _ in range(N):
+                q.get()
+        return N
 
     try:
         run(benchmark, producer, consume, frame_bytes, f"multiprocessing.Queue ({'bytes' if as_bytes else 'ndarray'})")
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.05)  # the producer sent no more than was taken
     finally:
         q.close()
         q.join_thread()
@@ -154,14 +184,20 @@ def test_mp_queue(benchmark: Any, frame_bytes: int, as_bytes: bool) -> None:
 
 def test_mp_pipe(benchmark: Any, frame_bytes: int) -> None:
     reader, writer = CTX.Pipe(duplex=False)
-    producer = Producer(_pipe_producer, writer, N, SIZES[frame_bytes])
+    samples = SIZES[frame_bytes]
+    producer = Producer(_pipe_producer, writer, N, samples)
 
-    def consume() -> None:
-        for _ in range(N):
-            reader.recv_bytes()
+    def consume(check: bool) -> int:
+        if check:
+            assert all(intact(reader.recv_bytes(), samples) for _ in range(N))
+        else:
+            for _ in range(N):
+                reader.recv_bytes()
+        return N
 
     try:
         run(benchmark, producer, consume, frame_bytes, "multiprocessing.Pipe")
+        assert not reader.poll(0.05)  # the producer sent no more than was taken
     finally:
         reader.close()
         writer.close()
@@ -170,14 +206,21 @@ def test_mp_pipe(benchmark: Any, frame_bytes: int) -> None:
 def test_faster_fifo(benchmark: Any, frame_bytes: int) -> None:
     faster_fifo = pytest.importorskip("faster_fifo")
     q = faster_fifo.Queue(max_size_bytes=64 * 1024 * 1024)
-    producer = Producer(_fifo_producer, q, N, SIZES[frame_bytes])
+    samples = SIZES[frame_bytes]
+    producer = Producer(_fifo_producer, q, N, samples)
 
-    def consume() -> None:
-        for _ in range(N):
-            q.get(timeout=30)
+    def consume(check: bool) -> int:
+        if check:
+            assert all(intact(q.get(timeout=30), samples) for _ in range(N))
+        else:
+            for _ in range(N):
+                q.get(timeout=30)
+        return N
 
     try:
         run(benchmark, producer, consume, frame_bytes, "faster-fifo")
+        with pytest.raises(queue.Empty):
+            q.get(timeout=0.05)  # the producer sent no more than was taken
     finally:
         q.close()
 
@@ -192,8 +235,12 @@ def test_copyto_ceiling(benchmark: Any, frame_bytes: int, resident: bool) -> Non
     """
     samples = SIZES[frame_bytes]
     frames = BATCH if resident else (64 * 2**20) // frame_bytes // BATCH * BATCH
-    src = np.ones((frames, samples), np.int16)
-    dst = np.ones((frames, samples), np.int16)  # touched: no page faults inside the timing
+    # each frame numbered in its first sample, so a copy that went to the wrong place shows; both
+    # buffers written here, so no page faults inside the timing
+    src = np.empty((frames, samples), np.int16)
+    src[:] = np.arange(samples, dtype=np.int16)
+    src[:, 0] = np.arange(frames) % 32_749
+    dst = np.ones((frames, samples), np.int16)
 
     def one_round() -> None:
         at = 0
@@ -205,3 +252,5 @@ def test_copyto_ceiling(benchmark: Any, frame_bytes: int, resident: bool) -> Non
     kind = "cached" if resident else "streaming"
     benchmark.extra_info.update(frames=N, frame_bytes=frame_bytes, transport=f"np.copyto ({kind})")
     benchmark.pedantic(one_round, rounds=5, iterations=1)
+    reached = min(frames, N // BATCH * BATCH)  # every round starts again at frame 0
+    assert reached > 0 and np.array_equal(dst[:reached], src[:reached]) and (dst[reached:] == 1).all()

@@ -1,32 +1,34 @@
-"""Configuration: defaults, then ``configs/*.yaml``, then environment variables; one object, passed along.
+"""Configuration: defaults ← ``configs/*.yaml`` ← environment variables ← command line; one object, passed along.
 
 Keys keep the operators' names (``transport.websocket.frame_queue_size``, ``audio.frame_duration_ms``,
 ``audio.output_sample_rate``, ...). Any key can be overridden from the environment as
 ``RINGAUDIO__<PATH>`` with ``__`` between levels, e.g. ``RINGAUDIO__AUDIO__FRAME_DURATION_MS=40`` or
 ``RINGAUDIO__WORKER__WORKERS=2``; ``LOG_LEVEL`` sets ``log_level``. Values are parsed as YAML scalars.
+A program's own flags (``--workers 2``) are the last layer, ``overrides`` of :func:`load`, given by
+dotted key with their values as they are (``{"worker.workers": 2}``).
 
-Every key is validated by type and by value when loaded: unknown keys, wrong types (a number
-given as a string, a boolean where a number belongs, NaN or infinity) and values out of range are
-refused with :class:`~ringaudio.errors.ConfigError`, whose message is one line naming the dotted key,
-what was given and what is allowed, e.g. ``worker.resample_quality must be one of fast, hq, vhq,
-got 'ultra'``. So a value the server would trip over later (a worker that cannot build its
-resampler, a ring arena that refuses its watermarks) stops it at start instead. Not checked here:
-what depends on the machine (is espeak-ng installed, does it know the voice, does ``/dev/shm`` hold
-``max_sessions`` rings of ``frame_queue_size`` frames).
+Every key is validated by type and by value when loaded, whichever layer set it: unknown keys, wrong
+types (a number given as a string, a boolean where a number belongs, NaN or infinity) and values out
+of range are refused with :class:`~ringaudio.errors.ConfigError`, whose message is one line naming the
+dotted key, what was given and what is allowed, e.g. ``worker.resample_quality must be one of fast,
+hq, vhq, got 'ultra'`` (the checks are :mod:`ringaudio.checks`). So a value the server would trip
+over later (a worker that cannot build its resampler, a ring arena that refuses its watermarks)
+stops it at start instead. Not checked here: what depends on the machine (is espeak-ng installed,
+does it know the voice, does ``/dev/shm`` hold ``max_sessions`` rings of ``frame_queue_size`` frames).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
 import yaml
 
+from . import checks as c
 from .errors import ConfigError
 from .resample import QUALITIES, RATES
 from .ring.layout import POLICIES
@@ -74,14 +76,9 @@ DEFAULTS: dict[str, Any] = {
 }
 FILES = ("orchestrator.yaml", "worker.yaml")
 
-# Allowed values shared by more than one key.
 SAMPLE_RATES = (48_000, 24_000, 16_000)  # audio.output_sample_rate and each quality level's
 FRAME_DURATIONS_MS = (20, 40)  # audio.frame_duration_ms and each quality level's
-BACKENDS = ("auto", "espeak", "synthetic")
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-MAX_WORKERS = 64
-VOICE = re.compile(r"[A-Za-z0-9_.+/-]{1,64}")
-_T = TypeVar("_T")
+BACKENDS = ("auto", "espeak", "synthetic")  # worker.backend, and the programs' --backend
 
 
 @dataclass(frozen=True)
@@ -138,17 +135,10 @@ class Config:
     log_level: str = "INFO"
     adaptive_quality: bool = False
     quality_levels: tuple[QualityLevel, ...] = DEFAULT_QUALITY_LEVELS
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def frame_samples(self) -> int:
         return self.output_sample_rate * self.frame_duration_ms // 1000
-
-
-def _show(value: object) -> str:
-    """``repr`` on one line, cut short: what was given, in an error message."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dict[str, Any]:
@@ -160,7 +150,7 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any], path: str = "") -> dic
             raise ConfigError(f"unknown configuration key {where!r} ({section} has {', '.join(map(str, base))})")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
-                raise ConfigError(f"{where} must be a mapping of {', '.join(base[key])}, got {_show(value)}")
+                raise ConfigError(f"{where} must be a mapping of {', '.join(base[key])}, got {c.show(value)}")
             out[key] = _merge(base[key], value, where + ".")
         else:
             out[key] = value
@@ -195,151 +185,102 @@ def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
-# -- value checks: each returns the value (typed) or raises ConfigError naming the key --------------
-def _refuse(where: str, allowed: str, value: object) -> NoReturn:
-    raise ConfigError(f"{where} must be {allowed}, got {_show(value)}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _int(value: Any, where: str, low: int, high: int) -> int:
-    if not _is_int(value) or not low <= value <= high:
-        _refuse(where, f"an integer in {low}..{high}", value)
-    return int(value)
-
-
-def _number(value: Any, where: str, low: float, high: float) -> float:
-    # NaN and ±inf fail the range check (every range here is finite)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        _refuse(where, f"a number in {low:g}..{high:g}", value)
-    return float(value)
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        _refuse(where, "true or false", value)
-    return value
-
-
-def _choice(value: Any, where: str, allowed: Sequence[_T]) -> _T:
-    for option in allowed:
-        if type(value) is type(option) and value == option:  # 48000.0, True and "48000" are not 48000
-            return option
-    _refuse(where, f"one of {', '.join(map(str, allowed))}", value)
-
-
-def _workers(value: Any, where: str) -> int:
-    if value == "auto":
-        return max(1, os.cpu_count() or 1)
-    if not _is_int(value) or not 1 <= value <= MAX_WORKERS:
-        _refuse(where, f"auto or an integer in 1..{MAX_WORKERS}", value)
-    return int(value)
-
-
-def _voice(value: Any, where: str) -> str:
-    if not isinstance(value, str) or not VOICE.fullmatch(value):
-        _refuse(where, "an espeak-ng voice name: 1..64 of A-Z a-z 0-9 _ . + / -", value)
-    return value
-
-
-def _watermarks(high: Any, low: Any, where: str) -> tuple[float, float]:
-    """``0 <= low < high <= 1``, what :func:`ringaudio.ring.layout.watermark_frames` requires.
-
-    Any such pair suits every ring capacity: the arena rounds the high mark down to at least one
-    frame and keeps the low one below it.
-    """
-    hi = _number(high, f"{where}.high_watermark", 0.0, 1.0)
-    lo = _number(low, f"{where}.low_watermark", 0.0, 1.0)
-    if not lo < hi:
-        raise ConfigError(
-            f"{where}.low_watermark and {where}.high_watermark must satisfy 0 <= low_watermark < high_watermark"
-            f" <= 1, got low_watermark={lo:g} high_watermark={hi:g}"
-        )
-    return hi, lo
-
-
-def _origins(value: Any, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(o, str) for o in value):
-        _refuse(where, 'a list of origins (strings such as "https://home.example"), empty for any', value)
-    return tuple(value)
-
-
-def _idle_timeout(value: Any, where: str) -> float:
-    if value == 0 and not isinstance(value, bool):
-        return 0.0
-    try:
-        return _number(value, where, 1, 86_400)
-    except ConfigError:
-        _refuse(where, "0 (never) or a number of seconds in 1..86400", value)
-
-
 def _quality_levels(value: Any, where: str) -> tuple[QualityLevel, ...]:
     if not isinstance(value, list) or not value:
-        _refuse(where, "a non-empty list of mappings of sample_rate and frame_duration_ms", value)
+        c.refuse(where, "a non-empty list of mappings of sample_rate and frame_duration_ms", value)
     levels = []
     for index, item in enumerate(value):
         at = f"{where}[{index}]"
         if not isinstance(item, Mapping) or set(item) != {"sample_rate", "frame_duration_ms"}:
-            _refuse(at, "a mapping of exactly sample_rate and frame_duration_ms", item)
-        rate = _choice(item["sample_rate"], f"{at}.sample_rate", SAMPLE_RATES)
-        frame_ms = _choice(item["frame_duration_ms"], f"{at}.frame_duration_ms", FRAME_DURATIONS_MS)
+            c.refuse(at, "a mapping of exactly sample_rate and frame_duration_ms", item)
+        rate = c.choice(item["sample_rate"], f"{at}.sample_rate", SAMPLE_RATES)
+        frame_ms = c.choice(item["frame_duration_ms"], f"{at}.frame_duration_ms", FRAME_DURATIONS_MS)
         levels.append(QualityLevel(rate, frame_ms))
     return tuple(levels)
 
 
-def _log_level(value: Any, where: str) -> str:
-    if not isinstance(value, str) or value.upper() not in LOG_LEVELS:
-        _refuse(where, f"one of {', '.join(LOG_LEVELS)} (any case)", value)
-    return value.upper()
+def env_name(key: str) -> str:
+    """The environment variable that sets a dotted key: ``worker.lead_ms`` -> ``RINGAUDIO__WORKER__LEAD_MS``."""
+    return "LOG_LEVEL" if key == "log_level" else "RINGAUDIO__" + key.upper().replace(".", "__")
 
 
-def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Defaults ← ``config_dir/*.yaml`` (those present) ← environment; every value checked."""
-    tree = DEFAULTS
-    layers: list[Mapping[str, Any]] = []  # what the files and the environment set, in order
+def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"worker.workers": 2}`` -> ``{"worker": {"workers": 2}}``: the shape of a file's layer."""
+    tree: dict[str, Any] = {}
+    for key, value in overrides.items():
+        *sections, name = key.split(".")
+        node = tree
+        for part in sections:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{key}: {part} is also set to a single value")
+        node[name] = value
+    return tree
+
+
+def _layers(
+    config_dir: str | os.PathLike[str] | None, environ: Mapping[str, str], overrides: Mapping[str, Any]
+) -> Iterator[Mapping[str, Any]]:
+    """What each layer sets, lowest first: the files of ``config_dir`` that exist, the environment,
+    the overrides (each is read once the ones below it have merged, so the first bad one is named)."""
     if config_dir is not None:
         folder = Path(config_dir)
         if not folder.is_dir():
             raise ConfigError(f"configuration folder {str(folder)!r} does not exist")
-        for name in FILES:
-            path = folder / name
-            if path.exists():
-                try:
-                    data = yaml.safe_load(path.read_text()) or {}
-                except yaml.YAMLError as exc:
-                    raise _yaml_error(path, exc) from None
-                if not isinstance(data, Mapping):
-                    raise ConfigError(f"{path}: the top level must be a mapping")
-                layers.append(data)
-                tree = _merge(tree, data)
-    layers.append(_env_overrides(os.environ if environ is None else environ))
-    tree = _merge(tree, layers[-1])
+        yield from _files(folder)
+    yield _env_overrides(environ)
+    yield _nest(overrides)
+
+
+def _files(folder: Path) -> Iterator[Mapping[str, Any]]:
+    for name in FILES:
+        path = folder / name
+        if path.exists():
+            try:
+                data = yaml.safe_load(path.read_text()) or {}
+            except yaml.YAMLError as exc:
+                raise _yaml_error(path, exc) from None
+            if not isinstance(data, Mapping):
+                raise ConfigError(f"{path}: the top level must be a mapping")
+            yield data
+
+
+def load(
+    config_dir: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Defaults ← ``config_dir/*.yaml`` (those present) ← environment ← ``overrides`` (a program's own
+    flags, by dotted key); every value checked, with the same one-line ConfigError whichever layer set it."""
+    tree = DEFAULTS
+    layers: list[Mapping[str, Any]] = []  # what each layer set, for the checks that ask who set a key
+    for layer in _layers(config_dir, os.environ if environ is None else environ, overrides or {}):
+        layers.append(layer)
+        tree = _merge(tree, layer)
     ws = tree["transport"]["websocket"]
     audio = tree["audio"]
     w = tree["worker"]
     srv = tree["server"]
 
-    frame_ms = _choice(audio["frame_duration_ms"], "audio.frame_duration_ms", FRAME_DURATIONS_MS)
-    rate = _choice(audio["output_sample_rate"], "audio.output_sample_rate", SAMPLE_RATES)
-    adaptive = _bool(audio["adaptive_quality"], "audio.adaptive_quality")
+    frame_ms = c.choice(audio["frame_duration_ms"], "audio.frame_duration_ms", FRAME_DURATIONS_MS)
+    rate = c.choice(audio["output_sample_rate"], "audio.output_sample_rate", SAMPLE_RATES)
+    adaptive = c.boolean(audio["adaptive_quality"], "audio.adaptive_quality")
     levels = _quality_levels(audio["quality_levels"], "audio.quality_levels")
-    queue = _int(ws["frame_queue_size"], "transport.websocket.frame_queue_size", 2, 100_000)
-    compress = _bool(ws["compress"], "transport.websocket.compress")
+    queue = c.integer(ws["frame_queue_size"], "transport.websocket.frame_queue_size", 2, 100_000)
+    compress = c.boolean(ws["compress"], "transport.websocket.compress")
 
-    high, low = _watermarks(w["high_watermark"], w["low_watermark"], "worker")
+    high, low = c.watermarks(w["high_watermark"], w["low_watermark"], "worker")
     settings = WorkerSettings(
-        workers=_workers(w["workers"], "worker.workers"),
-        backend=_choice(w["backend"], "worker.backend", BACKENDS),
-        voice=_voice(w["voice"], "worker.voice"),
-        speed=_int(w["speed"], "worker.speed", 80, 500),
-        resample_quality=_choice(w["resample_quality"], "worker.resample_quality", tuple(QUALITIES)),
-        max_text_chars=_int(w["max_text_chars"], "worker.max_text_chars", 1, 100_000),
-        clause_chars=_int(w["clause_chars"], "worker.clause_chars", 10, 10_000),
-        synthetic_rtf=_number(w["synthetic_rtf"], "worker.synthetic_rtf", 0, 10),
-        synthetic_rate=_choice(w["synthetic_rate"], "worker.synthetic_rate", RATES),
-        overflow=_choice(w["overflow"], "worker.overflow", tuple(POLICIES)),
+        workers=c.workers(w["workers"], "worker.workers"),
+        backend=c.choice(w["backend"], "worker.backend", BACKENDS),
+        voice=c.voice(w["voice"], "worker.voice"),
+        speed=c.integer(w["speed"], "worker.speed", 80, 500),
+        resample_quality=c.choice(w["resample_quality"], "worker.resample_quality", tuple(QUALITIES)),
+        max_text_chars=c.integer(w["max_text_chars"], "worker.max_text_chars", 1, 100_000),
+        clause_chars=c.integer(w["clause_chars"], "worker.clause_chars", 10, 10_000),
+        synthetic_rtf=c.number(w["synthetic_rtf"], "worker.synthetic_rtf", 0, 10),
+        synthetic_rate=c.choice(w["synthetic_rate"], "worker.synthetic_rate", RATES),
+        overflow=c.choice(w["overflow"], "worker.overflow", tuple(POLICIES)),
         high_watermark=high,
         low_watermark=low,
     )
@@ -350,8 +291,8 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
     prebuffer = srv["prebuffer_ms"]
     given = any("prebuffer_ms" in layer.get("server", {}) for layer in layers)
     limit = ring_ms if given else max(ring_ms, DEFAULTS["server"]["prebuffer_ms"])
-    if not _is_int(prebuffer) or not 0 <= prebuffer <= limit:
-        _refuse(
+    if not c.is_int(prebuffer) or not 0 <= prebuffer <= limit:
+        c.refuse(
             "server.prebuffer_ms",
             f"an integer in 0..{ring_ms} (transport.websocket.frame_queue_size × audio.frame_duration_ms)",
             prebuffer,
@@ -362,8 +303,8 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
     high_ms = int(high * queue) * frame_ms
     lead = w["lead_ms"]
     if any("lead_ms" in layer.get("worker", {}) for layer in layers):
-        if not _is_int(lead) or not (lead == 0 or max(frame_ms, prebuffer) <= lead <= high_ms):
-            _refuse(
+        if not c.is_int(lead) or not (lead == 0 or max(frame_ms, prebuffer) <= lead <= high_ms):
+            c.refuse(
                 "worker.lead_ms",
                 f"0 (no pacing: as fast as the watermarks let it) or an integer in {max(frame_ms, prebuffer)}.."
                 f"{high_ms} (from server.prebuffer_ms, and at most worker.high_watermark × frame_queue_size × "
@@ -375,16 +316,16 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
     settings = dataclasses.replace(settings, lead_ms=lead)
     server = ServerSettings(
         prebuffer_ms=prebuffer,
-        max_sessions=_int(srv["max_sessions"], "server.max_sessions", 1, 10_000),
-        max_message_bytes=_int(srv["max_message_bytes"], "server.max_message_bytes", 256, 16 << 20),
-        max_queued_utterances=_int(srv["max_queued_utterances"], "server.max_queued_utterances", 1, 1_000),
-        send_buffer_frames=_int(srv["send_buffer_frames"], "server.send_buffer_frames", 1, 10_000),
-        allowed_origins=_origins(srv["allowed_origins"], "server.allowed_origins"),
-        tick_ms=_int(srv["tick_ms"], "server.tick_ms", 1, 100),
-        idle_timeout_s=_idle_timeout(srv["idle_timeout_s"], "server.idle_timeout_s"),
-        public_metrics=_bool(srv["public_metrics"], "server.public_metrics"),
-        send_budget_kb=_int(srv["send_budget_kb"], "server.send_budget_kb", 16, 65_536),
-        close_timeout_s=_number(srv["close_timeout_s"], "server.close_timeout_s", 0.1, 30),
+        max_sessions=c.integer(srv["max_sessions"], "server.max_sessions", 1, 10_000),
+        max_message_bytes=c.integer(srv["max_message_bytes"], "server.max_message_bytes", 256, 16 << 20),
+        max_queued_utterances=c.integer(srv["max_queued_utterances"], "server.max_queued_utterances", 1, 1_000),
+        send_buffer_frames=c.integer(srv["send_buffer_frames"], "server.send_buffer_frames", 1, 10_000),
+        allowed_origins=c.origins(srv["allowed_origins"], "server.allowed_origins"),
+        tick_ms=c.integer(srv["tick_ms"], "server.tick_ms", 1, 100),
+        idle_timeout_s=c.idle_timeout(srv["idle_timeout_s"], "server.idle_timeout_s"),
+        public_metrics=c.boolean(srv["public_metrics"], "server.public_metrics"),
+        send_budget_kb=c.integer(srv["send_budget_kb"], "server.send_budget_kb", 16, 65_536),
+        close_timeout_s=c.number(srv["close_timeout_s"], "server.close_timeout_s", 0.1, 30),
     )
     return Config(
         frame_queue_size=queue,
@@ -393,8 +334,7 @@ def load(config_dir: str | os.PathLike[str] | None = None, environ: Mapping[str,
         output_sample_rate=rate,
         worker=settings,
         server=server,
-        log_level=_log_level(tree["log_level"], "log_level"),
+        log_level=c.log_level(tree["log_level"], "log_level"),
         adaptive_quality=adaptive,
         quality_levels=levels,
-        raw=tree,
     )

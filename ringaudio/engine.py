@@ -28,8 +28,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import checks, logs
 from . import config as config_mod
-from . import logs
 from .config import Config
 from .errors import EngineError, StreamError
 from .ring import RingArena, reclaim_stale
@@ -54,6 +54,13 @@ class Engine:
         max_streams: int | None = None,
     ) -> None:
         cfg = config if config is not None else config_mod.load(None)
+        # the keywords are checked like the same keys in a file (one line, ConfigError)
+        if workers is not None:
+            workers = checks.workers(workers, "workers")
+        if backend is not None:
+            backend = checks.choice(backend, "backend", config_mod.BACKENDS)
+        if max_streams is not None:
+            max_streams = checks.integer(max_streams, "max_streams", 1, 10_000)
         if workers is not None or backend is not None:
             cfg = dataclasses.replace(
                 cfg,
@@ -86,7 +93,7 @@ class Engine:
     def start(self) -> Engine:
         """Create the arena and start the workers; returns when every worker is warm and ready.
 
-        Raises :class:`~ringaudio.tts.pool.PoolError` if the workers cannot start (a backend that
+        Raises :class:`~ringaudio.errors.PoolError` if the workers cannot start (a backend that
         fails, workers that die again and again, a main module without a ``__main__`` guard), and
         :class:`EngineError` if :meth:`abort` was called meanwhile."""
         refuse_in_bootstrapping_child()

@@ -28,8 +28,8 @@ know ringaudio::
      ├── ArenaFull                           no free ring to lease
      └── ReaderSlotsFull                     no free gating-reader slot
 
-An error the wire has an error code for carries it as ``code`` (``TextError``,
-``ProtocolError``, ``SegmentError``, ``RingClosed``, ``ArenaFull``), so the server
+An error the wire has an error code for carries it as ``code`` (a class attribute, or one per
+instance where a class has several: ``TextError``, ``ProtocolError``, ``StreamError``), so the server
 picks the ``error`` event's code from the exception in one place
 (:func:`ringaudio.wire.error_code`) instead of at every ``except``. The codes are
 plain strings here: this module imports nothing, and the wire's ``ErrorCode``
@@ -94,6 +94,8 @@ class StreamFinished(RingAudioError):
 class TextError(RingAudioError, ValueError):
     """Text refused before synthesis: empty, over the configured length, with control characters or
     lone surrogates. ``code`` is the wire's error code (``invalid_text`` or ``text_too_long``)."""
+
+    code = "invalid_text"
 
     def __init__(self, message: str, code: str = "invalid_text") -> None:
         self.code = code
@@ -197,6 +199,26 @@ class ArenaFull(RingAudioError):
 
 class ReaderSlotsFull(RingAudioError):
     """Every gating-reader slot of the ring is taken."""
+
+
+class PoolError(RingAudioError):
+    """The worker pool could not start, is not running, or gave up (its workers died again and again)."""
+
+    code = "unavailable"
+
+
+class BackendError(RingAudioError):
+    """The engine could not speak this text (the job fails; the worker goes on)."""
+
+    code = "backend_error"
+
+
+class BackendUnavailable(BackendError):
+    """The engine is not installed or cannot start on this machine."""
+
+
+class NoAudioDevice(RingAudioError):
+    """There is no usable sound output (no PortAudio library, no device, or a bad device index)."""
 
 
 class StreamError(RingAudioError):

@@ -8,15 +8,16 @@ with status 2 unless ``--out`` is given.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import config as config_mod
 from . import logs
+from .config import Config
 from .engine import Engine, Event, Frame
 from .errors import RingAudioError
 from .playback import DeviceSink, NoAudioDevice, Sink, WavSink, check_output_device
@@ -30,17 +31,34 @@ def _device(value: str | None) -> int | str | None:
     return int(value) if value.lstrip("-").isdigit() else value
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ringaudio.say", description="speak text through the sound card")
     parser.add_argument("text", nargs="+", help="one or more utterances, spoken back to back")
     parser.add_argument("--out", type=Path, help="write a WAV file instead of playing")
     parser.add_argument("--device", help="PortAudio output device (index or name); default: the system's")
     parser.add_argument("--voice", help="voice of the backend (espeak: en, de, fr, ...)")
-    parser.add_argument("--backend", choices=["auto", "espeak", "synthetic"], help="overrides worker.backend")
+    parser.add_argument("--backend", choices=config_mod.BACKENDS, help="overrides worker.backend")
     default_configs = Path("configs") if Path("configs").is_dir() else None
     parser.add_argument("--config", type=Path, default=default_configs, help="folder with worker.yaml")
     parser.add_argument("--buffer-frames", type=int, default=3, help="jitter buffer before playback starts")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def configure(args: argparse.Namespace, environ: Mapping[str, str]) -> Config:
+    """The configuration for these arguments; ConfigError for a bad value in any layer."""
+    # what this tool chooses for itself, over the files, unless the environment says otherwise
+    chosen: dict[str, object] = {"log_level": "WARNING"}  # a command line tool: quiet unless asked
+    if args.out is not None:  # rendering a file: as fast as synthesis goes, no real-time pacing
+        chosen["worker.lead_ms"] = 0
+    overrides = {k: v for k, v in chosen.items() if config_mod.env_name(k) not in environ}
+    overrides["worker.workers"] = 1  # one voice speaking: one worker
+    if args.backend is not None:
+        overrides["worker.backend"] = args.backend
+    return config_mod.load(args.config, environ, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     device = _device(args.device)
     if args.out is None:
         try:
@@ -49,21 +67,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ringaudio.say: no audio output: {exc}. Use --out FILE.wav to write a file.", file=sys.stderr)
             return EXIT_NO_DEVICE
         print(f"playing on {name}", file=sys.stderr)
-    environ = dict(os.environ)
-    if args.out is not None:  # rendering a file: as fast as synthesis goes, no real-time pacing
-        environ.setdefault("RINGAUDIO__WORKER__LEAD_MS", "0")
     try:
-        cfg = config_mod.load(args.config, environ)
+        cfg = configure(args, os.environ)
     except RingAudioError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 1
-    level = os.environ.get("LOG_LEVEL", "WARNING")  # a command line tool: quiet unless asked
-    cfg = dataclasses.replace(cfg, log_level=level)
-    logs.setup(level)
+    logs.setup(cfg.log_level)
     failed = False
     stats: dict[str, object] = {}
     try:
-        with Engine(cfg, workers=1, backend=args.backend) as engine:
+        with Engine(cfg) as engine:
             sink: Sink
             if args.out is not None:
                 sink = WavSink(args.out, engine.sample_rate)
@@ -89,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 sink.close()
             if isinstance(sink, DeviceSink):
-                stats.update(sink.buffer.stats())
+                stats.update(sink.stats())
     except NoAudioDevice as exc:
         print(f"ringaudio.say: no audio output: {exc}. Use --out FILE.wav to write a file.", file=sys.stderr)
         return EXIT_NO_DEVICE

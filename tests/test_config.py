@@ -243,7 +243,13 @@ def test_the_defaults_load() -> None:
 def test_the_shipped_configs_load_and_match_the_defaults() -> None:
     shipped = config.load(ROOT / "configs", environ={})
     defaults = config.load(None, environ={})
-    assert shipped.raw == defaults.raw  # every default is in the files, with the same value
+    files: dict[str, Any] = {}
+    for name in config.FILES:
+        data = yaml.safe_load((ROOT / "configs" / name).read_text())
+        assert not set(data) & set(files)  # each section in one file
+        files.update(data)
+    # every default is in the files, with the same value (log_level is left to LOG_LEVEL)
+    assert files == {key: value for key, value in config.DEFAULTS.items() if key != "log_level"}
     assert shipped == defaults
 
 
@@ -361,3 +367,68 @@ def test_the_lead_is_checked_against_the_prebuffer_and_the_high_watermark() -> N
     assert config.load(None, environ={"RINGAUDIO__SERVER__PREBUFFER_MS": "400"}).worker.lead_ms == 500
     small = {"RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "10", "RINGAUDIO__SERVER__PREBUFFER_MS": "100"}
     assert config.load(None, environ=small).worker.lead_ms == 160
+
+
+def test_a_programs_flags_are_the_last_layer_and_checked_like_the_others(tmp_path: Path) -> None:
+    write(tmp_path, {"worker": {"workers": 4}})
+    environ = {"RINGAUDIO__WORKER__WORKERS": "3", "LOG_LEVEL": "ERROR"}
+    assert config.load(tmp_path, environ).worker.workers == 3  # the environment over the files
+    cfg = config.load(tmp_path, environ, {"worker.workers": 2, "log_level": "debug"})
+    assert (cfg.worker.workers, cfg.log_level) == (2, "DEBUG")  # the flags over the environment
+    assert config.load(None, {}, {"worker.lead_ms": 0}).worker.lead_ms == 0
+    for overrides, message in [
+        ({"worker.workers": 0}, "worker.workers must be auto or an integer in 1..64, got 0"),
+        ({"worker.workers": "2"}, "worker.workers must be auto or an integer in 1..64, got '2'"),  # not parsed
+        ({"worker.lead_ms": 100}, "worker.lead_ms must be 0 (no pacing"),  # checked against the prebuffer
+        ({"worker.wrokers": 2}, "unknown configuration key 'worker.wrokers'"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            config.load(None, {}, overrides)
+        assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_env_name_is_the_variable_that_sets_a_key() -> None:
+    assert config.env_name("worker.lead_ms") == "RINGAUDIO__WORKER__LEAD_MS"
+    assert (
+        config.env_name("transport.websocket.frame_queue_size") == "RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE"
+    )
+    assert config.env_name("log_level") == "LOG_LEVEL"
+    assert config.load(None, {config.env_name("worker.speed"): "90"}).worker.speed == 90
+
+
+def test_config_defaults_files_and_environment(tmp_path: Path) -> None:
+    folder = tmp_path
+    cfg = config.load(None, environ={})
+    assert (cfg.frame_queue_size, cfg.frame_duration_ms, cfg.output_sample_rate, cfg.frame_samples) == (
+        50,
+        20,
+        48_000,
+        960,
+    )
+    (folder / "orchestrator.yaml").write_text("transport:\n  websocket:\n    frame_queue_size: 25\n")
+    (folder / "worker.yaml").write_text("audio:\n  frame_duration_ms: 40\n  output_sample_rate: 24000\n")
+    cfg = config.load(folder, environ={"RINGAUDIO__WORKER__WORKERS": "3", "LOG_LEVEL": "debug"})
+    assert (cfg.frame_queue_size, cfg.frame_samples, cfg.worker.workers, cfg.log_level) == (25, 960, 3, "DEBUG")
+    assert config.load(ROOT / "configs", environ={}).frame_queue_size == 50  # the shipped files load
+
+
+@pytest.mark.parametrize(
+    "environ",
+    [
+        {"RINGAUDIO__AUDIO__FRAME_DURATION_MS": "30"},
+        {"RINGAUDIO__AUDIO__OUTPUT_SAMPLE_RATE": "44100"},
+        {"RINGAUDIO__AUDIO__NOPE": "1"},
+        {"RINGAUDIO__WORKER__WORKERS": "zero"},
+        {"RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "1"},
+        {"RINGAUDIO__WORKER__BACKEND": "festival"},
+        {"LOG_LEVEL": "LOUD"},
+    ],
+)
+def test_bad_configuration_is_refused(environ: dict[str, str]) -> None:
+    with pytest.raises(ConfigError):
+        config.load(None, environ=environ)
+
+
+def test_missing_config_folder_is_refused() -> None:
+    with pytest.raises(ConfigError):
+        config.load("/nonexistent/configs", environ={})

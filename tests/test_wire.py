@@ -295,7 +295,8 @@ def test_error_classes_name_only_wire_codes() -> None:
     """Every ``code`` a class of ringaudio.errors carries is one of the wire's."""
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, RingAudioError)]
     named = {c: c.__dict__["code"] for c in classes if "code" in c.__dict__}
-    assert set(named) == {errors.SegmentError, RingClosed, ArenaFull}, named  # the class-level ones
+    expect = {errors.SegmentError, RingClosed, ArenaFull, errors.TextError, errors.PoolError, errors.BackendError}
+    assert set(named) == expect | {errors.EngineError}, named  # the class-level ones
     assert all(code in set(P.ErrorCode) for code in named.values())
 
 

@@ -1,17 +1,18 @@
-"""``python -m ringaudio.server [--host 127.0.0.1] [--port 8080] [--config configs/] [--workers N] [--log-level]``."""
+"""``python -m ringaudio.server [--host 127.0.0.1] [--port 8080] [--config configs/] [--workers N]
+[--backend auto|espeak|synthetic] [--log-level LEVEL]``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
 
 from .. import config as config_mod
 from .. import logs
+from ..config import Config
 from ..errors import RingAudioError
 from .app import App
 
@@ -25,7 +26,8 @@ def _loop_factory() -> type[asyncio.AbstractEventLoop] | None:
         return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
+    """The arguments and the configuration they select; ConfigError for a bad value in any layer."""
     parser = argparse.ArgumentParser(prog="python -m ringaudio.server", description="ringaudio WebSocket server")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless you say otherwise)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (logged at start)")
@@ -34,18 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         "--config", type=Path, default=default_configs, help="folder with orchestrator.yaml, worker.yaml"
     )
     parser.add_argument("--workers", type=int, help="worker processes (overrides worker.workers)")
-    parser.add_argument("--backend", choices=["auto", "espeak", "synthetic"], help="overrides worker.backend")
+    parser.add_argument("--backend", choices=config_mod.BACKENDS, help="overrides worker.backend")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (overrides LOG_LEVEL)")
     args = parser.parse_args(argv)
-    environ = dict(os.environ)
-    if args.workers is not None:
-        environ["RINGAUDIO__WORKER__WORKERS"] = str(args.workers)
-    if args.backend is not None:
-        environ["RINGAUDIO__WORKER__BACKEND"] = args.backend
-    if args.log_level is not None:
-        environ["LOG_LEVEL"] = args.log_level
+    flags = {"worker.workers": args.workers, "worker.backend": args.backend, "log_level": args.log_level}
+    # the flags given are the last layer, checked like the others
+    return args, config_mod.load(args.config, overrides={k: v for k, v in flags.items() if v is not None})
+
+
+def main(argv: list[str] | None = None) -> int:
     try:
-        cfg = config_mod.load(args.config, environ)
+        args, cfg = configure(argv)
     except RingAudioError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -9,8 +9,10 @@ knows more. For each audio socket the server adds up:
 - ``outq``: bytes in the kernel's send queue, sent and unacknowledged or not sent yet
   (``SIOCOUTQ``);
 - ``held``: bytes the peer's kernel has acknowledged but its application has not read: the peer's
-  advertised receive window shrinks by exactly that (``tcp_info.tcpi_snd_wnd``, Linux ≥ 6.2),
-  measured against the largest window this connection has advertised.
+  advertised receive window shrinks by exactly that (``tcp_info.tcpi_snd_wnd``, Linux ≥ 5.4),
+  measured against a baseline, the largest window the client has advertised since the server last
+  re-based it (on the client's pong: a receive buffer can shrink after connect, so a window
+  advertised once is no proof it still can hold that much).
 
 A client that reads as fast as the audio comes keeps ``held`` near zero and ``outq`` at about one
 round trip of audio; one that reads slower than real time shows a backlog that grows by the
@@ -59,6 +61,7 @@ def probe(sock: socket.socket) -> Probe:
 
 
 def unconsumed(transport: int, p: Probe, max_window: int) -> int:
-    """Bytes sent to the client and not read by it yet (``max_window``: the largest window seen)."""
+    """Bytes sent to the client and not read by it yet (``max_window``: the baseline window, the
+    largest seen since it was last re-based)."""
     held = max(0, max_window - p.window) if p.window is not None else 0
     return transport + p.outq + held

@@ -22,15 +22,16 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..errors import RingAudioError
+from ..errors import BackendError, BackendUnavailable, ConfigError
 
-
-class BackendError(RingAudioError):
-    """The engine could not speak this text (the job fails; the worker goes on)."""
-
-
-class BackendUnavailable(BackendError):
-    """The engine is not installed or cannot start on this machine."""
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "EspeakBackend",
+    "SyntheticBackend",
+    "default_backend_name",
+]
 
 
 class Backend(ABC):
@@ -160,7 +161,7 @@ class SyntheticBackend(Backend):
 
     def __init__(self, native_rate: int = 22_050, rtf: float = 0.05, chars_per_second: float = 14.0) -> None:
         if rtf < 0 or chars_per_second <= 0:
-            raise ValueError("rtf must be >= 0 and chars_per_second > 0")
+            raise ConfigError(f"need rtf >= 0 and chars_per_second > 0, got {rtf!r} and {chars_per_second!r}")
         self.native_rate = int(native_rate)
         self.rtf = float(rtf)
         self.chars_per_second = float(chars_per_second)
@@ -260,9 +261,6 @@ class SyntheticBackend(Backend):
                 audio[-ramp:] *= fade[::-1]
             produced += n
             yield audio
-
-
-BACKENDS: dict[str, type[Backend]] = {"espeak": EspeakBackend, "synthetic": SyntheticBackend}
 
 
 def default_backend_name() -> str:

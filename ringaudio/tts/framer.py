@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..resample import float32_to_int16
 
 
@@ -18,7 +19,7 @@ class Framer:
 
     def __init__(self, frame_samples: int) -> None:
         if frame_samples < 1:
-            raise ValueError("frame_samples must be positive")
+            raise ConfigError(f"frame_samples must be positive, got {frame_samples!r}")
         self.frame_samples = frame_samples
         self._pending = np.zeros(frame_samples, np.float32)
         self._have = 0

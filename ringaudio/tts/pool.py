@@ -2,16 +2,12 @@
 
 - A session's utterances are queued and run one after another (its sequence numbers continue across
   them, in its one ring); different sessions run in parallel on the least busy workers.
-- Nothing that calls the pool ever writes to a pipe: a message for a worker goes into that worker's
-  outbox and a writer thread sends it, holding no lock while it does. The outbox is bounded by
-  construction: at most one job in flight per session, and a cancel not yet sent is not queued twice.
-  (A caller that wrote itself, holding the pool's lock, could freeze the whole server: the worker
-  blocked writing an event, the pool's reader waiting for the lock, the caller waiting for the worker.)
+- Nothing that calls the pool ever writes to a pipe: a message for a worker goes into its outbox
+  (:class:`~ringaudio.tts.handle.WorkerHandle`), which a writer thread of its own empties.
 - A supervisor thread waits on every worker's pipe *and* process sentinel at once, so a worker that
   dies (even by SIGKILL) is seen at once: its sessions get a ``failed`` event (``worker_died``) and a
-  replacement starts, at once the first time and then with exponential backoff; after
-  ``MAX_QUICK_DEATHS`` deaths of young workers within ``QUICK_WINDOW_S`` the pool gives up
-  (``on_fatal``), rather than crash-looping. Events reach ``on_event`` from that thread.
+  replacement starts when :class:`~ringaudio.tts.supervise.Respawns` says, or the pool gives up
+  (``on_fatal``) rather than crash-loop. Events reach ``on_event`` from that thread.
 - Workers send a heartbeat every ``HEARTBEAT_S``; one that has missed three (stopped, or stuck) is
   reported by :meth:`WorkerPool.stale` and given no new work while another can take it.
 - Workers' log records come over their pipe and are logged here, so every log line reaches the
@@ -28,112 +24,36 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import wait
 from typing import Any
 
 from .. import logs
 from ..config import Config
-from ..errors import RingAudioError, TextError
+from ..errors import PoolError
 from ..ring import RingHandle
 from .backends import default_backend_name
-from .worker import EXIT_UNGUARDED_MAIN, HEARTBEAT_S, Job, WorkerSpec, worker_main
+from .handle import WorkerHandle
+from .supervise import QUICK_WINDOW_S, UNGUARDED_MAIN, Respawns, refuse_in_bootstrapping_child
+from .text import check_text
+from .worker import EXIT_UNGUARDED_MAIN, Job, WorkerSpec
+
+__all__ = ["PoolError", "WorkerPool", "check_text", "refuse_in_bootstrapping_child"]
 
 log = logging.getLogger("ringaudio.pool")
 Event = dict[str, Any]
 
-MAX_QUICK_DEATHS = 5  # deaths of young workers within QUICK_WINDOW_S before the pool gives up
-QUICK_WINDOW_S = 30.0
-YOUNG_S = 10.0  # a worker that dies younger than this counts towards MAX_QUICK_DEATHS
-BACKOFF_FIRST_S = 0.25  # the second quick death in a row waits this long before the respawn, then doubles
-BACKOFF_MAX_S = 5.0
-STALE_AFTER_S = 3 * HEARTBEAT_S
 
-UNGUARDED_MAIN = (
-    "a worker process re-imported your program's main module and it started an engine there: "
-    "spawned processes import the main module, so put the code that starts the engine under "
-    '`if __name__ == "__main__":`'
-)
-
-
-class PoolError(RingAudioError):
-    """The pool could not start, or is not running."""
-
-
-def refuse_in_bootstrapping_child() -> None:
-    """Starting an engine while multiprocessing bootstraps a spawned child means the main module has
-    no ``__main__`` guard: every worker would start workers of its own and die. Say so, and exit
-    with a code the parent recognises (there is no other channel back yet)."""
-    if getattr(mp.current_process(), "_inheriting", False):
-        import sys
-
-        print(f"ringaudio: {UNGUARDED_MAIN}", file=sys.stderr, flush=True)
-        raise SystemExit(EXIT_UNGUARDED_MAIN)
-
-
-@dataclass(eq=False)
-class _Worker:
-    proc: Any
-    conn: Connection
-    spawned: float
-    ready: bool = False
-    dead: bool = False
-    sessions: set[str] = field(default_factory=set)
-    model_id: str = ""
-    last_seen: float = 0.0
-    outbox: deque[tuple[str, Any]] = field(default_factory=deque)
-    cancels: set[str] = field(default_factory=set)  # sessions with a cancel in the outbox
-    cv: threading.Condition = field(default_factory=threading.Condition)
-    closed: bool = False
-
-    def post(self, kind: str, payload: Any) -> None:
-        """Queue a message for the writer thread (never blocks on the pipe)."""
-        with self.cv:
-            if self.closed:
-                return
-            if kind == "cancel":
-                if payload in self.cancels:
-                    return  # the one not yet sent covers this one
-                self.cancels.add(payload)
-            self.outbox.append((kind, payload))
-            self.cv.notify()
-
-    def write_loop(self) -> None:
-        """The writer thread: send the outbox in order; the only place that writes to the pipe."""
-        while True:
-            with self.cv:
-                while not self.outbox and not self.closed:
-                    self.cv.wait()
-                if not self.outbox:
-                    return
-                message = self.outbox.popleft()
-                if message[0] == "cancel":
-                    self.cancels.discard(message[1])
-            try:
-                self.conn.send(message)
-            except (OSError, ValueError, EOFError):
-                return  # the worker is gone; its sentinel tells the supervisor
-
-    def shut(self) -> None:
-        with self.cv:
-            self.closed = True
-            self.cv.notify()
-
-
-def check_text(text: object, limit: int) -> str:
-    if not isinstance(text, str):
-        raise TextError(f"text must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise TextError("text is empty")
-    if len(text) > limit:
-        raise TextError(f"text of {len(text)} characters is over the limit of {limit}", code="text_too_long")
-    if any(ord(c) < 32 and c not in "\n\t\r" for c in text) or "\x7f" in text:
-        raise TextError("text contains control characters")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise TextError(f"text contains a lone surrogate at {exc.start}: not valid Unicode") from None
-    return text
+def _failed(session_id: str, job: Job | None, code: str, message: str) -> Event:
+    """The ``failed`` event the pool sends itself, for an utterance no worker will finish."""
+    return {
+        "type": "failed",
+        "session_id": session_id,
+        "utterance_id": job.utterance_id if job is not None else None,
+        "request_id": job.request_id if job is not None else None,
+        "last_sequence": None,
+        "code": code,
+        "message": message,
+    }
 
 
 class WorkerPool:
@@ -167,14 +87,14 @@ class WorkerPool:
         self.on_fatal = on_fatal or (lambda message: None)
         self._ctx = mp.get_context("spawn")
         self._lock = threading.RLock()  # never held across pipe I/O
-        self._workers: list[_Worker] = []
+        self._workers: list[WorkerHandle] = []
         self._queues: dict[str, deque[Job]] = {}
-        self._busy: dict[str, tuple[_Worker, Job]] = {}  # session -> the worker running its utterance, and it
+        self._busy: dict[str, tuple[WorkerHandle, Job]] = {}  # session -> the worker running its utterance, and it
         self._ids = itertools.count(1)
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._all_ready = threading.Event()
-        self._quick_deaths: deque[float] = deque()
+        self._respawns = Respawns()
         self._respawn: dict[int, float] = {}  # slot -> when its replacement starts
         self.fatal = ""  # why the pool gave up ("" while it has not)
         self.model_id = ""
@@ -188,7 +108,7 @@ class WorkerPool:
         with self._lock:
             if self._stopping:
                 raise PoolError("the pool is stopped")
-            self._workers = [self._spawn() for _ in range(self.size)]
+            self._workers = [WorkerHandle.spawn(self._ctx, self.spec) for _ in range(self.size)]
         self._thread = threading.Thread(target=self._supervise, name="ringaudio-pool", daemon=True)
         self._thread.start()
         if not self._all_ready.wait(timeout):
@@ -199,16 +119,6 @@ class WorkerPool:
         if failed:
             self.stop()
             raise PoolError(failed)
-
-    def _spawn(self) -> _Worker:
-        parent, child = self._ctx.Pipe(duplex=True)
-        proc = self._ctx.Process(target=worker_main, args=(child, self.spec), name="ringaudio-worker", daemon=True)
-        proc.start()
-        child.close()
-        now = time.monotonic()
-        worker = _Worker(proc, parent, spawned=now, last_seen=now)
-        threading.Thread(target=worker.write_loop, name="ringaudio-pool-writer", daemon=True).start()
-        return worker
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop every worker (politely, then by force) and the supervisor. Idempotent; never blocks
@@ -250,13 +160,13 @@ class WorkerPool:
     # -- work -------------------------------------------------------------------------------------
     def alive(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if self._usable(w))
+            return sum(1 for w in self._workers if w.usable())
 
     def stale(self, now: float | None = None) -> list[int]:
         """Pids of live workers that missed their heartbeats (stopped, or stuck)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            return [w.proc.pid for w in self._workers if self._usable(w) and not self._fresh(w, now)]
+            return [w.proc.pid for w in self._workers if w.usable() and not w.fresh(now)]
 
     def pids(self) -> list[int]:
         with self._lock:
@@ -272,8 +182,11 @@ class WorkerPool:
         request_id: str | None = None,
         utterance_id: int | None = None,
     ) -> int:
-        """Queue an utterance for a session; returns its utterance id (``utterance_id`` if given, else
-        the pool's next). Raises TextError for bad text."""
+        """Queue an utterance for a session; returns its utterance id. Raises TextError for bad text.
+
+        ``utterance_id``: the id the job and its events carry, instead of the pool's next one, for a
+        caller that records the utterance before the pool can emit an event for it (it then keeps
+        the ids unique itself; the pool's counter is not advanced)."""
         check_text(text, self.max_text_chars)
         with self._lock:
             if self._stopping:
@@ -302,25 +215,16 @@ class WorkerPool:
         with self._lock:
             return len(self._queues.get(session_id, ())) + (session_id in self._busy)
 
-    @staticmethod
-    def _usable(w: _Worker) -> bool:
-        return w.ready and not w.dead and w.proc.is_alive()
-
-    @staticmethod
-    def _fresh(w: _Worker, now: float) -> bool:
-        """Has it been heard from within STALE_AFTER_S (a heartbeat, an event)?"""
-        return now - w.last_seen <= STALE_AFTER_S
-
     def _dispatch(self, session_id: str) -> None:
         """Start the session's next utterance if it has none running (lock held; no I/O)."""
         queue = self._queues.get(session_id)
         if not queue or session_id in self._busy:
             return
-        ready = [w for w in self._workers if self._usable(w)]
+        ready = [w for w in self._workers if w.usable()]
         if not ready:
             return  # a replacement is starting; dispatched when it reports ready
         now = time.monotonic()
-        fresh = [w for w in ready if self._fresh(w, now)]
+        fresh = [w for w in ready if w.fresh(now)]
         worker = min(fresh or ready, key=lambda w: len(w.sessions))
         job = queue.popleft()
         if not queue:
@@ -353,7 +257,7 @@ class WorkerPool:
                 if item in by_sentinel:
                     self._died(by_sentinel[item])  # type: ignore[index]
 
-    def _receive(self, worker: _Worker) -> None:
+    def _receive(self, worker: WorkerHandle) -> None:
         try:
             while worker.conn.poll():
                 kind, payload = worker.conn.recv()
@@ -362,7 +266,7 @@ class WorkerPool:
         except (EOFError, OSError):
             pass  # its sentinel tells the rest
 
-    def _on_message(self, worker: _Worker, kind: str, payload: Event) -> None:
+    def _on_message(self, worker: WorkerHandle, kind: str, payload: Event) -> None:
         if kind == "heartbeat":
             return
         if kind == "log":
@@ -411,20 +315,10 @@ class WorkerPool:
         logs.event(log, logging.CRITICAL, "workers failed, giving up", None, error=message)
         self._all_ready.set()
         for job in jobs:
-            self.on_event(
-                {
-                    "type": "failed",
-                    "session_id": job.session_id,
-                    "utterance_id": job.utterance_id,
-                    "request_id": job.request_id,
-                    "last_sequence": None,
-                    "code": "unavailable",
-                    "message": f"the workers gave up: {message}",
-                }
-            )
+            self.on_event(_failed(job.session_id, job, "unavailable", f"the workers gave up: {message}"))
         self.on_fatal(message)
 
-    def _died(self, worker: _Worker) -> None:
+    def _died(self, worker: WorkerHandle) -> None:
         now = time.monotonic()
         with self._lock:
             if self._stopping or worker not in self._workers or worker.dead:
@@ -446,37 +340,21 @@ class WorkerPool:
         else:
             self._schedule_respawn(worker, now)
         for session_id in lost:
-            job = jobs.get(session_id)
-            self.on_event(
-                {
-                    "type": "failed",
-                    "session_id": session_id,
-                    "utterance_id": job.utterance_id if job is not None else None,
-                    "request_id": job.request_id if job is not None else None,
-                    "last_sequence": None,
-                    "code": "worker_died",
-                    "message": f"worker {worker.proc.pid} exited ({code}) during synthesis",
-                }
-            )
+            message = f"worker {worker.proc.pid} exited ({code}) during synthesis"
+            self.on_event(_failed(session_id, jobs.get(session_id), "worker_died", message))
         with self._lock:
             for session_id in list(self._queues):
                 self._dispatch(session_id)
 
-    def _schedule_respawn(self, worker: _Worker, now: float) -> None:
-        """A young worker's death counts towards giving up; the replacement starts at once the first
-        time, then after a backoff that doubles with each quick death in the window."""
-        deaths = self._quick_deaths
-        if now - worker.spawned < YOUNG_S:
-            deaths.append(now)
-        while deaths and now - deaths[0] > QUICK_WINDOW_S:
-            deaths.popleft()
-        if len(deaths) >= MAX_QUICK_DEATHS:
+    def _schedule_respawn(self, worker: WorkerHandle, now: float) -> None:
+        """Replace the worker when the respawn policy says, or give up if it says so."""
+        delay = self._respawns.after_death(now - worker.spawned, now)
+        if delay is None:
             self._give_up(
-                f"{len(deaths)} workers died within {QUICK_WINDOW_S:.0f} s of each other, soon after they started "
-                f"(last exit code {worker.proc.exitcode}); see the worker's log lines above"
+                f"{self._respawns.quick_deaths} workers died within {QUICK_WINDOW_S:.0f} s of each other, soon after "
+                f"they started (last exit code {worker.proc.exitcode}); see the worker's log lines above"
             )
             return
-        delay = 0.0 if len(deaths) <= 1 else min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** (len(deaths) - 2))
         with self._lock:
             if self._stopping or worker not in self._workers:
                 return
@@ -490,13 +368,10 @@ class WorkerPool:
             for slot in due:
                 del self._respawn[slot]
         for slot in due:
-            fresh = self._spawn()
+            fresh = WorkerHandle.spawn(self._ctx, self.spec)
             with self._lock:
                 if self._stopping:
-                    fresh.shut()
-                    fresh.proc.kill()
-                    fresh.proc.join(2)
-                    fresh.conn.close()
+                    fresh.kill()
                     return
                 self._workers[slot] = fresh
                 self.restarts += 1

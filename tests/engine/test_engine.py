@@ -329,7 +329,7 @@ def test_the_readme_embedding_example_runs_and_an_unguarded_main_gets_one_clear_
         assert done.returncode == 1 and time.monotonic() - t0 < 60
         assert 'put the code that starts the engine under `if __name__ == "__main__":`' in done.stderr
         last = done.stderr.strip().splitlines()[-1]
-        assert last.startswith("ringaudio.tts.pool.PoolError: a worker process re-imported your program's main")
+        assert last.startswith("ringaudio.errors.PoolError: a worker process re-imported your program's main")
 
 
 def test_a_listener_gets_the_same_flags_and_events_as_the_owner(engine: Engine) -> None:
@@ -398,3 +398,11 @@ def test_a_killed_workers_error_follows_the_frames_it_wrote() -> None:
     assert "frame" not in after  # everything it wrote came first ...
     frames = [i for i in rest if isinstance(i, Frame)]
     assert not frames or frames[-1].sequence == written - 1  # ... all of it
+
+
+@pytest.mark.parametrize("kwargs", [{"workers": 0}, {"backend": "festival"}, {"max_streams": 0}, {"workers": "two"}])
+def test_engine_keywords_are_checked_like_configuration(kwargs: dict[str, object]) -> None:
+    from ringaudio.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        Engine(**kwargs)  # type: ignore[arg-type]

@@ -1,11 +1,10 @@
-"""When frames go, sans I/O: the pacer (a burst, then real time) and the scheduler's heap of due times."""
+"""When frames go, sans I/O: the pacer (a burst, then real time)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ringaudio.server.pacing import Pacer
-from ringaudio.server.schedule import Schedule
 
 
 def test_pacer_bursts_then_keeps_real_time() -> None:
@@ -35,20 +34,3 @@ def test_pacer_early_take_gets_its_frame_and_keeps_the_cadence() -> None:
         sends.append(now)
     intervals = np.diff(sends)
     assert np.allclose(intervals, period, atol=1e-9)  # early every time: no drift, no double takes
-
-
-def test_schedule_takes_only_what_is_due_each_once() -> None:
-    sched: Schedule[str] = Schedule()
-    sched.add("a", 3.0)
-    sched.add("b", 1.0)
-    sched.add("a", 2.0)  # earlier wins
-    sched.add("b", 5.0)  # later is ignored while it is scheduled earlier
-    assert len(sched) == 2 and "a" in sched
-    assert sched.next_due() == 1.0
-    assert sched.pop_due(0.5) == []
-    assert sched.pop_due(2.0) == ["b", "a"]
-    assert sched.pop_due(10.0) == []  # the stale entries (a at 3.0, b at 5.0) are skipped
-    assert sched.next_due() is None and len(sched) == 0
-    sched.add("c", 1.0)
-    sched.discard("c")
-    assert sched.next_due() is None and sched.pop_due(10.0) == []

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
-from ringaudio import config
-from ringaudio.errors import ConfigError
 from ringaudio.tts import Framer, SyntheticBackend, split_text
 
 
@@ -55,43 +52,3 @@ def test_synthetic_backend_plays_a_slow_model() -> None:
     n = sum(len(c) for c in b.synthesize("Hi."))
     took = time.monotonic() - t0
     assert took >= 1.4 * n / b.native_rate  # RTF 1.5: slower than real time
-
-
-def test_config_defaults_files_and_environment(tmp_path: object) -> None:
-    import pathlib
-
-    folder = pathlib.Path(str(tmp_path))
-    cfg = config.load(None, environ={})
-    assert (cfg.frame_queue_size, cfg.frame_duration_ms, cfg.output_sample_rate, cfg.frame_samples) == (
-        50,
-        20,
-        48_000,
-        960,
-    )
-    (folder / "orchestrator.yaml").write_text("transport:\n  websocket:\n    frame_queue_size: 25\n")
-    (folder / "worker.yaml").write_text("audio:\n  frame_duration_ms: 40\n  output_sample_rate: 24000\n")
-    cfg = config.load(folder, environ={"RINGAUDIO__WORKER__WORKERS": "3", "LOG_LEVEL": "debug"})
-    assert (cfg.frame_queue_size, cfg.frame_samples, cfg.worker.workers, cfg.log_level) == (25, 960, 3, "DEBUG")
-    assert config.load("configs", environ={}).frame_queue_size == 50  # the shipped files load
-
-
-@pytest.mark.parametrize(
-    "environ",
-    [
-        {"RINGAUDIO__AUDIO__FRAME_DURATION_MS": "30"},
-        {"RINGAUDIO__AUDIO__OUTPUT_SAMPLE_RATE": "44100"},
-        {"RINGAUDIO__AUDIO__NOPE": "1"},
-        {"RINGAUDIO__WORKER__WORKERS": "zero"},
-        {"RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "1"},
-        {"RINGAUDIO__WORKER__BACKEND": "festival"},
-        {"LOG_LEVEL": "LOUD"},
-    ],
-)
-def test_bad_configuration_is_refused(environ: dict[str, str]) -> None:
-    with pytest.raises(ConfigError):
-        config.load(None, environ=environ)
-
-
-def test_missing_config_folder_is_refused() -> None:
-    with pytest.raises(ConfigError):
-        config.load("/nonexistent/configs", environ={})

@@ -196,6 +196,22 @@ def test_cancel_stops_within_a_frame_period_and_leaves_no_stale_frames(arena: Ri
         ring.close()
 
 
+def test_submit_with_the_callers_utterance_id(arena: RingArena) -> None:
+    """The engine allocates ids itself (its stream records the utterance before the pool can emit an
+    event for it): the job and its events carry the id given, and the pool's own counter stays put."""
+    events = Events()
+    with make_pool(events, lead_ms=0) as pool:
+        ring = arena.lease(overflow="drop_oldest")  # nobody reads: the worker never waits
+        assert pool.submit("s1", ring.handle, "Mine.", utterance_id=1000) == 1000
+        _, done = events.wait(lambda e: e["type"] == "finished" and e["utterance_id"] == 1000)
+        assert [e["utterance_id"] for e in events.of("s1", "started")] == [1000]
+        own = pool.submit("s1", ring.handle, "The pool's own.")
+        assert own == 1
+        _, after = events.wait(lambda e: e["type"] == "finished" and e["utterance_id"] == own)
+        assert after["first_sequence"] == done["last_sequence"] + 1  # the same stream goes on
+        ring.close()
+
+
 def test_bad_text_is_refused_at_submit(arena: RingArena) -> None:
     events = Events()
     with make_pool(events) as pool:

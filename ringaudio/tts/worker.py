@@ -15,8 +15,8 @@ first/last flags, format) into the ring. Two things hold a job back, and they ar
   to the low watermark; the clock then restarts from the reader, so the ring goes back to the lead.
 
 With nothing to write the loop sleeps in ``poll`` on its control pipe: no spinning. Control
-messages (jobs, cancel, stop) come from the pool over a pipe; events (started, finished,
-failed, cancelled), a heartbeat every ``HEARTBEAT_S`` and the worker's log records go
+messages (jobs, cancel, stop) come from the pool over a pipe; events (started, first_frame,
+finished, failed, cancelled), a heartbeat every ``HEARTBEAT_S`` and the worker's log records go
 back on it (the pool logs them, so lines stay whole).
 """
 
@@ -193,6 +193,7 @@ class Worker:
         return max(0.0, until - now)
 
     def step(self, active: ActiveJob, now: float) -> None:
+        was_first = active.first_seq < 0
         try:
             state = active.step(now)
         except BackendError as exc:
@@ -205,6 +206,13 @@ class Worker:
             log.exception("job failed", extra={"session_id": active.job.session_id})
             self.fail(active, "internal_error", exc)
             return
+        if was_first and active.first_seq >= 0:  # for the pool's callers that time synthesis (labels say first)
+            self.event(
+                active.job,
+                "first_frame",
+                sequence=active.first_seq,
+                latency_ms=round((time.monotonic() - active.started) * 1000, 2),
+            )
         if state == "done":
             self.finish(active)
         elif state == "blocked":

@@ -69,8 +69,9 @@ class Utterance:
     request_id: str | None
     said_at: float | None  # monotonic, for first-audio latency (None: not said through this stream)
     first_seq: int | None = None  # the first of its frames this reader read
-    worker_first: int | None = None  # what the worker reports (finished)
+    worker_first: int | None = None  # what the worker reports (finished, failed)
     worker_last: int | None = None
+    started: bool = False  # its utterance.start was queued for this reader
 
 
 @dataclass(order=True, slots=True)
@@ -107,9 +108,13 @@ class StreamState:
         """A listener's state: it knows the utterances said so far (for their request ids)."""
         state = cls(owner.frame_ms, cursor)
         for uid, u in owner.utterances.items():
-            state.utterances[uid] = Utterance(uid, u.request_id, None, worker_first=u.worker_first)
-            state.utterances[uid].worker_last = u.worker_last
+            state.utterances[uid] = Utterance(uid, u.request_id, None, u.worker_first, u.worker_last)
         state._said_max = owner._said_max
+        # a cancel in flight and the events waiting for a position concern the listener too
+        state.cancelling = owner.cancelling
+        state._cover_uid, state._cover_seq = owner._cover_uid, owner._cover_seq
+        state.marks = [_Mark(m.position, m.order, list(m.events), m.closes) for m in owner.marks]
+        state._order = itertools.count(max((m.order for m in owner.marks), default=0) + 1)
         return state
 
     # -- what the consumer asks --------------------------------------------------------------------
@@ -154,12 +159,12 @@ class StreamState:
                 self._end(u, u.worker_last if u.worker_last is not None else self.last_read)
             self._current = None
             if uid:
+                self._lost_before(uid)
                 u = self.utterances.get(uid)
                 if u is None:  # not said through this stream (or by an earlier owner): still labelled
                     u = self.utterances[uid] = Utterance(uid, None, None)
-                u.first_seq = seq
+                self._start(u, seq)
                 self._current = u
-                self.events.append(Event("utterance.start", {"utterance_id": uid, "request_id": u.request_id}))
                 return False
         self.cursor = seq + 1
         self.last_read = seq
@@ -224,7 +229,9 @@ class StreamState:
             return
         u.worker_first = first if first is not None and first >= 0 else None
         u.worker_last = last
-        if self.cursor > last and u is self._current:  # its last frame was lost: it ends here
+        if self.cursor > last:  # the reader is past it and its last frame never came: it ends here
+            if u is self._current:
+                self._current = None
             self._end(u, last)
 
     def failed(self, uid: int | None, code: str, message: str, last: int | None, written: int) -> None:
@@ -233,10 +240,12 @@ class StreamState:
         (the worker died: everything written so far comes first)."""
         position = last + 1 if last is not None and last >= 0 else written
         error = Event("error", {"code": code, "message": message, "utterance_id": uid})
-        known = uid is not None and uid in self.utterances
-        self._mark(position, [error], closes=uid if known else None)
+        u = self.utterances.get(uid) if uid is not None else None
+        if u is not None:
+            u.worker_last = position - 1  # what it wrote is what a cancel must cut
+        self._mark(position, [error], closes=uid if u is not None else None)
         if self.cancelling and code == "worker_died":  # the cancel's answer will never come
-            self.cancelled(None)
+            self.cancelled(written - 1)  # the dead job wrote up to here
 
     def cancelled(self, last: int | None) -> int:
         """The worker stopped: every frame of the cancelled utterances not read yet is dropped (the
@@ -263,11 +272,29 @@ class StreamState:
         heapq.heappush(self.marks, _Mark(position, next(self._order), events, closes))
         self.due()
 
+    def _start(self, u: Utterance, seq: int | None) -> None:
+        u.started = True
+        u.first_seq = seq
+        self.events.append(Event("utterance.start", {"utterance_id": u.utterance_id, "request_id": u.request_id}))
+
     def _end(self, u: Utterance, last: int | None) -> None:
+        """Queue its end (and its start, if this reader never got a frame of it), then forget it."""
+        if not u.started:
+            self._start(u, None)
         first = u.worker_first if u.worker_first is not None else u.first_seq
-        frames = 0 if last is None or first is None else last - first + 1
+        if last is None or first is None or last < first:  # none of its frames reached this reader
+            last = u.worker_last
+            first = u.worker_first
+        frames = 0 if last is None or first is None or last < first else last - first + 1
         self.events.append(self._end_event(u, frames, last))
         self._close(u.utterance_id)
+
+    def _lost_before(self, uid: int) -> None:
+        """Utterance ``uid`` has begun: every earlier one still open here was lost whole (an overrun
+        jumped over it) and ends now, unless a mark (its failure, its silence) is still to come."""
+        pending = {m.closes for m in self.marks}
+        for earlier in sorted(x for x in self.utterances if x < uid and x not in pending):
+            self._end(self.utterances[earlier], None)
 
     def _end_event(self, u: Utterance, frames: int, last: int | None) -> Event:
         data = {

@@ -61,8 +61,12 @@ class Source:
         self.ended = False  # set at once by close (any thread); the state follows at the next read
         self._slot = slot
         self._label = np.zeros(layout.LABEL_WORDS, np.int64)
-        self._running = threading.Event()  # cleared while paused: an iterator sleeps on it
-        self._running.set()
+        # A frame copied out of the ring whose events had to go first: kept here and handed out by the
+        # next read (not re-read: the gating position already said it was read, so a writer may
+        # overwrite its slot). Copied only at utterance boundaries.
+        self._held = np.zeros(frame_samples, ring.dtype)
+        self._held_label: tuple[int, int, int] | None = None
+        self._nudge = threading.Event()  # set on every delivery and on resume: a blocked iterator's sleep
 
     # -- reading ---------------------------------------------------------------------------------------
     @property
@@ -107,12 +111,26 @@ class Source:
         st = self.state
         if st.blocked or st.due():
             return None
+        held = self._held_label
+        if held is not None:
+            seq, uid, flags = held
+            if seq == st.cursor and st.frame(seq, uid, flags, now):
+                self._held_label = None
+                np.copyto(out, self._held)
+                return held
+            if seq != st.cursor:  # the cursor moved on (a cancel cut past it): it is not to be heard
+                self._held_label = None
+            return None
         seq = st.cursor
         r = self.ring.read_labelled(seq, out, self._label, self._slot)
         if r == 0:
             label = self._label
             uid, flags = int(label[0]), int(label[1])
-            return (seq, uid, flags) if st.frame(seq, uid, flags, now) else None
+            if st.frame(seq, uid, flags, now):
+                return (seq, uid, flags)
+            np.copyto(self._held, out)
+            self._held_label = (seq, uid, flags)
+            return None
         if r == NOT_READY:
             return None
         oldest = self.ring.oldest(seq)
@@ -141,16 +159,16 @@ class Source:
     def pause(self) -> None:
         """Stop reading. Under ``block`` the ring fills and the worker waits; nothing is lost."""
         self.state.pause()
-        self._running.clear()
 
     def resume(self) -> None:
         self.state.resume()
-        self._running.set()
+        self._nudge.set()
 
     # -- worker events (applied in the reader's thread) ---------------------------------------------
     def deliver(self, ev: dict[str, Any]) -> None:
         """From any thread: an event for this reader's next read."""
         self.inbox.append(ev)
+        self._nudge.set()
 
     def _apply(self) -> None:
         st, inbox = self.state, self.inbox
@@ -162,14 +180,15 @@ class Source:
             elif kind == "withdrawn":
                 st.withdrawn(ev["utterance_id"])
             elif kind == "finished":
-                st.finished(ev["utterance_id"], ev.get("first_sequence"), ev.get("last_sequence"), self._written())
+                written = ev.get("written", self._written())
+                st.finished(ev["utterance_id"], ev.get("first_sequence"), ev.get("last_sequence"), written)
             elif kind == "failed":
                 st.failed(
                     ev.get("utterance_id"),
                     ev.get("code", "synthesis_failed"),
                     ev.get("message", ""),
                     ev.get("last_sequence"),
-                    self._written(),
+                    ev.get("written", self._written()),
                 )
             elif kind == "cancel":
                 st.cancel(ev["written"])
@@ -187,14 +206,18 @@ class Source:
     # -- iteration ----------------------------------------------------------------------------------
     def wait(self, timeout: float) -> None:
         """Sleep until something may have changed: a frame written, an event delivered (the engine
-        wakes the ring's readers), a resume, or ``timeout``."""
-        if self.state.paused:
-            self._running.wait(timeout)
+        wakes the ring's readers), a resume, or ``timeout``. A reader that reads nothing now (paused,
+        waiting for a cancel's answer, ended) sleeps on its deliveries, not on the ring (whose next
+        frame may be there already)."""
+        if self.state.blocked or self.ended:
+            if self._nudge.wait(timeout):
+                self._nudge.clear()
             return
         try:
             self.ring.wait_once(self.state.cursor, time.monotonic() + timeout)
         except RingClosed:
-            self._running.wait(timeout)
+            if self._nudge.wait(timeout):
+                self._nudge.clear()
 
     def __iter__(self) -> Iterator[Frame | Event]:
         """Frames and events until everything said so far has been read (blocks; sleeps, never spins)."""
@@ -254,20 +277,28 @@ class Stream(Source):
 
     def listen(self, start: int | None = None) -> Listener:
         """An extra, non-gating reader of this stream, from ``start`` (default: where this stream is)."""
-        if self.ended:
-            raise StreamError("stream_ended", "the stream is closed")
-        if self.inbox:
-            self._apply()  # the listener starts from what this stream knows now
-        listener = Listener(self, self.position if start is None else start)
-        with self._lock:
+        with self._lock:  # no event is delivered meanwhile: the listener gets each one exactly once
+            if self.ended:
+                raise StreamError("stream_ended", "the stream is closed")
+            listener = Listener(self, self.position if start is None else start)
+            # what this stream has applied is in its state (copied); what it has not, the listener
+            # applies too (call listen() from the stream's reading thread, or between its reads)
+            listener.inbox.extend(list(self.inbox))
             self.listeners = (*self.listeners, listener)
         return listener
 
     def deliver_all(self, ev: dict[str, Any]) -> None:
-        """From any thread: an event for this stream and every listener, then wake their readers."""
-        self.inbox.append(ev)
-        for listener in self.listeners:
-            listener.inbox.append(ev)
+        """From any thread: an event for this stream and every listener, then wake their readers.
+
+        The ring's write cursor is noted now, on the delivering thread: the pool delivers an
+        utterance's end before it lets the next utterance write, so a position taken from it (where
+        an utterance without audio, or a worker's death, goes) is exact however late it is applied."""
+        with contextlib.suppress(RingClosed):
+            ev.setdefault("written", self.ring.write_seq)
+        with self._lock:
+            self.deliver(ev)
+            for listener in self.listeners:
+                listener.deliver(ev)
         self.ring.wake_readers()
 
     def drop_listener(self, listener: Listener) -> None:
@@ -280,12 +311,12 @@ class Stream(Source):
 
     def end(self) -> None:
         """Mark ended and end the listeners (the owner closes the ring after this)."""
-        self.ended = True
-        self.inbox.append({"type": "ended"})
-        self._running.set()
-        for listener in self.listeners:
-            listener.end("the stream ended")
-        self.listeners = ()
+        with self._lock:
+            self.ended = True
+            self.deliver({"type": "ended"})
+            for listener in self.listeners:
+                listener.end("the stream ended")
+            self.listeners = ()
 
     def _skipped(self, seq: int) -> None:
         # the watermark follows this reader past what it will never read (a gap, a cancel)
@@ -310,12 +341,10 @@ class Listener(Source):
         if self.ended:
             return
         self.ended = True
-        self.inbox.append({"type": "ended", "why": why})
-        self._running.set()
+        self.deliver({"type": "ended", "why": why})
 
     def close(self) -> None:
         """Stop listening. Idempotent."""
         self.stream.drop_listener(self)
         self.ended = True
-        self.inbox.append({"type": "ended"})
-        self._running.set()
+        self.deliver({"type": "ended"})

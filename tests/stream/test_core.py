@@ -324,3 +324,69 @@ def test_end_stops_reading_and_tells_a_listener_why() -> None:
     assert d.st.blocked
     assert d.read() == ["error:session_ended:None"]
     assert d.read() == [] and not d.st.busy
+
+
+def test_an_utterance_lost_whole_to_an_overrun_still_starts_and_ends_and_nothing_stays_busy() -> None:
+    d = Driver()
+    for uid in (1, 2, 3):
+        d.st.said(uid, None, d.now)
+    d.write(utterance(1, 0, 4))
+    d.write(utterance(2, 4, 4))
+    d.write(utterance(3, 8, 4))
+    assert d.read(2) == ["start:1:None", "F0", "F1"]
+    d.st.gap(2, 9)  # the jump goes over all of utterance 2
+    seen = ["overrun:2:9", "end:1:2:1", "start:2:None", "end:2:0:None", "start:3:None", "F9", "F10", "F11"]
+    assert d.read() == [*seen, "end:3:3:11"]
+    assert not d.st.busy and not d.st.utterances
+
+
+def test_a_failure_that_crosses_a_cancel_is_cut_where_it_stopped() -> None:
+    """The backend failed at frame 7 just as a cancel (at 3) reached the worker, which then had no job
+    to cancel and answered without a sequence: the cut still covers what the failed job wrote."""
+    d = Driver()
+    d.st.said(1, None, d.now)
+    d.write(unfinished(1, 0, 3))
+    assert d.read() == ["start:1:None", "F0", "F1", "F2"]
+    d.st.cancel(3)
+    d.write(unfinished(1, 0, 8))
+    d.st.failed(1, "backend_error", "boom", 7, d.written)
+    d.st.cancelled(None)
+    assert d.read() == ["cancelled:2:8", "error:backend_error:1"]
+    assert d.st.cursor == 8 and not d.st.busy
+
+
+def test_a_worker_death_during_a_cancel_cuts_everything_it_wrote() -> None:
+    d = Driver()
+    d.st.said(1, None, d.now)
+    d.write(unfinished(1, 0, 3))
+    d.read(1)
+    d.st.cancel(3)
+    d.write(unfinished(1, 0, 8))  # it went on writing until it died
+    d.st.failed(1, "worker_died", "gone", None, d.written)
+    assert d.st.cursor == 8
+    assert d.read() == ["cancelled:0:8", "error:worker_died:1"]
+
+
+def test_a_listener_that_joins_during_a_cancel_is_cut_like_the_owner() -> None:
+    owner = StreamState(frame_ms=20)
+    for uid in (1, 2):
+        owner.said(uid, None, 0.0)
+    owner.cancel(4)
+    d = Driver(StreamState.following(owner, cursor=0))
+    d.write(utterance(1, 0, 4))
+    assert d.read() == []  # nothing is heard while the cancel is out
+    d.st.cancelled(5)
+    d.write(utterance(3, 6, 1))
+    d.st.said(3, "after", 0.0)
+    assert d.read() == ["cancelled:None:6", "start:3:after", "F6", "end:3:1:6"]
+    assert not d.st.busy
+
+
+def test_a_listener_that_joins_before_a_pending_failure_gets_its_error() -> None:
+    owner = StreamState(frame_ms=20)
+    owner.said(1, None, 0.0)
+    owner.failed(1, "backend_error", "boom", 2, 3)  # the owner has not read its frames yet
+    d = Driver(StreamState.following(owner, cursor=0))
+    d.write(unfinished(1, 0, 3))
+    assert d.read() == ["start:1:None", "F0", "F1", "F2", "error:backend_error:1"]
+    assert not d.st.busy

@@ -121,10 +121,19 @@ class RingReading(RingView):
             return True
         until = deadline(timeout)
         while True:
-            if self.wait_once(seq, until):
+            word = ks.begin_reader_wait(self._live_ctrl(), self.capacity, seq, self.generation)
+            if word < 0:
+                if self._word(layout.C_STATE) != layout.LEASED and not self._readable(seq):
+                    raise RingClosed(f"ring {self.handle} was closed while waiting for frame {seq}")
                 return True
-            if time.monotonic() >= until:
-                return False
+            try:
+                now = time.monotonic()
+                if now >= until:
+                    return False
+                futex.wait(self._data_addr, word, min(until - now, WAIT_TICK))
+            finally:
+                if self._ctrl is not None:
+                    ks.end_reader_wait(self._ctrl)
 
     def wait_once(self, seq: int, until: float) -> bool:
         """One sleep on the write cursor's futex, until frame ``seq`` is readable (True), anybody

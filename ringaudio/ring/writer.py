@@ -77,14 +77,17 @@ class RingWriting(RingView):
         if self._ctrl is None:
             raise RingClosed("ring is closed in this process")
         self._check_frames(frame, len(self.frame_shape), "frame")
-        if not all(isinstance(v, int) and 0 <= v < 1 << 63 for v in (utterance, flags, fmt)):
-            raise FrameFormatError(f"a frame's label is three ints >= 0, got {(utterance, flags, fmt)!r}")
         frame = np.ascontiguousarray(frame).reshape(self._frame_size)
         until = None
         while True:
             if self._ctrl is None:
                 raise RingClosed("ring is closed in this process")
-            r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt)
+            try:
+                r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt)
+            except (TypeError, OverflowError):
+                r = k.BAD_ARGUMENT
+            if r == k.BAD_ARGUMENT:  # the frame is right (checked above): the label is not
+                raise FrameFormatError(f"a frame's label is three ints >= 0, got {(utterance, flags, fmt)!r}")
             if r >= 0:
                 if r & 1:
                     _wake(self._data_addr)

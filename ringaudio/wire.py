@@ -193,6 +193,7 @@ class Cancel:
 class Ack:
     sequence: int
     buffered_ms: float | None = None
+    underruns: int | None = None  # the client's playout underruns so far (a running count)
 
 
 @dataclass(frozen=True)
@@ -207,6 +208,7 @@ Command = Synthesize | Control | Cancel | Ack | Listen
 # Bounds of client message fields (docs/protocol.md, "Client -> server").
 MAX_SEQUENCE = 2**63 - 1
 MAX_BUFFERED_MS = 3_600_000.0
+MAX_UNDERRUNS = 2**31 - 1
 MAX_REQUEST_ID_CHARS = 128
 MAX_VOICE_CHARS = 64
 MAX_LISTEN_CHARS = 128  # session_id and key
@@ -312,7 +314,10 @@ def parse(text: str) -> Command:
             buffered = float(buffered)  # at most MAX_INT_DIGITS digits: never overflows
             if not 0.0 <= buffered <= MAX_BUFFERED_MS:  # also False for NaN
                 raise ProtocolError(ErrorCode.INVALID_FIELD, f"'buffered_ms' must be 0 to {MAX_BUFFERED_MS:.0f}")
-        return Ack(seq, buffered)
+        underruns = _field(msg, "underruns", int, False)
+        if underruns is not None and not 0 <= underruns <= MAX_UNDERRUNS:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"'underruns' must be 0 to {MAX_UNDERRUNS}")
+        return Ack(seq, buffered, underruns)
     if kind == "listen":
         return Listen(_string(msg, "session_id", MAX_LISTEN_CHARS), _string(msg, "key", MAX_LISTEN_CHARS))
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")

@@ -30,6 +30,8 @@ command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 { ldconfig -p 2>/dev/null | grep -q libportaudio; } || missing="$missing libportaudio2"
 # the benchmarks' real packet loss (bench/netns.py) drops packets with nftables in a namespace of their own
 case ",$extras," in *,bench,*) command -v nft >/dev/null 2>&1 || missing="$missing nftables" ;; esac
+# the browser player's tests drive Debian's chromium (Playwright cannot download a browser here)
+case ",$extras," in *,test,*) command -v chromium >/dev/null 2>&1 || missing="$missing chromium" ;; esac
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing$missing ..." >&2

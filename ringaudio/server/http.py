@@ -15,7 +15,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .. import __version__
-from . import access
+from . import access, web
 from .session import ServerBase
 
 
@@ -26,12 +26,22 @@ class Http(ServerBase):
         path, _ = access.split_target(request.path)
         if path in ("/healthz", "/metrics") and self.public_metrics:
             return self._observe(path)
-        if path not in ("/ws", "/", "/healthz", "/metrics"):
+        static = path.startswith("/static/")
+        if path not in ("/ws", "/", "/healthz", "/metrics") and not static:
             return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
         if self.token is not None and not access.token_ok(self.token, request.headers, request.path):
             response = self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
             response.headers["WWW-Authenticate"] = access.CHALLENGE
             return response
+        if static or (path == "/" and not web.is_upgrade(request)):
+            origin = request.headers.get("Origin")
+            allowed = self.config.server.allowed_origins
+            if origin is not None and allowed and origin not in allowed:
+                return self._json_response(HTTPStatus.FORBIDDEN, {"error": "forbidden", "message": "origin"})
+            found = web.answer(self.web_files, path[len("/static/") :] if static else web.PAGE, request)
+            if found is None:
+                return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "no such file"})
+            return found
         return self._observe(path) if path not in ("/ws", "/") else None
 
     def _observe(self, path: str) -> Response:

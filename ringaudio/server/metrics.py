@@ -93,6 +93,12 @@ class Metrics:
         self.slow_clients = Counter(
             "tts_slow_client_episodes_total", "Times a client was found not consuming frames fast enough", registry=r
         )
+        self.client_buffer = Histogram(
+            "tts_client_buffer_ms", "Audio buffered at the client, from its acks", buckets=_MS, registry=r
+        )
+        self.client_underruns = Counter(
+            "tts_client_underruns_total", "Playout underruns the clients reported in their acks", registry=r
+        )
         self.budget_closes = Counter(
             "tts_send_budget_closes_total", "Sessions closed for not reading (over the send budget)", registry=r
         )

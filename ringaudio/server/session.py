@@ -21,6 +21,7 @@ from ..config import Config
 from ..engine import Engine
 from ..errors import RingClosed
 from ..stream import Source, Stream
+from . import web
 from .metrics import Metrics
 from .pacing import Pacer
 from .schedule import Schedule
@@ -54,6 +55,7 @@ class Session:
     opened: float = 0.0  # monotonic
     active: bool = False  # has it ever sent synthesize or listen? (else the idle timeout applies)
     closing: bool = False
+    underruns: int = 0  # the client's playout underruns, as its last ack said
     stream: Stream | None = None  # its own stream (None once it listens to another)
 
 
@@ -68,6 +70,7 @@ class ServerBase:
         # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
         self.public_metrics = self.token is None or config.server.public_metrics
         self.metrics = Metrics()
+        self.web_files = web.load()  # the browser player, served on GET / and /static/
         self.engine = Engine(config)
         self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
         self.sessions: dict[str, Session] = {}

@@ -1,0 +1,154 @@
+"""The browser player in real headless Chromium, against a real server: what the audio thread plays,
+at what speed, how it stops, what it reports back.
+
+Chromium is Debian's (scripts/env.sh installs it as root), driven by Playwright; the page is served
+by the server itself from http://127.0.0.1:<port>/ (a secure context: AudioWorklet needs one), with
+autoplay allowed. A headless Chromium's AudioContext runs on a real clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import wave
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ringaudio import client
+
+from ..server.conftest import ServerProcess
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+RESULTS = Path(__file__).resolve().parents[2] / "bench" / "results"
+TEXT = "The quick brown fox jumps over the lazy dog. It runs away, and then it comes back."
+ARGS = [
+    "--autoplay-policy=no-user-gesture-required",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (scripts/env.sh installs it)")
+
+SPEAK = """async (text) => {
+  await player.start();
+  const ended = new Promise((r) => player.addEventListener("utteranceend", (e) => r(e.detail), { once: true }));
+  player.speak(text);
+  const end = await ended;
+  const t0 = performance.now();
+  while (player.stats().bufferedMs > 0 && performance.now() - t0 < 10000) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 300)); // a last ack and stats report
+  const cap = await player.captured();
+  return { end, stats: player.stats(), samples: Array.from(cap.samples), rate: cap.sampleRate };
+}"""
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """A browser of its own per test: its processes (renderers, the audio service) all end with it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        yield b
+        b.close()
+
+
+def reference_pcm(srv: ServerProcess, text: str, tmp_path: Path) -> np.ndarray:
+    """What the server sends for ``text`` (the synthetic voice is deterministic), via the Python client."""
+    out = tmp_path / "ref.wav"
+    with ThreadPoolExecutor(1) as pool:  # Playwright's sync API runs an event loop in this thread
+        stats = pool.submit(asyncio.run, client.speak(srv.url, [text], out=out)).result(60)
+    assert stats.lost == 0 and stats.frames > 0
+    with wave.open(str(out)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), np.int16)
+
+
+def test_the_worklet_plays_the_servers_pcm_exactly_and_feeds_the_metrics(browser: Any, tmp_path: Path) -> None:
+    srv = ServerProcess()
+    try:
+        ref = reference_pcm(srv, TEXT, tmp_path)
+        page = browser.new_page()
+        logs: list[str] = []
+        page.on("console", lambda m: logs.append(m.text))
+        page.goto(f"{srv.http}/?capture&rate=48000")
+        got = page.evaluate(SPEAK, TEXT)
+        samples = np.asarray(got["samples"], np.float32)
+        stats = got["stats"]
+        assert got["rate"] == 48_000
+        assert stats["underruns"] == 0 and stats["gaps"] == 0 and stats["lost"] == 0, (stats, logs)
+        assert got["end"]["frames"] * 960 == len(ref)
+        # the first quantum that played is the first sample: from there on, exactly the server's PCM
+        assert len(samples) >= len(ref)
+        assert np.array_equal(samples[: len(ref)], ref.astype(np.float32) / np.float32(32768))
+        assert not np.any(samples[len(ref) :])  # then silence, no repeat, no noise
+        assert stats["contextState"] == "running"
+        metrics = page.evaluate(f"fetch('{srv.http}/metrics').then((r) => r.text())")
+        count = [line for line in metrics.splitlines() if line.startswith("tts_end_to_end_latency_ms_count")]
+        assert count and float(count[0].split()[-1]) > 0  # the player's acks reached the server
+        assert any(
+            line.startswith("tts_client_buffer_ms_count") and float(line.split()[-1]) > 0
+            for line in metrics.splitlines()
+        )
+        assert "Audio buffer underrun" not in " ".join(logs)
+        RESULTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(RESULTS / "player-demo.png"), full_page=True)
+        page.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_24_khz_40_ms_session_plays_at_the_right_speed_on_a_48_khz_context(browser: Any) -> None:
+    env = {"RINGAUDIO__AUDIO__OUTPUT_SAMPLE_RATE": "24000", "RINGAUDIO__AUDIO__FRAME_DURATION_MS": "40"}
+    srv = ServerProcess(env)
+    try:
+        page = browser.new_page()
+        page.goto(f"{srv.http}/?capture&rate=48000")
+        got = page.evaluate(SPEAK, TEXT)
+        stats = got["stats"]
+        assert stats["underruns"] == 0 and stats["gaps"] == 0
+        samples = np.asarray(got["samples"], np.float32)
+        sent_s = got["end"]["frames"] * 0.040
+        # every 24 kHz sample became two at 48 kHz: what played lasts what was sent (at the context's clock)
+        assert abs(stats["framesPlayed"] * 0.040 - sent_s) <= 0.040 + 1e-9, (stats, sent_s)
+        assert len(samples) >= sent_s * 48_000 and not np.any(samples[int((sent_s + 0.01) * 48_000) :])
+        assert np.sqrt(np.mean(samples**2)) > 0.003  # speech, not silence
+        page.close()
+    finally:
+        assert srv.stop() == 0
+
+
+def test_cancel_is_silent_within_50_ms_and_the_next_utterance_plays(browser: Any) -> None:
+    srv = ServerProcess()
+    try:
+        page = browser.new_page()
+        page.goto(f"{srv.http}/?capture&rate=48000")
+        got = page.evaluate(
+            """async (text) => {
+              await player.start();
+              player.speak(text);
+              while (player.stats().framesPlayed < 25) await new Promise((r) => setTimeout(r, 10));
+              const at = player.context.currentTime;
+              player.cancel();
+              await new Promise((r) => setTimeout(r, 1000));
+              const cap = await player.captured();
+              return { at, start: cap.startTime, samples: Array.from(cap.samples), stats: player.stats() };
+            }""",
+            TEXT * 3,
+        )
+        samples = np.asarray(got["samples"], np.float32)
+        cut = int((got["at"] - got["start"]) * 48_000)
+        assert np.any(samples[:cut])  # it was speaking
+        assert not np.any(samples[cut + int(0.05 * 48_000) :])  # and was silent within 50 ms of cancel()
+        page.close()
+    finally:
+        assert srv.stop() == 0

@@ -52,6 +52,8 @@ export class RingAudioPlayer extends EventTarget {
       lagMs: 0,
       contextState: "closed",
       flushes: 0,
+      playedMs: 0,
+      droppedMs: 0,
       endToEndMs: null,
       paused: false,
     };
@@ -219,7 +221,7 @@ export class RingAudioPlayer extends EventTarget {
     this._lastSeq = seq;
     this._expected = null;
     this.policy.arrival(now, seq);
-    s.lagMs = Math.max(0, Date.now() - sentMs) + s.bufferedMs;
+    s.endToEndMs = Math.max(0, Date.now() - sentMs) + s.bufferedMs; // sent -> heard, as this player sees it
     this.node.port.postMessage({ type: "frame", buf, gap }, [buf]);
     if (flags & FLAG_LAST) this.node.port.postMessage({ type: "drain" });
     if (flags & FLAG_FIRST) this.policy.restart();
@@ -237,9 +239,13 @@ export class RingAudioPlayer extends EventTarget {
     s.underruns = m.underruns;
     s.bufferedMs = m.bufferedMs;
     s.framesPlayed = Math.floor(m.playedMs / (this.session ? this.session.frame_ms : 20));
+    s.playedMs = m.playedMs;
+    s.droppedMs = m.droppedMs;
     const target = this.policy.tick(now);
     this.node.port.postMessage({ type: "target", ms: target });
-    if (m.bufferedMs > Math.max(this.options.flushLagMs, target + 100)) {
+    // lag: audio held beyond where it should be (the pause mark under flow control, else the target)
+    s.lagMs = Math.max(0, m.bufferedMs - (this.options.flowControl ? this.flow.highMs : target));
+    if (s.lagMs > this.options.flushLagMs) {
       this.node.port.postMessage({ type: "flush", keepMs: target });
       s.flushes += 1;
       console.warn("Flushed stale audio buffers", { bufferedMs: m.bufferedMs, targetMs: target });

@@ -152,3 +152,93 @@ def test_cancel_is_silent_within_50_ms_and_the_next_utterance_plays(browser: Any
         page.close()
     finally:
         assert srv.stop() == 0
+
+
+WATCH = """async ({ text, seconds }) => {
+  await player.start();
+  const trace = [];
+  const seen = [];
+  player.addEventListener("stats", (e) => {
+    const s = e.detail;
+    trace.push([performance.now(), s.underruns, s.targetMs, s.bufferedMs]);
+  });
+  player.addEventListener("message", (e) => seen.push(e.detail.type));
+  const ended = new Promise((r) => player.addEventListener("utteranceend", (e) => r(e.detail), { once: true }));
+  player.speak(text);
+  const end = await Promise.race([ended, new Promise((r) => setTimeout(() => r(null), seconds * 1000))]);
+  await new Promise((r) => setTimeout(r, 300)); // the worklet reports what arrived last (10 times a second)
+  const t0 = performance.now();
+  while (player.stats().bufferedMs > 0 && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 50));
+  return { end, trace, seen, stats: player.stats() };
+}"""
+
+
+def watch(browser: Any, srv: ServerProcess, query: str, text: str, seconds: float = 60) -> dict[str, Any]:
+    page = browser.new_page()
+    logs: list[str] = []
+    page.on("console", lambda m: logs.append(m.text))
+    page.goto(f"{srv.http}/?{query}")
+    got: dict[str, Any] = page.evaluate(WATCH, {"text": text, "seconds": seconds})
+    got["logs"] = logs
+    page.close()
+    return got
+
+
+def test_through_a_jittery_link_the_buffer_adapts_and_then_plays_without_underruns(browser: Any) -> None:
+    from bench.netsim import Impairment, NetSim
+
+    srv = ServerProcess()
+    try:
+        with NetSim.running(srv.port, down=Impairment(delay_ms=100, jitter_ms=30, seed=7)) as sim:
+            got = watch(browser, srv, f"ws=ws://127.0.0.1:{sim.port}/ws", TEXT * 3)
+        stats, trace = got["stats"], got["trace"]
+        assert got["end"] is not None and stats["lost"] == 0 and stats["gaps"] == 0
+        assert stats["jitterMs"] > 1  # it saw the jitter
+        raised = [t for t, _, target, _ in trace if target > 200]
+        first = raised[0] if raised else None
+        late = [u for t, u, _, _ in trace if first is not None and t > first + 1000]
+        # no underrun at all, or none once the first adjustment had a second to fill the buffer
+        assert stats["underruns"] == 0 or (late and late[-1] == late[0]), trace[-5:]
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_two_second_stall_is_counted_as_underruns_and_playback_recovers(browser: Any) -> None:
+    """The link stops for 2 s (4 s in): the buffer runs dry (counted, the target grows), then the
+    backlog arrives; it plays to the end, every sample played (or flushed, if it came more than 500 ms
+    beyond the pause mark)."""
+    from bench.netsim import Impairment, NetSim
+
+    srv = ServerProcess()
+    try:
+        with NetSim.running(srv.port, down=Impairment(stall_every_s=4.0, stall_ms=2000)) as sim:
+            got = watch(browser, srv, f"ws=ws://127.0.0.1:{sim.port}/ws", TEXT)
+        stats = got["stats"]
+        assert got["end"] is not None  # it recovered and played to the end
+        assert stats["underruns"] >= 1 and stats["targetMs"] > 200  # counted, and the buffer grew
+        assert any("Audio buffer underrun" in line for line in got["logs"])
+        assert stats["lost"] == 0 and stats["gaps"] == 0  # under block nothing was lost on the way
+        frames_ms = got["end"]["frames"] * 20
+        assert abs(stats["playedMs"] + stats["droppedMs"] - frames_ms) <= 40, stats  # each sample played or flushed
+    finally:
+        assert srv.stop() == 0
+
+
+def test_flow_control_pauses_and_resumes_the_server_and_loses_nothing(browser: Any) -> None:
+    """A server that sends 800 ms at once (prebuffer) is faster than the player plays:
+    above 400 ms buffered the player sends pause, below 200 ms resume; under block nothing is lost."""
+    env = {
+        "RINGAUDIO__SERVER__PREBUFFER_MS": "800",
+        "RINGAUDIO__WORKER__LEAD_MS": "800",
+        "RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "100",
+    }
+    srv = ServerProcess(env)
+    try:
+        got = watch(browser, srv, "pause=400&resume=200", TEXT * 2)
+        stats, seen = got["stats"], got["seen"]
+        assert got["end"] is not None and stats["lost"] == 0 and stats["gaps"] == 0
+        assert "paused" in seen and "resumed" in seen  # the server answered both
+        assert stats["framesReceived"] == got["end"]["frames"]
+        assert max(b for *_, b in got["trace"]) < 900 and stats["flushes"] == 0
+    finally:
+        assert srv.stop() == 0

@@ -70,6 +70,7 @@ class Http(ServerBase):
     def _session_gauges(self) -> dict[str, tuple[int, int]]:
         gauges = {}
         for sid, s in self.sessions.items():
+            self._export_drops(s)
             depth = self.depth(s)
             if depth is not None:
                 gauges[sid] = (depth, s.episodes)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -54,9 +54,35 @@ class BatchHistogram(Collector):
         yield family
 
 
+class Totals(Collector):
+    """Counters that outlive the sessions, kept as plain ints (the scheduler adds to them once per
+    pass, which a prometheus_client Counter, with its lock, would make a per-frame cost)."""
+
+    def __init__(self) -> None:
+        self.frames_sent = 0
+        self.frames_lost = 0  # all sessions: what tts_frames_dropped_total{session_id} added up to
+        self.overruns = 0
+        self.utterances = {"ended": 0, "failed": 0, "cancelled": 0}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("tts_frames_sent", "Frames sent to clients, all sessions", value=self.frames_sent)
+        yield CounterMetricFamily(
+            "tts_frames_lost", "Frames sessions lost (overrun under drop_oldest), all sessions", value=self.frames_lost
+        )
+        yield CounterMetricFamily(
+            "tts_overruns", "Sequence gaps reported to clients, all sessions", value=self.overruns
+        )
+        outcomes = CounterMetricFamily("tts_utterances", "Utterances by how they ended", labels=["outcome"])
+        for outcome, n in self.utterances.items():
+            outcomes.add_metric([outcome], n)
+        yield outcomes
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
+        self.totals = Totals()
+        r.register(self.totals)
         self.depth = Gauge(
             "tts_frame_queue_depth",
             "Frames between the worker and the client: ring fill + read, not yet on the socket",
@@ -107,6 +133,7 @@ class Metrics:
     def dropped(self, session_id: str, lost: int) -> None:
         self._known.add(session_id)
         self.drops.labels(session_id).inc(lost)
+        self.totals.frames_lost += lost
 
     def forget(self, session_id: str) -> None:
         """Remove a finished session's series."""

@@ -193,6 +193,7 @@ class Scheduling(Sending):
             elif got is None:
                 break
         if sent:
+            self.metrics.totals.frames_sent += sent
             pacer.spend(sent)
             if s.last_send:
                 interval = (now - s.last_send) * 1000

@@ -24,6 +24,7 @@ from . import backlog
 from .session import ServerBase, Session
 
 log = logging.getLogger("ringaudio.server")
+_OUTCOMES = {"utterance.end": "ended", "error": "failed", "cancelled": "cancelled"}
 PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
 
 
@@ -125,6 +126,12 @@ class Sending(ServerBase):
         for ev in source.pop_events():
             if ev.type == "overrun":
                 self._overrun(s, ev)
+            elif (
+                s.stream is not None
+                and ev.type in _OUTCOMES
+                and (ev.type != "error" or ev.data.get("utterance_id") is not None)
+            ):
+                self.metrics.totals.utterances[_OUTCOMES[ev.type]] += 1
             self._send_text(s, P.event(ev.type, **ev.data))
 
     def _overrun(self, s: Session, ev: Event) -> None:
@@ -135,4 +142,6 @@ class Sending(ServerBase):
         depth = self.depth(s)
         if depth is not None:
             logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=depth)
-        self.metrics.dropped(s.id, d["lost"])
+        self.metrics.totals.overruns += 1
+        s.drops_counted += d["lost"]
+        self._export_drops(s)

@@ -9,6 +9,7 @@ on it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ class Session:
     active: bool = False  # has it ever sent synthesize or listen? (else the idle timeout applies)
     closing: bool = False
     underruns: int = 0  # the client's playout underruns, as its last ack said
+    drops_counted: int = 0  # frames lost, as its reader's overrun events said
+    drops_exported: int = 0  # frames lost, as tts_frames_dropped_total says (>= drops_counted)
     stream: Stream | None = None  # its own stream (None once it listens to another)
 
 
@@ -115,6 +118,19 @@ class ServerBase:
             return stream.ring.fill + buffered // self.frame_bytes
         except RingClosed:
             return None
+
+    def _export_drops(self, s: Session) -> None:
+        """Count a session's lost frames as soon as they are lost, not when its reader finds out: the
+        ring's own count (frames overwritten before the session read them) is looked at on every
+        scrape, so a paused or stalled reader under drop_oldest shows its drops while it is stalled;
+        the reader's exact reports can only add (the counter never goes back)."""
+        seen = s.drops_counted
+        if s.stream is not None and not s.stream.ended:
+            with contextlib.suppress(RingClosed):
+                seen = max(seen, s.stream.ring.dropped)
+        if seen > s.drops_exported:
+            self.metrics.dropped(s.id, seen - s.drops_exported)
+            s.drops_exported = seen
 
     async def _close(self, s: Session, code: int, reason: str) -> None:
         raise NotImplementedError  # connections (App) close sessions

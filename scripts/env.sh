@@ -32,6 +32,8 @@ command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 case ",$extras," in *,bench,*) command -v nft >/dev/null 2>&1 || missing="$missing nftables" ;; esac
 # the browser player's tests drive Debian's chromium (Playwright cannot download a browser here)
 case ",$extras," in *,test,*) command -v chromium >/dev/null 2>&1 || missing="$missing chromium" ;; esac
+# ... and the shipped alert rules are checked and unit-tested with promtool (Debian's prometheus)
+case ",$extras," in *,test,*) command -v promtool >/dev/null 2>&1 || missing="$missing prometheus" ;; esac
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing$missing ..." >&2

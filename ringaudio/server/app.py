@@ -273,7 +273,7 @@ class App(Http, Scheduling):
             if sent is not None:
                 self.metrics.end_to_end.observe((time.monotonic() - sent) * 1000 + (cmd.buffered_ms or 0.0))
             if cmd.buffered_ms is not None:
-                self.metrics.client_buffer.observe(cmd.buffered_ms)
+                self.metrics.client_buffer.observe(cmd.buffered_ms / 1000)
             if cmd.underruns is not None and cmd.underruns > s.underruns:  # a running count: the increase
                 self.metrics.client_underruns.inc(cmd.underruns - s.underruns)
                 s.underruns = cmd.underruns

@@ -47,6 +47,9 @@ class Http(ServerBase):
     def _observe(self, path: str) -> Response:
         if path == "/healthz":
             return self._json_response(HTTPStatus.OK, self.health())
+        pool = self.engine.pool
+        if pool is not None:
+            self.metrics.totals.workers = (pool.alive(), pool.size, pool.restarts)
         body, content_type = self.metrics.exposition(self._session_gauges())
         return Response(200, "OK", Headers([("Content-Type", content_type)]), body)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -60,11 +60,12 @@ class Totals(Collector):
 
     def __init__(self) -> None:
         self.frames_sent = 0
+        self.workers = (0, 0, 0)  # alive, configured, restarts (set before each scrape)
         self.frames_lost = 0  # all sessions: what tts_frames_dropped_total{session_id} added up to
         self.overruns = 0
         self.utterances = {"ended": 0, "failed": 0, "cancelled": 0}
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         yield CounterMetricFamily("tts_frames_sent", "Frames sent to clients, all sessions", value=self.frames_sent)
         yield CounterMetricFamily(
             "tts_frames_lost", "Frames sessions lost (overrun under drop_oldest), all sessions", value=self.frames_lost
@@ -72,6 +73,10 @@ class Totals(Collector):
         yield CounterMetricFamily(
             "tts_overruns", "Sequence gaps reported to clients, all sessions", value=self.overruns
         )
+        alive, size, restarts = self.workers
+        yield GaugeMetricFamily("tts_workers_alive", "Worker processes alive and ready", value=alive)
+        yield GaugeMetricFamily("tts_workers", "Worker processes configured", value=size)
+        yield CounterMetricFamily("tts_worker_restarts", "Worker processes started again after dying", value=restarts)
         outcomes = CounterMetricFamily("tts_utterances", "Utterances by how they ended", labels=["outcome"])
         for outcome, n in self.utterances.items():
             outcomes.add_metric([outcome], n)
@@ -120,7 +125,10 @@ class Metrics:
             "tts_slow_client_episodes_total", "Times a client was found not consuming frames fast enough", registry=r
         )
         self.client_buffer = Histogram(
-            "tts_client_buffer_ms", "Audio buffered at the client, from its acks", buckets=_MS, registry=r
+            "tts_client_buffer_seconds",
+            "Audio buffered at the client, from its acks",
+            buckets=tuple(b / 1000 for b in _MS),
+            registry=r,
         )
         self.client_underruns = Counter(
             "tts_client_underruns_total", "Playout underruns the clients reported in their acks", registry=r

@@ -96,7 +96,7 @@ def test_the_worklet_plays_the_servers_pcm_exactly_and_feeds_the_metrics(browser
         count = [line for line in metrics.splitlines() if line.startswith("tts_end_to_end_latency_ms_count")]
         assert count and float(count[0].split()[-1]) > 0  # the player's acks reached the server
         assert any(
-            line.startswith("tts_client_buffer_ms_count") and float(line.split()[-1]) > 0
+            line.startswith("tts_client_buffer_seconds_count") and float(line.split()[-1]) > 0
             for line in metrics.splitlines()
         )
         assert "Audio buffer underrun" not in " ".join(logs)

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +19,13 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
+from ringaudio.client import speak
+
 from .server.conftest import ServerProcess
 
 PROMETHEUS = shutil.which("prometheus")
 ALERTS = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
+DASHBOARD = json.loads((Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "ringaudio.json").read_text())
 LONG = "This sentence goes on for a while, so that the stream keeps going. " * 8
 pytestmark = pytest.mark.skipif(PROMETHEUS is None, reason="prometheus is not installed (scripts/env.sh installs it)")
 
@@ -68,6 +72,13 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
         assert srv.stop() == 0
 
 
+def query(api: str, expr: str) -> list[Any]:
+    url = f"{api}/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=5) as r:
+        result: list[Any] = json.loads(r.read())["data"]["result"]
+    return result
+
+
 def alerts(api: str) -> dict[str, str]:
     with urllib.request.urlopen(f"{api}/alerts", timeout=5) as r:
         data = json.loads(r.read())["data"]["alerts"]
@@ -88,6 +99,7 @@ def test_frames_dropped_and_client_not_consuming_fire_on_a_real_prometheus(prome
     srv, api = prometheus
     time.sleep(3)  # a few healthy scrapes first
     assert alerts(api) == {}  # a healthy server fires nothing
+    assert asyncio.run(speak(srv.url, ["A short one, heard whole."])).lost == 0  # an utterance's RTF, first audio
 
     async def paused_reader() -> None:
         async with connect(srv.url) as ws:
@@ -98,10 +110,20 @@ def test_frames_dropped_and_client_not_consuming_fire_on_a_real_prometheus(prome
             await ws.send(json.dumps({"type": "control", "action": "pause"}))
             await asyncio.to_thread(wait_for, api, "FramesDropped")
 
+    empty: list[str] = []
+
     async def stalled_reader() -> None:
         async with connect(srv.url, max_queue=1) as ws:  # reads nothing: its socket fills
             await ws.send(json.dumps({"type": "synthesize", "text": LONG}))
             await asyncio.to_thread(wait_for, api, "ClientNotConsuming")
+            for panel in DASHBOARD["panels"]:  # while a session lives, every panel has something to show
+                for target in panel["targets"]:
+                    deadline = time.monotonic() + 15  # a rate needs two scrapes of a new series
+                    while not await asyncio.to_thread(query, api, target["expr"]):
+                        if time.monotonic() > deadline:
+                            empty.append(panel["title"])
+                            break
+                        await asyncio.sleep(0.5)
 
     t0 = time.monotonic()
     asyncio.run(paused_reader())
@@ -112,4 +134,5 @@ def test_frames_dropped_and_client_not_consuming_fire_on_a_real_prometheus(prome
     state = alerts(api)
     assert state.get("FramesDropped") == "firing", state
     assert state.get("ClientNotConsuming") == "firing", state
+    assert empty == [], f"dashboard panels with no data: {empty}"
     print(f"FramesDropped firing after {dropped_after:.1f} s, ClientNotConsuming after {slow_after:.1f} s")

@@ -120,20 +120,10 @@ class RingReading(RingView):
         if k.readable(self._live_ctrl(), self.capacity, seq, self.generation, SPIN_LOADS) != k.NOT_READY:
             return True
         until = deadline(timeout)
-        while True:
-            word = ks.begin_reader_wait(self._live_ctrl(), self.capacity, seq, self.generation)
-            if word < 0:
-                if self._word(layout.C_STATE) != layout.LEASED and not self._readable(seq):
-                    raise RingClosed(f"ring {self.handle} was closed while waiting for frame {seq}")
-                return True
-            try:
-                now = time.monotonic()
-                if now >= until:
-                    return False
-                futex.wait(self._data_addr, word, min(until - now, WAIT_TICK))
-            finally:
-                if self._ctrl is not None:
-                    ks.end_reader_wait(self._ctrl)
+        while not self.wait_once(seq, until):
+            if time.monotonic() >= until:
+                return False
+        return True
 
     def wait_once(self, seq: int, until: float) -> bool:
         """One sleep on the write cursor's futex, until frame ``seq`` is readable (True), anybody

@@ -108,6 +108,7 @@ export class Playout {
     this.played = 0; // samples played (not silence)
     this.dropped = 0; // samples dropped by overflow, flush or cancel
     this._fadeIn = 0; // samples of fade-in left
+    this._gapAt = -1; // the fade-in applies from this written sample on (-1: none yet)
   }
 
   get buffered() {
@@ -170,7 +171,7 @@ export class Playout {
     const fadeOutFrom = have < n && !this.draining ? Math.max(0, take - this.fade) : take;
     for (let i = 0; i < take; i++) {
       let s = this.ring[this.read % this.capacity];
-      if (this._gapAt !== undefined && this.read >= this._gapAt && this._fadeIn > 0) {
+      if (this._gapAt >= 0 && this.read >= this._gapAt && this._fadeIn > 0) {
         s *= 1 - this._fadeIn / this.fade;
         this._fadeIn -= 1;
       }

@@ -283,13 +283,14 @@ def test_attach_errors() -> None:
         tiny.unlink()
 
 
-def test_layout_version_mismatch_is_refused() -> None:
+def refused_with_version(version: int, match: str) -> None:
+    """Rewrite a live segment's layout version and check that attaching it is refused."""
     with FrameRing.create(capacity=4) as ring:
         raw = shared_memory.SharedMemory(name=ring.name)
         words = np.frombuffer(raw.buf, np.uint64, count=layout.HEADER_BYTES // 8)
-        words[layout.H_VERSION] = layout.LAYOUT_VERSION + 1
+        words[layout.H_VERSION] = version
         try:
-            with pytest.raises(LayoutMismatch, match="layout version"):
+            with pytest.raises(LayoutMismatch, match=match):
                 FrameRing.attach(ring.name)
         finally:
             words[layout.H_VERSION] = layout.LAYOUT_VERSION
@@ -298,26 +299,17 @@ def test_layout_version_mismatch_is_refused() -> None:
             from multiprocessing import resource_tracker
 
             resource_tracker.unregister(raw._name, "shared_memory")  # type: ignore[attr-defined]
+
+
+def test_layout_version_mismatch_is_refused() -> None:
+    refused_with_version(layout.LAYOUT_VERSION + 1, "layout version")
 
 
 def test_a_version_1_segment_is_refused_with_layout_mismatch() -> None:
     """Version 2 moved each frame's label beside its stamp: a reader of version 2 must not take a
     segment written by version 1 (its frames have no labels), and says so."""
-    with FrameRing.create(capacity=4) as ring:
-        raw = shared_memory.SharedMemory(ring.name)
-        words = np.frombuffer(raw.buf, np.uint64, count=layout.HEADER_BYTES // 8)
-        assert layout.LAYOUT_VERSION == 2
-        words[layout.H_VERSION] = 1
-        try:
-            with pytest.raises(LayoutMismatch, match="layout version 1, this build reads 2"):
-                FrameRing.attach(ring.name)
-        finally:
-            words[layout.H_VERSION] = layout.LAYOUT_VERSION
-            del words
-            raw.close()
-            from multiprocessing import resource_tracker
-
-            resource_tracker.unregister(raw._name, "shared_memory")  # type: ignore[attr-defined]
+    assert layout.LAYOUT_VERSION == 2
+    refused_with_version(1, "layout version 1, this build reads 2")
 
 
 def test_a_frame_and_its_label_are_read_together() -> None:

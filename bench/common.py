@@ -56,13 +56,14 @@ def load_or_run(earlier: Path | None, test_file: str, name: str, env: dict[str, 
 
 
 class LoggedProcess:
-    """A server process started from ``cmd`` whose stderr is one JSON object per line: every line is
+    """A server process started from ``cmd`` whose output is one JSON object per line (its stdout and
+    stderr, merged): every line is
     kept in ``log`` (a line that is not JSON as ``{"message": line}``), and ``port`` comes from its
     "server listening" line; the constructor returns once that line came (or raises)."""
 
     def __init__(self, cmd: Sequence[str], env: dict[str, str], what: str = "server", timeout: float = 120) -> None:
         self.proc = subprocess.Popen(
-            list(cmd), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env, cwd=HERE.parent
+            list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE.parent
         )
         self.log: list[dict[str, Any]] = []
         self.port = 0
@@ -74,8 +75,8 @@ class LoggedProcess:
             raise RuntimeError(f"the {what} did not start: {self.log[-5:]}")
 
     def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
             try:
                 entry = json.loads(line)
             except json.JSONDecodeError:

@@ -76,7 +76,7 @@ class Launched:
     ready_s: float = 0.0
     port: int = 0
     seen: dict[int, psutil.Process] = field(default_factory=dict)  # every descendant ever looked at
-    log: list[str] = field(default_factory=list)  # the last lines of its stderr
+    log: list[str] = field(default_factory=list)  # the last lines of its output
     ps: psutil.Process = field(init=False)
 
     def __post_init__(self) -> None:
@@ -130,13 +130,15 @@ def launch(kind: str, env: dict[str, str] | None = None, timeout: float = READY_
     full_env = {**os.environ, "LOG_LEVEL": "INFO", **(env or {})}
     ready = threading.Event()
     t0 = time.monotonic()
-    proc = subprocess.Popen(command(kind), stderr=subprocess.PIPE, text=True, env=full_env, cwd=HERE.parent)
+    proc = subprocess.Popen(
+        command(kind), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=full_env, cwd=HERE.parent
+    )
     server = Launched(kind, proc)
     tail = server.log
 
-    def read() -> None:  # drains stderr for the server's whole life, so it never blocks on a log line
-        assert proc.stderr is not None
-        for line in proc.stderr:
+    def read() -> None:  # drains its output for the server's whole life, so it never blocks on a log line
+        assert proc.stdout is not None
+        for line in proc.stdout:
             tail[:] = [*tail[-49:], line]
             if ready.is_set():
                 continue
@@ -147,7 +149,7 @@ def launch(kind: str, env: dict[str, str] | None = None, timeout: float = READY_
                     server.port = int(entry["port"])
                     ready.set()
 
-    threading.Thread(target=read, name=f"{kind}-stderr", daemon=True).start()
+    threading.Thread(target=read, name=f"{kind}-output", daemon=True).start()
     deadline = t0 + timeout
     while not ready.wait(0.1):
         if proc.poll() is not None or time.monotonic() > deadline:

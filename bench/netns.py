@@ -1,5 +1,5 @@
-"""Real packet loss: a network namespace of our own, a veth pair to it, and nftables dropping packets
-inside it.
+"""Real packet loss, or a real bandwidth cap: a network namespace of our own, a veth pair to it, and
+nftables dropping packets inside it (or a token-bucket qdisc on its end of the pair).
 
 netsim (a userspace proxy) can only model loss as a stall: TCP never loses bytes. To see what the
 kernel's own recovery does (fast retransmit, RTOs, a shrinking congestion window), the server runs in
@@ -65,6 +65,34 @@ def lossy(loss_percent: float) -> Iterator[Namespace]:
     why = available()
     if why is not None:
         raise RuntimeError(f"no lossy namespace: {why}")
+    with _namespace(loss_percent, None) as ns:
+        yield ns
+
+
+def cap_available() -> str | None:
+    """None if a bandwidth-capped namespace can be made here, else why not."""
+    if os.geteuid() != 0:
+        return "needs root"
+    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
+    return f"needs {' and '.join(missing)} (apt-get install iproute2)" if missing else None
+
+
+@contextmanager
+def capped(rate_kbit: int) -> Iterator[Namespace]:
+    """A namespace whose outbound traffic (a server inside it, sending to the host) is capped at
+    ``rate_kbit`` by a token bucket (``tc qdisc ... tbf``) on its end of the veth pair: the server's
+    own socket sees the congestion (its send queue fills) while the client reads all that arrives."""
+    if not rate_kbit > 0:
+        raise ValueError(f"rate_kbit must be > 0, got {rate_kbit!r}")
+    why = cap_available()
+    if why is not None:
+        raise RuntimeError(f"no capped namespace: {why}")
+    with _namespace(None, rate_kbit) as ns:
+        yield ns
+
+
+@contextmanager
+def _namespace(loss_percent: float | None, rate_kbit: int | None) -> Iterator[Namespace]:
     tag = secrets.token_hex(3)
     name, host_if, ns_if = f"ra-{tag}", f"rah{tag}", f"ran{tag}"  # interface names: at most 15 characters
     octet = 1 + secrets.randbelow(250)
@@ -78,7 +106,11 @@ def lossy(loss_percent: float) -> Iterator[Namespace]:
         _run(*ns.command("ip", "addr", "add", f"{ns.ns_ip}/30", "dev", ns_if))
         _run(*ns.command("ip", "link", "set", ns_if, "up"))
         _run(*ns.command("ip", "link", "set", "lo", "up"))
-        _run(*ns.command("nft", "-f", "-"), stdin=_ruleset(loss_percent))
+        if loss_percent is not None:
+            _run(*ns.command("nft", "-f", "-"), stdin=_ruleset(loss_percent))
+        if rate_kbit is not None:  # a bucket of 8 KiB, and at most half a second queued in it
+            tbf = ("tc", "qdisc", "add", "dev", ns_if, "root", "tbf", "rate", f"{rate_kbit}kbit")
+            _run(*ns.command(*tbf, "burst", "8kb", "latency", "500ms"))
         yield ns
     finally:
         # deleting the namespace destroys its end of the pair, and with it ours; its table goes with it

@@ -81,7 +81,8 @@ class Engine:
         self.pool: WorkerPool | None = None
         self.lock = threading.Lock()  # held while streams open and close (never per frame)
         self.notify: Callable[[], None] | None = None
-        self.on_rtf: Callable[[str, float], None] | None = None  # (model_id, rtf) of each utterance
+        # (stream id, model_id, rtf) of each utterance synthesized, called on the pool's thread
+        self.on_rtf: Callable[[str, str, float], None] | None = None
         self.fatal = ""  # why the workers gave up (set from the pool's thread; notify() follows)
         self._touched: deque[Stream] = deque()  # streams that got worker events since the last poll()
         self._uids = itertools.count(1)
@@ -291,7 +292,7 @@ class Engine:
             )
         elif kind == "finished":
             if self.on_rtf is not None:
-                self.on_rtf(ev.get("model_id", ""), ev.get("rtf", 0.0))
+                self.on_rtf(stream.id, ev.get("model_id", ""), ev.get("rtf", 0.0))
             logs.event(
                 log,
                 logging.INFO,

@@ -4,7 +4,7 @@ Use ``log.info("Frame sequence gap detected", extra={"fields": {"expected": 42, 
 "session_id": sid})``, or the :func:`event` helper. The names of messages and fields are the ones the
 operators' runbook greps for.
 
-Every line reaches the operator whole: worker processes do not write to the shared stderr pipe
+Every line reaches the operator whole: worker processes do not write to the shared stdout pipe
 (two processes writing long lines into one pipe interleave them); they hand their records to the
 pool over their control pipe (``setup(forward=...)``) and the server logs them (:func:`replay`).
 A string field longer than ``FIELD_MAX`` characters is cut (a client's 65 000-character id is not
@@ -77,7 +77,8 @@ class _Forward(logging.Handler):
 
 
 def setup(level: str = "INFO", stream: Any = None, forward: Callable[[dict[str, Any]], None] | None = None) -> None:
-    """Send ringaudio's logs, as JSON lines, to ``stream`` (stderr by default), or each record to
+    """Send ringaudio's logs, as JSON lines, to ``stream`` (stdout by default: nothing else is written
+    there, so ``python -m ringaudio.server | jq`` works from the first line), or each record to
     ``forward`` (in a worker process). Idempotent."""
     global _CONFIGURED
     root = logging.getLogger("ringaudio")
@@ -87,7 +88,7 @@ def setup(level: str = "INFO", stream: Any = None, forward: Callable[[dict[str, 
         if forward is not None:
             handler = _Forward(forward)
         else:
-            handler = logging.StreamHandler(stream or sys.stderr)
+            handler = logging.StreamHandler(stream or sys.stdout)
             handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
         root.propagate = False

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except RingAudioError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 1
-    logs.setup(cfg.log_level)
+    logs.setup(cfg.log_level, stream=sys.stderr)  # a command-line tool: its logs with its other messages
     failed = False
     stats: dict[str, object] = {}
     try:

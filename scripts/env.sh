@@ -34,6 +34,8 @@ case ",$extras," in *,bench,*) command -v nft >/dev/null 2>&1 || missing="$missi
 case ",$extras," in *,test,*) command -v chromium >/dev/null 2>&1 || missing="$missing chromium" ;; esac
 # ... and the shipped alert rules are checked and unit-tested with promtool (Debian's prometheus)
 case ",$extras," in *,test,*) command -v promtool >/dev/null 2>&1 || missing="$missing prometheus" ;; esac
+# ... and the README's jq recipes for the JSON log are run against a real server's log
+case ",$extras," in *,test,*) command -v jq >/dev/null 2>&1 || missing="$missing jq" ;; esac
 if [ -n "$missing" ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing$missing ..." >&2

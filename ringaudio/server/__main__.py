@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level)
+    # the WebSocket library's DEBUG lines trace every frame it sends: "frame sent" is ours, once
+    logging.getLogger("ringaudio.websockets").setLevel(max(logging.INFO, logging.getLogger("ringaudio").level))
     app = App(cfg, host=args.host, port=args.port)
 
     async def serve() -> None:

@@ -255,8 +255,10 @@ class App(Http, Scheduling):
             try:
                 if cmd.action == "pause":
                     s.source.pause()
+                    s.paused_at = s.paused_at or time.monotonic()
                 else:
                     s.source.resume()
+                    s.paused_at = 0.0
                     self._touch(s)
             except StreamError as exc:
                 self._refuse(s, exc)
@@ -272,8 +274,11 @@ class App(Http, Scheduling):
             sent = s.sent_at.get(cmd.sequence)
             if sent is not None:
                 self.metrics.end_to_end.observe((time.monotonic() - sent) * 1000 + (cmd.buffered_ms or 0.0))
+            s.acks += 1
+            s.acked_at = time.monotonic()
             if cmd.buffered_ms is not None:
                 self.metrics.client_buffer.observe(cmd.buffered_ms / 1000)
+                s.client_buffer_ms = cmd.buffered_ms
             if cmd.underruns is not None and cmd.underruns > s.underruns:  # a running count: the increase
                 self.metrics.client_underruns.inc(cmd.underruns - s.underruns)
                 s.underruns = cmd.underruns

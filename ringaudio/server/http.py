@@ -1,4 +1,5 @@
-"""The HTTP side of the server's port: method and path checks, the token, /healthz and /metrics.
+"""The HTTP side of the server's port: method and path checks, the token, /healthz, /metrics and
+/debug/sessions.
 
 An Upgrade request on ``/ws`` (or ``/``) goes on to the WebSocket handshake; everything else is
 answered here, before any session exists.
@@ -15,8 +16,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from .. import __version__
-from . import access, web
+from . import access, debug, web
 from .session import ServerBase
+
+DEBUG = "/debug/sessions"
 
 
 class Http(ServerBase):
@@ -27,7 +30,7 @@ class Http(ServerBase):
         if path in ("/healthz", "/metrics") and self.public_metrics:
             return self._observe(path)
         static = path.startswith("/static/")
-        if path not in ("/ws", "/", "/healthz", "/metrics") and not static:
+        if path not in ("/ws", "/", "/healthz", "/metrics", DEBUG) and not static:
             return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "use /ws"})
         if self.token is not None and not access.token_ok(self.token, request.headers, request.path):
             response = self._json_response(HTTPStatus.UNAUTHORIZED, {"error": "unauthorized", "message": "bad token"})
@@ -42,6 +45,8 @@ class Http(ServerBase):
             if found is None:
                 return self._json_response(HTTPStatus.NOT_FOUND, {"error": "not_found", "message": "no such file"})
             return found
+        if path == DEBUG:  # the token, whenever there is one (server.public_metrics does not open it)
+            return self._json_response(HTTPStatus.OK, debug.view(self))
         return self._observe(path) if path not in ("/ws", "/") else None
 
     def _observe(self, path: str) -> Response:

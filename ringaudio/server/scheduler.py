@@ -95,6 +95,7 @@ class Scheduling(Sending):
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
                 self._reap_idle(now)
+                self._measure_rtt(now)
                 if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
                     logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)
                     self.exit_code = 1
@@ -136,6 +137,11 @@ class Scheduling(Sending):
                 s.max_window = probe.window
             s.kernel_backlog = backlog.unconsumed(0, probe, s.max_window)
             s.backlog_at = now
+            s.outq, s.window = probe.outq, probe.window
+            # what the client has consumed so far, in frames: what it was sent, less what it has not read
+            s.consumed.append(
+                (now, s.frames_sent - (transport.get_write_buffer_size() + s.kernel_backlog) / self.frame_bytes)
+            )
             if probe.outq == 0 and s.kernel_backlog > self.send_limit and not s.probing:
                 # all acknowledged and only the client's window says it has not read: ask it
                 self._spawn(self._ping(s))
@@ -153,6 +159,8 @@ class Scheduling(Sending):
                     queue_size=self.depth(s),
                 )
                 self.metrics.slow_clients.inc()
+                s.slow_episodes += 1
+                s.slow_started = now
             s.slow_since = now
             return now + self.period
         if s.slow and now - s.slow_since > SLOW_CLEAR:  # it kept up for a while: the episode is over
@@ -194,6 +202,7 @@ class Scheduling(Sending):
                 break
         if sent:
             self.metrics.totals.frames_sent += sent
+            s.frames_sent += sent
             pacer.spend(sent)
             if s.last_send:
                 interval = (now - s.last_send) * 1000

@@ -26,6 +26,7 @@ from .session import ServerBase, Session
 log = logging.getLogger("ringaudio.server")
 _OUTCOMES = {"utterance.end": "ended", "error": "failed", "cancelled": "cancelled"}
 PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
+RTT_EVERY = 3.0  # how often each session's round trip is measured (s)
 
 
 class Sending(ServerBase):
@@ -59,15 +60,39 @@ class Sending(ServerBase):
             pong = await s.ws.ping()
             async with asyncio.timeout(PING_TIMEOUT):
                 await pong
-            if s.sock is not None:
-                probe = backlog.probe(s.sock)
-                if probe.window is not None:
-                    s.max_window = probe.window
-                s.backlog_at = 0.0  # look again at the next pump
+            self._rebase(s)
         except (TimeoutError, ConnectionClosed, RuntimeError):
             pass  # not read (yet): it stays held back
         finally:
             s.probing = False
+
+    @staticmethod
+    def _rebase(s: Session) -> None:
+        """The client answered a ping, so it has read all that came before: its window now is what it can hold."""
+        if s.sock is not None:
+            probe = backlog.probe(s.sock)
+            if probe.window is not None:
+                s.max_window = probe.window
+            s.backlog_at = 0.0  # look again at the next pump
+
+    def _measure_rtt(self, now: float) -> None:
+        """One WebSocket ping per session every RTT_EVERY seconds, unless one is still unanswered: the
+        round trip to the client's application (network, its socket buffers, its reading), as
+        /debug/sessions shows it. Never a reason to close a session: a deliberately slow client is
+        slow, not dead."""
+        for s in self.sessions.values():
+            if not s.closing and not s.ping_out and now - s.pinged_at >= RTT_EVERY:
+                s.pinged_at = s.ping_out = now
+                self._spawn(self._round_trip(s))
+
+    async def _round_trip(self, s: Session) -> None:
+        try:
+            pong = await s.ws.ping()
+            rtt = await pong  # until the pong, or until the connection closes
+        except (ConnectionClosed, RuntimeError):
+            return
+        s.rtts.append(rtt)
+        s.ping_out = 0.0
 
     def _over_budget(self, ws: ServerConnection) -> None:
         """A client with more than the send budget unread: closed, never buffered without end."""
@@ -143,5 +168,6 @@ class Sending(ServerBase):
         if depth is not None:
             logs.event(log, logging.WARNING, "Frame queue full, dropping frames", s.id, queue_size=depth)
         self.metrics.totals.overruns += 1
+        s.overruns += 1
         s.drops_counted += d["lost"]
         self._export_drops(s)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +28,9 @@ from . import web
 from .metrics import Metrics
 from .pacing import Pacer
 from .schedule import Schedule
+
+CONSUMED_SAMPLES = 48  # (time, frames consumed) samples kept: 12 s at one per backlog refresh
+RTT_SAMPLES = 8
 
 
 @dataclass(eq=False, slots=True)
@@ -60,6 +65,22 @@ class Session:
     drops_counted: int = 0  # frames lost, as its reader's overrun events said
     drops_exported: int = 0  # frames lost, as tts_frames_dropped_total says (>= drops_counted)
     stream: Stream | None = None  # its own stream (None once it listens to another)
+    # what /debug/sessions shows (and ringaudio.doctor reads)
+    frames_sent: int = 0
+    overruns: int = 0
+    slow_episodes: int = 0
+    slow_started: float = 0.0
+    outq: int = 0  # the kernel's send queue, as last read (bytes)
+    window: int | None = None  # the client's advertised receive window, as last read (bytes)
+    consumed: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=CONSUMED_SAMPLES))
+    client_buffer_ms: float | None = None  # as its last ack said
+    acked_at: float = 0.0
+    acks: int = 0
+    rtts: deque[float] = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))  # ping to pong (s)
+    ping_out: float = 0.0  # when the round-trip ping still unanswered went out (0: none is out)
+    pinged_at: float = 0.0  # when the last round-trip ping went out
+    paused_at: float = 0.0  # when the client paused (0: it has not)
+    rtf: tuple[str, float] | None = None  # (model_id, real-time factor) of its last utterance synthesized
 
 
 class ServerBase:
@@ -73,9 +94,10 @@ class ServerBase:
         # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
         self.public_metrics = self.token is None or config.server.public_metrics
         self.metrics = Metrics()
+        self.started = time.monotonic()
         self.web_files = web.load()  # the browser player, served on GET / and /static/
         self.engine = Engine(config)
-        self.engine.on_rtf = lambda model, rtf: self.metrics.rtf.labels(model).observe(rtf)
+        self.engine.on_rtf = self._on_rtf
         self.sessions: dict[str, Session] = {}
         self.schedule: Schedule[Session] = Schedule()
         self.stopping = asyncio.Event()  # from here on: a signal that comes before run() is not lost
@@ -105,6 +127,13 @@ class ServerBase:
         self._wake = asyncio.Event()
         self._intervals = self.metrics.interval.pending.append  # per-frame observations, binned later
         self._jitters = self.metrics.jitter.pending.append
+
+    def _on_rtf(self, stream_id: str, model_id: str, rtf: float) -> None:
+        """On the pool's thread: one histogram observation (it locks) and one attribute store."""
+        self.metrics.rtf.labels(model_id).observe(rtf)
+        s = self.sessions.get(stream_id)
+        if s is not None:
+            s.rtf = (model_id, rtf)
 
     def depth(self, s: Session) -> int | None:
         """Frames between the worker and the client: the ring's fill, plus frames read from it and

@@ -473,13 +473,13 @@ def test_sigterm_during_start_up_is_honoured() -> None:
     env = {**os.environ, "RINGAUDIO__WORKER__WORKERS": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", "synthetic"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:  # the workers are being started: the slowest part of start-up
+    assert proc.stdout is not None
+    for line in proc.stdout:  # the workers are being started: the slowest part of start-up
         if "starting workers" in line:
             break
     t0 = time.monotonic()
@@ -490,6 +490,6 @@ def test_sigterm_during_start_up_is_honoured() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    rest = proc.stderr.read()
+    rest = proc.stdout.read()
     assert code == 0 and time.monotonic() - t0 < 10, (code, rest[-2000:])
     assert "server listening" not in rest

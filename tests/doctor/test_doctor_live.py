@@ -1,6 +1,7 @@
 """``python -m ringaudio.doctor`` against real servers with each of the runbook's causes provoked for
-real: a client that stops reading, one that reads at 0.6× real time, one behind a slow, jittery
-link (bench/netsim), a fast worker that laps its ring, a bandwidth cap (tbf in a namespace)."""
+real: a client that stops reading, one that pauses for good while its acks say its buffer does not
+drain, one that reads at 0.6× real time, one behind a slow, jittery link (bench/netsim), a fast
+worker that laps its ring, a bandwidth cap (tbf in a namespace)."""
 
 from __future__ import annotations
 
@@ -32,8 +33,10 @@ class Client:
     """A session in a thread of its own: ``pace`` seconds per frame read (0: as they come), or a
     stop after ``stall_after`` frames (it then reads nothing more, and holds the connection)."""
 
-    def __init__(self, url: str, pace: float = 0.0, stall_after: int | None = None) -> None:
-        self.url, self.pace, self.stall_after = url, pace, stall_after
+    def __init__(
+        self, url: str, pace: float = 0.0, stall_after: int | None = None, pause_after: int | None = None
+    ) -> None:
+        self.url, self.pace, self.stall_after, self.pause_after = url, pace, stall_after, pause_after
         self.session_id = ""
         self.frames = 0
         self.ended = threading.Event()
@@ -52,11 +55,18 @@ class Client:
                 ws.send(json.dumps({"type": "synthesize", "text": TEXT}))
                 while not self.done.is_set():
                     try:
-                        message = ws.recv(0.5)
+                        message = ws.recv(0.25)
                     except TimeoutError:
+                        if self.pause_after is not None and self.frames >= self.pause_after:
+                            # a player whose AudioContext stopped: it paused the stream, and its acks
+                            # say the same 800 ms are still buffered
+                            ack = {"type": "ack", "sequence": self.frames - 1, "buffered_ms": 800, "underruns": 0}
+                            ws.send(json.dumps(ack))
                         continue
                     if isinstance(message, bytes):
                         self.frames += 1
+                        if self.frames == self.pause_after:
+                            ws.send(json.dumps({"type": "control", "action": "pause"}))
                         if self.stall_after is not None and self.frames >= self.stall_after:
                             self.done.wait()  # stops reading; the connection stays open
                         elif self.pace:
@@ -110,12 +120,13 @@ def test_a_healthy_server_gets_a_clean_bill_and_each_client_side_cause_its_verdi
     with server() as srv:
         url = srv.url
         healthy = Client(url)
+        paused = Client(url, pause_after=30)  # paused for good: a stall once it has lasted 10 s
         try:
             time.sleep(3)
             code, report = doctor(srv.http)
             assert code == 0 and report["healthy"] and report["findings"] == [], show(report)
-            assert [s["session_id"] for s in report["sessions"]] == [healthy.session_id]
-            assert report["sessions"][0]["state"] == "streaming"
+            states = {s["session_id"]: s["state"] for s in report["sessions"]}
+            assert states == {healthy.session_id: "streaming", paused.session_id: "paused"}
             port = srv.port
             link = Impairment(delay_ms=120, jitter_ms=40)
             with NetSim.running(port, up=link, down=link) as sim:
@@ -133,6 +144,7 @@ def test_a_healthy_server_gets_a_clean_bill_and_each_client_side_cause_its_verdi
             assert found.get(stalled.session_id) == ["client_playback_stall"], show(report)
             assert found.get(overloaded.session_id) == ["client_cpu_overload"], show(report)
             assert found.get(remote.session_id) == ["slow_network"], show(report)
+            assert found.get(paused.session_id) == ["client_playback_stall"], show(report)
             assert healthy.session_id not in found, show(report)
             assert None not in found, show(report)  # nothing wrong with the server itself
             by_id = {s["session_id"]: s for s in report["sessions"]}
@@ -142,6 +154,7 @@ def test_a_healthy_server_gets_a_clean_bill_and_each_client_side_cause_its_verdi
                 assert f["problem"] and f["runbook"] and f["resolution"] and f["evidence"]
         finally:
             healthy.close()
+            paused.close()
 
 
 def test_a_worker_that_laps_its_ring_is_told_from_a_slow_client_and_the_log_remembers() -> None:

@@ -75,11 +75,12 @@ class Http(ServerBase):
             "arena": h["arena"],
         }
 
-    def _session_gauges(self) -> dict[str, tuple[int, int]]:
+    def _session_gauges(self) -> dict[str, tuple[int, int, float | None]]:
         gauges = {}
         for sid, s in self.sessions.items():
             self._export_drops(s)
             depth = self.depth(s)
             if depth is not None:
-                gauges[sid] = (depth, s.episodes)
+                buffered = s.client_buffer_ms / 1000 if s.client_buffer_ms is not None else None
+                gauges[sid] = (depth, s.episodes, buffered)
         return gauges

@@ -100,6 +100,12 @@ class Metrics:
             ["session_id"],
             registry=r,
         )
+        self.session_buffer = Gauge(
+            "tts_session_client_buffer_seconds",
+            "Audio buffered at the session's client, as its last ack said",
+            ["session_id"],
+            registry=r,
+        )
         self.drops = Counter(
             "tts_frames_dropped_total", "Frames lost by the session (overruns)", ["session_id"], registry=r
         )
@@ -147,13 +153,16 @@ class Metrics:
         """Remove a finished session's series."""
         if session_id in self._known:
             self._known.discard(session_id)
-            for metric in (self.depth, self.full, self.drops):
+            for metric in (self.depth, self.full, self.drops, self.session_buffer):
                 with contextlib.suppress(KeyError):
                     metric.remove(session_id)
 
-    def exposition(self, gauges: dict[str, tuple[int, int]]) -> tuple[bytes, str]:
-        for sid, (fill, full) in gauges.items():
+    def exposition(self, gauges: dict[str, tuple[int, int, float | None]]) -> tuple[bytes, str]:
+        """``gauges``: per live session, (queue depth, backpressure episodes, client buffer in s or None)."""
+        for sid, (fill, full, buffered) in gauges.items():
             self._known.add(sid)
             self.depth.labels(sid).set(fill)
             self.full.labels(sid).set(full)
+            if buffered is not None:
+                self.session_buffer.labels(sid).set(buffered)
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

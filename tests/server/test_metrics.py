@@ -42,16 +42,18 @@ def test_exposition_has_the_runbook_names_and_a_forgotten_session_has_no_series(
     m = Metrics()
     m.dropped("s1", 3)
     m.interval.observe(20.0)
-    body, content_type = m.exposition({"s1": (12, 1), "s2": (0, 0)})
+    body, content_type = m.exposition({"s1": (12, 1, 0.25), "s2": (0, 0, None)})
     assert content_type.startswith("text/plain")
     got = samples(body)
     assert got[("tts_frame_queue_depth", (("session_id", "s1"),))] == 12
     assert got[("tts_frame_queue_full_count", (("session_id", "s1"),))] == 1
     assert got[("tts_frames_dropped_total", (("session_id", "s1"),))] == 3
+    assert got[("tts_session_client_buffer_seconds", (("session_id", "s1"),))] == 0.25
+    assert ("tts_session_client_buffer_seconds", (("session_id", "s2"),)) not in got  # no ack said it yet
     assert got[("tts_frame_interval_ms_count", ())] == 1
     for name in ("tts_frame_jitter_ms", "tts_end_to_end_latency_ms", "tts_first_audio_latency_ms", "tts_rtf"):
         assert f"# TYPE {name} histogram" in body.decode(), name
     m.forget("s1")
     m.forget("never-seen")  # no series: nothing to remove
-    after = m.exposition({"s2": (0, 0)})[0]
+    after = m.exposition({"s2": (0, 0, None)})[0]
     assert b'session_id="s1"' not in after and b'session_id="s2"' in after

@@ -4,6 +4,8 @@ It speaks the wire contract of ``docs/protocol.md``: sends ``synthesize``, recei
 (24-byte header + PCM), checks sequence continuity, writes a WAV, and reports frames, gaps, lost,
 first-audio latency and inter-frame jitter. ``--slow-ms 25`` makes it a deliberately slow consumer
 (the runbook's slow-client test); ``--pause-after-ms/--pause-ms`` exercise flow control.
+``--encoding f32le|opus`` asks for that format; the client follows every ``format`` event and
+writes int16 PCM either way (f32le converted back exactly, Opus decoded with libopus).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 import sys
 import time
 import wave
+from array import array
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -36,6 +39,7 @@ class Stats:
     sequences: list[int] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
     session: dict[str, Any] = field(default_factory=dict)
+    bytes_received: int = 0  # every audio message, headers included
 
     def jitter_ms(self, q: float) -> float:
         if len(self.intervals_ms) < 3:
@@ -52,6 +56,7 @@ class Stats:
             "first_audio_ms": None if self.first_audio_ms is None else round(self.first_audio_ms, 2),
             "jitter_p50_ms": round(self.jitter_ms(0.5), 3),
             "jitter_p99_ms": round(self.jitter_ms(0.99), 3),
+            "bytes_received": self.bytes_received,
         }
 
 
@@ -75,6 +80,7 @@ async def speak(
     pause_ms: float = 0.0,
     token: str | None = None,
     timeout: float = 60.0,
+    encoding: str = "s16le",
 ) -> Stats:
     """Synthesize ``texts`` back to back and receive every frame until the last ``utterance.end``."""
     stats = Stats()
@@ -82,6 +88,9 @@ async def speak(
     headers = {"Authorization": f"Bearer {token}"} if token else None
     async with connect(url, additional_headers=headers, max_size=2**20, compression=None) as ws:
         stats.session = json.loads(await ws.recv())
+        payload = _Payload(stats.session.get("sample_rate", 48_000))
+        if encoding != "s16le":
+            await ws.send(json.dumps({"type": "format", "encoding": encoding}))
         sent_at = time.monotonic()
         for text in texts:
             await ws.send(json.dumps({"type": "synthesize", "text": text}))
@@ -104,6 +113,8 @@ async def speak(
                     stats.reported_lost += ev["lost"]
                 elif ev["type"] == "error" and ev.get("utterance_id") is not None:
                     remaining -= 1
+                elif ev["type"] == "format":
+                    payload.follow(ev)
                 continue
             header = P.decode_header(message)
             stats.frames += 1
@@ -117,7 +128,8 @@ async def speak(
             if last is not None:
                 stats.intervals_ms.append((now - last) * 1000)
             last = now
-            pcm.append(message[P.HEADER_SIZE :])
+            stats.bytes_received += len(message)
+            pcm.append(payload.pcm(message[P.HEADER_SIZE :]))
             if pause_after_ms is not None and not paused and (now - sent_at) * 1000 >= pause_after_ms:
                 paused = True
                 await ws.send(json.dumps({"type": "control", "action": "pause"}))
@@ -134,6 +146,32 @@ async def speak(
     return stats
 
 
+class _Payload:
+    """A frame's payload as int16 PCM, whatever the session's current format is."""
+
+    def __init__(self, rate: int) -> None:
+        self.encoding = "s16le"
+        self.rate = self.first_rate = rate
+        self._decoder: Any = None
+
+    def follow(self, ev: dict[str, Any]) -> None:
+        self.encoding, self.rate = ev["encoding"], ev["sample_rate"]
+        if self.rate != self.first_rate:
+            raise P.ProtocolError(P.ErrorCode.BAD_FRAME, f"the stream changed rate ({self.first_rate} -> {self.rate})")
+        if self.encoding == "opus" and self._decoder is None:
+            from .opus import Decoder  # only a session in Opus loads NumPy and libopus
+
+            self._decoder = Decoder(self.rate)
+
+    def pcm(self, data: bytes) -> bytes:
+        if self.encoding == "s16le":
+            return data
+        if self.encoding == "f32le":  # exactly int16 / 32768, so exactly back
+            floats = array("f", data)
+            return array("h", [int(x * 32768.0) for x in floats]).tobytes()
+        return bytes(self._decoder.decode(data).tobytes())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m ringaudio.client", description="speak text through a ringaudio server"
@@ -145,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pause-after-ms", type=float, help="send pause this long after the request ...")
     parser.add_argument("--pause-ms", type=float, default=1000.0, help="... and resume this much later")
     parser.add_argument("--token", help="shared token (or RINGAUDIO_TOKEN)")
+    parser.add_argument("--encoding", choices=P.WIRE_ENCODINGS, default="s16le", help="what to receive")
     parser.add_argument("--stats", action="store_true", help="print the statistics as JSON")
     args = parser.parse_args(argv)
     import os
@@ -159,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 pause_after_ms=args.pause_after_ms,
                 pause_ms=args.pause_ms,
                 token=args.token or os.environ.get("RINGAUDIO_TOKEN"),
+                encoding=args.encoding,
             )
         )
     except (OSError, TimeoutError) as exc:

@@ -53,6 +53,7 @@ DEFAULTS: dict[str, Any] = {
         "frame_duration_ms": 20,
         "output_sample_rate": 48_000,
         "adaptive_quality": False,
+        "opus_bitrate": 32_000,  # bit/s of a session that asks for Opus
         "quality_levels": [
             {"sample_rate": 48_000, "frame_duration_ms": 20},
             {"sample_rate": 24_000, "frame_duration_ms": 40},
@@ -135,6 +136,7 @@ class Config:
     log_level: str = "INFO"
     adaptive_quality: bool = False
     quality_levels: tuple[QualityLevel, ...] = DEFAULT_QUALITY_LEVELS
+    opus_bitrate: int = 32_000
 
     @property
     def frame_samples(self) -> int:
@@ -265,6 +267,7 @@ def load(
     frame_ms = c.choice(audio["frame_duration_ms"], "audio.frame_duration_ms", FRAME_DURATIONS_MS)
     rate = c.choice(audio["output_sample_rate"], "audio.output_sample_rate", SAMPLE_RATES)
     adaptive = c.boolean(audio["adaptive_quality"], "audio.adaptive_quality")
+    opus_bitrate = c.integer(audio["opus_bitrate"], "audio.opus_bitrate", 6_000, 256_000)
     levels = _quality_levels(audio["quality_levels"], "audio.quality_levels")
     queue = c.integer(ws["frame_queue_size"], "transport.websocket.frame_queue_size", 2, 100_000)
     compress = c.boolean(ws["compress"], "transport.websocket.compress")
@@ -337,4 +340,5 @@ def load(
         log_level=c.log_level(tree["log_level"], "log_level"),
         adaptive_quality=adaptive,
         quality_levels=levels,
+        opus_bitrate=opus_bitrate,
     )

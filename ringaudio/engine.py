@@ -234,7 +234,13 @@ class Engine:
         said[utterance_id] = time.monotonic()
         try:
             pool.submit(
-                stream.id, stream.ring.handle, text, voice=voice, request_id=request_id, utterance_id=utterance_id
+                stream.id,
+                stream.ring.handle,
+                text,
+                voice=voice,
+                request_id=request_id,
+                utterance_id=utterance_id,
+                encoding=stream.encoding,
             )
         except BaseException:
             said.pop(utterance_id, None)

@@ -25,6 +25,7 @@ know ringaudio::
      ├── FrameOverrun (LookupError)          sequence overwritten before it was read
      ├── RingClosed                          ring released, closed, or its lease moved on
      ├── RingTimeout (TimeoutError)          a bounded wait ran out
+     ├── CodecError                          libopus missing, or a frame or packet it refused
      ├── ArenaFull                           no free ring to lease
      └── ReaderSlotsFull                     no free gating-reader slot
 
@@ -215,6 +216,12 @@ class BackendError(RingAudioError):
 
 class BackendUnavailable(BackendError):
     """The engine is not installed or cannot start on this machine."""
+
+
+class CodecError(RingAudioError):
+    """An audio codec (Opus) is missing, or refused a frame or a packet."""
+
+    code = "format_unavailable"
 
 
 class NoAudioDevice(RingAudioError):

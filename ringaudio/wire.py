@@ -108,6 +108,7 @@ class ErrorCode(enum.StrEnum):
     SYNTHESIS_FAILED = "synthesis_failed"
     INTERNAL_ERROR = "internal_error"
     UNAVAILABLE = "unavailable"
+    FORMAT_UNAVAILABLE = "format_unavailable"
     # never sent: what decode_header raises for a binary message that is not a ringaudio/1 frame
     BAD_FRAME = "bad_frame"
 
@@ -202,7 +203,13 @@ class Listen:
     key: str
 
 
-Command = Synthesize | Control | Cancel | Ack | Listen
+@dataclass(frozen=True)
+class Format:
+    encoding: str  # s16le | f32le | opus
+
+
+Command = Synthesize | Control | Cancel | Ack | Listen | Format
+WIRE_ENCODINGS = ("s16le", "f32le", "opus")
 
 
 # Bounds of client message fields (docs/protocol.md, "Client -> server").
@@ -318,6 +325,11 @@ def parse(text: str) -> Command:
         if underruns is not None and not 0 <= underruns <= MAX_UNDERRUNS:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'underruns' must be 0 to {MAX_UNDERRUNS}")
         return Ack(seq, buffered, underruns)
+    if kind == "format":
+        encoding = _field(msg, "encoding", str)
+        if encoding not in WIRE_ENCODINGS:
+            raise ProtocolError(ErrorCode.INVALID_FIELD, f"'encoding' must be one of {', '.join(WIRE_ENCODINGS)}")
+        return Format(encoding)
     if kind == "listen":
         return Listen(_string(msg, "session_id", MAX_LISTEN_CHARS), _string(msg, "key", MAX_LISTEN_CHARS))
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")

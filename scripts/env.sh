@@ -24,10 +24,12 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 # espeak-ng gives the workers real speech (without it they fall back to the built-in synthetic
-# voice); libportaudio2 lets `python -m ringaudio.say` play through the sound card.
+# voice); libportaudio2 lets `python -m ringaudio.say` play through the sound card; libopus0 lets
+# sessions ask for Opus.
 missing=""
 command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 { ldconfig -p 2>/dev/null | grep -q libportaudio; } || missing="$missing libportaudio2"
+{ ldconfig -p 2>/dev/null | grep -q libopus.so; } || missing="$missing libopus0"
 # the benchmarks' real packet loss (bench/netns.py) drops packets with nftables in a namespace of their own
 case ",$extras," in *,bench,*) command -v nft >/dev/null 2>&1 || missing="$missing nftables" ;; esac
 # the browser player's tests drive Debian's chromium (Playwright cannot download a browser here)

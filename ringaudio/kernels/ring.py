@@ -162,29 +162,32 @@ def _admit(ctrl, capacity, gen):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
-def _put(ctrl, slots, frame, gen, w, utterance, flags, fmt):  # type: ignore[no-untyped-def]
+def _put(ctrl, slots, frame, gen, w, utterance, flags, fmt, nbytes):  # type: ignore[no-untyped-def]
     line = STAMP0 + (w % slots.shape[0]) * STAMP_STRIDE
     store_relaxed(ctrl, line, stamp_writing(gen, w))
     fence_release()
     store_relaxed(ctrl, line + S_UTTERANCE, utterance)
     store_relaxed(ctrl, line + S_FLAGS, flags)
     store_relaxed(ctrl, line + S_FORMAT, fmt)
-    store_relaxed(ctrl, line + S_BYTES, slots.shape[1] * slots.itemsize)
+    store_relaxed(ctrl, line + S_BYTES, nbytes if nbytes > 0 else slots.shape[1] * slots.itemsize)
     _copy(slots[w % slots.shape[0]], frame)
     store_release(ctrl, line, stamp_published(gen, w))
     store_seq_cst(ctrl, C_WRITE_SEQ, w + 1)
 
 
 @njit(cache=True, nogil=True)
-def write_frame(ctrl, slots, frame, gen, utterance, flags, fmt):  # type: ignore[no-untyped-def]
-    """Write one frame with its label. Returns ``seq << 1 | wake``, WAIT, CLOSED or BAD_ARGUMENT."""
+def write_frame(ctrl, slots, frame, gen, utterance, flags, fmt, nbytes):  # type: ignore[no-untyped-def]
+    """Write one frame with its label (``nbytes``: the payload's size, 0 for the whole slot).
+    Returns ``seq << 1 | wake``, WAIT, CLOSED or BAD_ARGUMENT."""
     if frame.shape[0] != slots.shape[1] or utterance < 0 or flags < 0 or fmt < 0:
+        return BAD_ARGUMENT
+    if nbytes < 0 or nbytes > slots.shape[1] * slots.itemsize:
         return BAD_ARGUMENT
     admitted = _admit(ctrl, slots.shape[0], gen)
     if admitted != 0:
         return admitted
     w = np.int64(load_relaxed(ctrl, C_WRITE_SEQ))
-    _put(ctrl, slots, frame, gen, w, utterance, flags, fmt)
+    _put(ctrl, slots, frame, gen, w, utterance, flags, fmt, nbytes)
     wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
     return (w << 1) | wake
 
@@ -200,7 +203,7 @@ def write_block(ctrl, slots, block, gen):  # type: ignore[no-untyped-def]
             if n == 0:
                 return admitted
             break
-        _put(ctrl, slots, block[i], gen, np.int64(load_relaxed(ctrl, C_WRITE_SEQ)), 0, 0, 0)
+        _put(ctrl, slots, block[i], gen, np.int64(load_relaxed(ctrl, C_WRITE_SEQ)), 0, 0, 0, 0)
         n += 1
     wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
     return (n << 1) | wake

@@ -163,7 +163,7 @@ def warm(dtype: np.dtype) -> None:
     block = np.zeros((2, *frame_shape), dtype=dtype)
     label = np.zeros(LABEL_WORDS, dtype=np.int64)
     reset(ctrl, 1, BLOCK, 3, 1)
-    hot.write_frame(ctrl, slots, frame, 1, 1, 1, 1)
+    hot.write_frame(ctrl, slots, frame, 1, 1, 1, 1, 0)
     hot.write_block(ctrl, slots, block, 1)
     hot.read_frame(ctrl, slots, 0, frame, 1, 0)
     hot.read_frame(ctrl, slots, 1, frame, 1, -1)

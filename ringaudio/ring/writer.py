@@ -29,11 +29,19 @@ class RingWriting(RingView):
     # would otherwise keep the mapping alive past close().
 
     def write(
-        self, frame: np.ndarray, timeout: float | None = None, *, utterance: int = 0, flags: int = 0, fmt: int = 0
+        self,
+        frame: np.ndarray,
+        timeout: float | None = None,
+        *,
+        utterance: int = 0,
+        flags: int = 0,
+        fmt: int = 0,
+        nbytes: int = 0,
     ) -> int:
         """Copy one frame (and its label) into the ring and return its sequence number.
 
-        Under ``block`` the call sleeps while the ring is at its high watermark
+        ``nbytes`` is the payload's size when it is less than the slot (an Opus packet in the
+        frame's first bytes); 0: the whole slot. Under ``block`` the call sleeps while the ring is at its high watermark
         (until the slowest gating reader brings it to the low one); ``timeout``
         bounds that wait (:class:`RingTimeout`). ``drop_oldest`` never waits.
         """
@@ -41,23 +49,23 @@ class RingWriting(RingView):
         # they were compiled for (TypeError otherwise) and check the frame's
         # length themselves, so every unusual case lands in _write_slow.
         try:
-            r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt)
+            r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt, nbytes)
         except TypeError:
-            return self._write_slow(frame, timeout, utterance, flags, fmt)
+            return self._write_slow(frame, timeout, utterance, flags, fmt, nbytes)
         if r >= 0:
             if r & 1:
                 _wake(self._data_addr)
             return r >> 1  # type: ignore[no-any-return]
-        return self._write_slow(frame, timeout, utterance, flags, fmt)
+        return self._write_slow(frame, timeout, utterance, flags, fmt, nbytes)
 
-    def offer(self, frame: np.ndarray, *, utterance: int = 0, flags: int = 0, fmt: int = 0) -> int:
+    def offer(self, frame: np.ndarray, *, utterance: int = 0, flags: int = 0, fmt: int = 0, nbytes: int = 0) -> int:
         """Write one frame if the ring takes it now: its sequence, or -1 if the writer must wait.
 
         For a writer that serves several rings from one loop: it never sleeps here; under ``block``
         it gets -1 from the high watermark until the readers bring the ring to the low one.
         """
         try:
-            r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt)
+            r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt, nbytes)
         except TypeError:
             r = k.BAD_ARGUMENT
         if r >= 0:
@@ -68,12 +76,14 @@ class RingWriting(RingView):
             return -1
         if r == k.BAD_ARGUMENT:  # a multi-channel frame, or a wrong one: the slow path tells which
             try:
-                return self._write_slow(frame, 0.0, utterance, flags, fmt)
+                return self._write_slow(frame, 0.0, utterance, flags, fmt, nbytes)
             except RingTimeout:
                 return -1
         raise RingClosed(f"ring {self.handle} is closed or its lease has ended")
 
-    def _write_slow(self, frame: Any, timeout: float | None, utterance: int, flags: int, fmt: int) -> int:
+    def _write_slow(
+        self, frame: Any, timeout: float | None, utterance: int, flags: int, fmt: int, nbytes: int = 0
+    ) -> int:
         if self._ctrl is None:
             raise RingClosed("ring is closed in this process")
         self._check_frames(frame, len(self.frame_shape), "frame")
@@ -83,11 +93,15 @@ class RingWriting(RingView):
             if self._ctrl is None:
                 raise RingClosed("ring is closed in this process")
             try:
-                r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt)
+                r = _write_frame(self._ctrl, self._slots, frame, self.generation, utterance, flags, fmt, nbytes)
             except (TypeError, OverflowError):
                 r = k.BAD_ARGUMENT
             if r == k.BAD_ARGUMENT:  # the frame is right (checked above): the label is not
-                raise FrameFormatError(f"a frame's label is three ints >= 0, got {(utterance, flags, fmt)!r}")
+                room = self._slots.nbytes // len(self._slots)
+                raise FrameFormatError(
+                    f"a frame's label is three ints >= 0 and a payload size of 0..{room} bytes, "
+                    f"got {(utterance, flags, fmt, nbytes)!r}"
+                )
             if r >= 0:
                 if r & 1:
                     _wake(self._data_addr)

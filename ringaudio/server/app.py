@@ -189,6 +189,7 @@ class App(Http, Scheduling):
             sock=sock,
             opened=time.monotonic(),
         )
+        self._init_format(s)
         self.sessions[s.id] = s
         self._by_ws[ws] = s
         self.metrics.sessions.set(len(self.sessions))
@@ -203,6 +204,7 @@ class App(Http, Scheduling):
                     sample_rate=self.config.output_sample_rate,
                     channels=1,
                     format="s16le",
+                    encodings=self.encodings,
                     frame_samples=self.frame_samples,
                     frame_ms=self.config.frame_duration_ms,
                     protocol=P.PROTOCOL,
@@ -284,6 +286,8 @@ class App(Http, Scheduling):
                 s.underruns = cmd.underruns
         elif isinstance(cmd, P.Listen):
             self._listen(s, cmd)
+        elif isinstance(cmd, P.Format):
+            self._set_format(s, cmd)
 
     def _synthesize(self, s: Session, cmd: P.Synthesize) -> None:
         stream = s.stream

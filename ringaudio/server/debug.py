@@ -59,7 +59,7 @@ def session_view(server: ServerBase, s: Session, now: float) -> dict[str, Any]:
             ring_depth = s.stream.ring.fill
     rtts = [r * 1000 for r in s.rtts]
     model, rtf = s.rtf if s.rtf is not None else (None, None)
-    frame = server.frame_bytes
+    frame = s.frame_bytes or server.frame_bytes
     return {
         "session_id": s.id,
         "role": "listener" if s.listening_to is not None else "owner",
@@ -94,6 +94,8 @@ def session_view(server: ServerBase, s: Session, now: float) -> dict[str, Any]:
         "ping_unanswered_s": _age(now, s.ping_out),
         "model_id": model,
         "rtf": rtf,
+        "format": list(s.wire_format) if s.wire_format is not None else None,  # [rate, frame µs, encoding]
+        "frame_bytes": s.frame_bytes,
     }
 
 

@@ -23,7 +23,7 @@ from .. import wire as P
 from ..errors import RingClosed
 from ..stream import FLAG_FIRST
 from . import backlog
-from .send import Sending
+from .formats import SEND_AS_IS, SEND_F32, Formats
 from .session import Session
 
 log = logging.getLogger("ringaudio.server")
@@ -36,7 +36,7 @@ OPEN = State.OPEN
 _pack = P.HEADER.pack_into
 
 
-class Scheduling(Sending):
+class Scheduling(Formats):
     def _watch(self) -> None:
         """Backpressure episodes: a session's depth crossing its high watermark starts one (counted,
         logged with the real depth), coming back below the low one ends it (logged)."""
@@ -140,13 +140,13 @@ class Scheduling(Sending):
             s.outq, s.window = probe.outq, probe.window
             # what the client has consumed so far, in frames: what it was sent, less what it has not read
             s.consumed.append(
-                (now, s.frames_sent - (transport.get_write_buffer_size() + s.kernel_backlog) / self.frame_bytes)
+                (now, s.frames_sent - (transport.get_write_buffer_size() + s.kernel_backlog) / s.frame_bytes)
             )
-            if probe.outq == 0 and s.kernel_backlog > self.send_limit and not s.probing:
+            if probe.outq == 0 and s.kernel_backlog > s.send_limit and not s.probing:
                 # all acknowledged and only the client's window says it has not read: ask it
                 self._spawn(self._ping(s))
         unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
-        if unconsumed > self.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
+        if unconsumed > s.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
             if not s.slow:  # a new episode: one line for it, not one per frame it holds back
                 s.slow = True
                 logs.event(
@@ -155,7 +155,7 @@ class Scheduling(Sending):
                     "Client not consuming frames fast enough",
                     s.id,
                     sequence=source.position,
-                    unconsumed_frames=unconsumed // self.frame_bytes,
+                    unconsumed_frames=unconsumed // s.frame_bytes,
                     queue_size=self.depth(s),
                 )
                 self.metrics.slow_clients.inc()
@@ -181,11 +181,20 @@ class Scheduling(Sending):
             got = source.read_into(pcm, now)
             if got is not None:
                 seq, uid, flags = got
-                _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
-                if s.raw:
-                    transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
-                else:  # an extension (permessage-deflate) was negotiated: the library frames it
-                    broadcast([ws], memoryview(frame)[offset:])
+                if source.format_word != s.ring_format:  # a new format (or the client asked for one)
+                    self._reformat(s, source.format_word)
+                mode = s.send_mode
+                if mode == SEND_AS_IS:
+                    _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
+                    if s.raw:
+                        transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused
+                    else:  # an extension (permessage-deflate) was negotiated: the library frames it
+                        broadcast([ws], memoryview(frame)[offset:])
+                elif mode == SEND_F32:
+                    self._send_f32(s, (P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us))
+                else:
+                    _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
+                    self._send_packet(s, source.payload_bytes)
                 sent += 1
                 if self.debug_frames:
                     logs.event(

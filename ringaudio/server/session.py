@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.server import ServerConnection
 
+from .. import opus
 from .. import wire as P
 from ..config import Config
 from ..engine import Engine
@@ -81,6 +82,17 @@ class Session:
     pinged_at: float = 0.0  # when the last round-trip ping went out
     paused_at: float = 0.0  # when the client paused (0: it has not)
     rtf: tuple[str, float] | None = None  # (model_id, real-time factor) of its last utterance synthesized
+    # the wire format (see _reformat): what its frames are sent as, and what the client was told
+    f32: bool = False  # the client asked for f32le: PCM frames are converted as they are sent
+    ring_format: int = -1  # the format word of the last frame read (-1: none yet)
+    send_mode: int = 0  # SEND_AS_IS, SEND_F32 or SEND_PACKET
+    wire_format: tuple[int, int, str] | None = None  # (rate, frame µs, encoding) last announced
+    format_reason: str = "requested"
+    frame_bytes: int = 0  # bytes of one of its audio messages on the wire (a running mean for packets)
+    send_limit: int = 0  # server.send_buffer_frames of those
+    f32_frame: bytearray | None = None  # [WebSocket prefix][header][f32 PCM], built in place
+    f32_pcm: np.ndarray | None = None
+    f32_offset: int = 0
 
 
 class ServerBase:
@@ -109,14 +121,21 @@ class ServerBase:
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
         self.frame_bytes = len(self.ws_prefix) + self.payload_bytes
         self.send_limit = config.server.send_buffer_frames * self.frame_bytes
+        # f32le: the same frame, twice the PCM bytes (the largest audio message there is)
+        self.f32_payload_bytes = P.HEADER_SIZE + self.frame_samples * 4
+        self.f32_prefix = P.ws_binary_prefix(self.f32_payload_bytes)
+        self.f32_frame_bytes = len(self.f32_prefix) + self.f32_payload_bytes
         self.capacity = config.frame_queue_size
         self.high_frames = int(config.worker.high_watermark * config.frame_queue_size)
         self.low_frames = int(config.worker.low_watermark * config.frame_queue_size)
+        # what a client may ask for ({"type": "format"}): Opus where libopus loads
+        self.encodings = ["s16le", "f32le", *(["opus"] if opus.available() is None else [])]
         self.debug_frames = False  # one "frame sent" line per frame (LOG_LEVEL=DEBUG), checked once
         # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
         # the budget is only ever reached by a client that does not read what it asks for
-        burst = (self.prebuffer + 1) * self.frame_bytes
-        self.send_budget = max(config.server.send_budget_kb * 1024, self.send_limit + burst)
+        burst = (self.prebuffer + 1) * self.f32_frame_bytes
+        limit = config.server.send_buffer_frames * self.f32_frame_bytes
+        self.send_budget = max(config.server.send_budget_kb * 1024, limit + burst)
         self.close_timeout = config.server.close_timeout_s
         self.idle_timeout = config.server.idle_timeout_s
         self.signals = 0
@@ -144,7 +163,7 @@ class ServerBase:
         transport = s.ws.transport
         buffered = transport.get_write_buffer_size() if transport is not None else 0
         try:
-            return stream.ring.fill + buffered // self.frame_bytes
+            return stream.ring.fill + buffered // (s.frame_bytes or self.frame_bytes)
         except RingClosed:
             return None
 

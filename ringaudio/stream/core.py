@@ -47,12 +47,14 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One frame as an iterator yields it: its own copy of the PCM (``frame_samples`` int16)."""
+    """One frame as an iterator yields it: its own copy of the PCM (``frame_samples`` int16), or,
+    in a stream set to Opus, its packet (``opus``; ``pcm`` is then empty)."""
 
     sequence: int
     pcm: np.ndarray
     utterance_id: int
     flags: int
+    opus: bytes | None = None
 
     @property
     def first(self) -> bool:

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..ring.layout import ENCODINGS
 from .core import Event, Frame
 
 if TYPE_CHECKING:
     from .source import Source
 
+OPUS_CODE = ENCODINGS["opus"]
 WAIT_MAX = 0.1  # the longest one sleep lasts (s): a wake-up that was missed costs at most this
 
 
@@ -32,6 +34,8 @@ def _step(source: Source, buf: np.ndarray) -> Frame | Event | bool:
         return False
     got = source.read_into(buf, time.monotonic())
     if got is not None:
+        if (source.format_word >> 24) & 0xFF == OPUS_CODE:
+            return Frame(got[0], buf[:0].copy(), got[1], got[2], buf.view(np.uint8)[: source.payload_bytes].tobytes())
         return Frame(got[0], buf.copy(), got[1], got[2])
     if source.events:
         return source.events.popleft()

@@ -25,13 +25,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import RingClosed, StreamError
+from .. import opus
+from ..errors import CodecError, RingClosed, StreamError
 from ..ring import FrameRing, layout
 from ..ring.reader import NOT_READY
 from . import iterate
 from .core import Event, Frame, StreamState
 
 Label = tuple[int, int, int]  # (sequence, utterance_id, flags)
+ENCODINGS = ("s16le", "opus")  # what a worker writes into a stream's ring
 
 
 class StreamOwner(Protocol):
@@ -66,6 +68,10 @@ class Source:
         # overwrite its slot). Copied only at utterance boundaries.
         self._held = np.zeros(frame_samples, ring.dtype)
         self._held_label: tuple[int, int, int] | None = None
+        self._held_payload = (0, 0)
+        # the format word and payload size of the frame read_into returned last (its label's)
+        self.format_word = 0
+        self.payload_bytes = 0
         self._nudge = threading.Event()  # set on every delivery and on resume: a blocked iterator's sleep
 
     # -- reading ---------------------------------------------------------------------------------------
@@ -117,6 +123,7 @@ class Source:
             if seq == st.cursor and st.frame(seq, uid, flags, now):
                 self._held_label = None
                 np.copyto(out, self._held)
+                self.format_word, self.payload_bytes = self._held_payload
                 return held
             if seq != st.cursor:  # the cursor moved on (a cancel cut past it): it is not to be heard
                 self._held_label = None
@@ -127,9 +134,11 @@ class Source:
             label = self._label
             uid, flags = int(label[0]), int(label[1])
             if st.frame(seq, uid, flags, now):
+                self.format_word, self.payload_bytes = int(label[2]), int(label[3])
                 return (seq, uid, flags)
             np.copyto(self._held, out)
             self._held_label = (seq, uid, flags)
+            self._held_payload = (int(label[2]), int(label[3]))
             return None
         if r == NOT_READY:
             return None
@@ -248,6 +257,7 @@ class Stream(Source):
         self.listeners: tuple[Listener, ...] = ()  # replaced, never changed in place: the pool's thread iterates it
         self._owner = owner
         self._lock = threading.Lock()  # for listeners joining and leaving from different threads
+        self.encoding = "s16le"  # what the worker writes for utterances said from now on (set_encoding)
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} cursor={self.position}>"
@@ -266,6 +276,18 @@ class Stream(Source):
             self.deliver_all({"type": "withdrawn", "utterance_id": uid})
             raise
         return uid
+
+    def set_encoding(self, encoding: str) -> None:
+        """What the utterances said from now on are written as: ``s16le`` PCM, or ``opus`` (one
+        packet per frame, encoded in the worker: a frame's :attr:`~Frame.opus` holds it). Raises
+        CodecError where libopus is missing, StreamError for another name."""
+        if encoding not in ENCODINGS:
+            raise StreamError("invalid_field", f"encoding must be one of {', '.join(ENCODINGS)}, got {encoding!r}")
+        if encoding == "opus":
+            why = opus.available()
+            if why is not None:
+                raise CodecError(why)
+        self.encoding = encoding
 
     def cancel(self) -> None:
         """Barge-in: stop the worker, drop what is queued and what is in the ring; a ``cancelled``

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import opus
 from ..errors import RingClosed
 from ..resample import Resampler
 from ..ring import FrameRing, RingHandle, layout
@@ -41,6 +42,7 @@ class WorkerSpec:
     clause_chars: int
     log_level: str = "INFO"
     lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
+    opus_bitrate: int = 32_000  # audio.opus_bitrate, for jobs in Opus
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,7 @@ class Job:
     ring: RingHandle
     voice: str | None = None
     request_id: str | None = None
+    encoding: str = "s16le"  # what the worker writes into the ring: s16le PCM, or one Opus packet per frame
 
 
 class PlaybackClock:
@@ -101,11 +104,21 @@ class ActiveJob:
         self.retry_at = 0.0  # monotonic: when a job held at the watermark (or by its pacing) looks again
         self.clock = PlaybackClock(spec.lead_frames, spec.frame_samples / spec.output_sample_rate)
         frame_us = round(spec.frame_samples * 1_000_000 / spec.output_sample_rate)
-        self.format = layout.encode_format(spec.output_sample_rate, frame_us, "s16le")
+        self.format = layout.encode_format(spec.output_sample_rate, frame_us, job.encoding)
+        # Opus: each frame is encoded as it is produced (in order, once), into its own buffer; the
+        # ring slot then holds the packet in its first ``nbytes`` bytes
+        self._encoder = (
+            opus.Encoder(spec.output_sample_rate, frame_us // 1000, spec.opus_bitrate)
+            if job.encoding == "opus"
+            else None
+        )
+        self._pulled_bytes = 0  # the packet size of the frame _pull returned last (0: PCM, the whole slot)
         # One frame of look-ahead: a frame is written only once the next one exists (or the text is
         # done), so its label can say whether it is the utterance's last. Two buffers of our own,
         # because the framer hands out views of one buffer that the next frame overwrites.
         self._buffers = np.zeros((2, spec.frame_samples), np.int16)
+        self._pending_bytes = 0
+        self._next_bytes = 0
         self._turn = 0
         self._pending: np.ndarray | None = None  # the frame to write next
         self._next: np.ndarray | None = None  # the one after it, once produced
@@ -133,6 +146,8 @@ class ActiveJob:
         if not same_rate:
             yield from framer.push(resampler.flush())
         yield from framer.flush()
+        if self._encoder is not None:  # the encoder's look-ahead still holds the last few ms: one silent frame more
+            yield np.zeros(self.spec.frame_samples, np.int16)
 
     def _reader(self) -> int:
         """Where the ring's (slowest gating) reader is."""
@@ -148,7 +163,11 @@ class ActiveJob:
             return None
         out: np.ndarray = self._buffers[self._turn]
         self._turn ^= 1
-        np.copyto(out, frame)
+        if self._encoder is None:
+            np.copyto(out, frame)
+            self._pulled_bytes = 0
+        else:
+            self._pulled_bytes = self._encoder.encode_into(np.ascontiguousarray(frame), out)
         return out
 
     def step(self, now: float) -> str:
@@ -157,6 +176,7 @@ class ActiveJob:
         for _ in range(STEP_FRAMES):
             if self._pending is None:
                 self._pending = self._pull()
+                self._pending_bytes = self._pulled_bytes
                 if self._pending is None:
                     return "done"
             if self.spec.lead_frames:
@@ -167,12 +187,16 @@ class ActiveJob:
                     return "paced"
             if self._next is None:
                 self._next = self._pull()  # costs at most one synthesis chunk, once per chunk
+                self._next_bytes = self._pulled_bytes
             flags = (FLAG_FIRST if self.frames == 0 else 0) | (FLAG_LAST if self._next is None else 0)
-            seq = self.ring.offer(self._pending, utterance=self.job.utterance_id, flags=flags, fmt=self.format)
+            seq = self.ring.offer(
+                self._pending, utterance=self.job.utterance_id, flags=flags, fmt=self.format, nbytes=self._pending_bytes
+            )
             if seq < 0:
                 self.clock.restart()  # backpressure: the clock starts again from the reader
                 return "blocked"
             self._pending, self._next = self._next, None
+            self._pending_bytes = self._next_bytes
             if self.first_seq < 0:
                 self.first_seq = seq
             self.last_seq = seq
@@ -200,6 +224,8 @@ class ActiveJob:
 
     def close(self) -> None:
         self._frames.close()
+        if self._encoder is not None:
+            self._encoder.close()
 
     def audio_seconds(self) -> float:
         return self.frames * self.spec.frame_samples / self.spec.output_sample_rate

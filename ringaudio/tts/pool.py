@@ -80,6 +80,7 @@ class WorkerPool:
             clause_chars=w.clause_chars,
             log_level=config.log_level,
             lead_frames=w.lead_ms // config.frame_duration_ms,
+            opus_bitrate=config.opus_bitrate,
         )
         self.size = w.workers
         self.max_text_chars = w.max_text_chars
@@ -181,6 +182,7 @@ class WorkerPool:
         voice: str | None = None,
         request_id: str | None = None,
         utterance_id: int | None = None,
+        encoding: str = "s16le",
     ) -> int:
         """Queue an utterance for a session; returns its utterance id. Raises TextError for bad text.
 
@@ -192,7 +194,7 @@ class WorkerPool:
             if self._stopping:
                 raise PoolError(self.fatal or "the pool is stopped")
             uid = next(self._ids) if utterance_id is None else utterance_id
-            job = Job(session_id, uid, text, ring, voice, request_id)
+            job = Job(session_id, uid, text, ring, voice, request_id, encoding)
             self._queues.setdefault(session_id, deque()).append(job)
             self._dispatch(session_id)
             return job.utterance_id

@@ -1,0 +1,109 @@
+"""What a session's audio goes out as: s16le as the ring holds it, f32le converted as it is sent, or
+the worker's Opus packets; and the ``format`` event that precedes the first frame of a new format.
+
+A client asks with ``{"type": "format", "encoding": ...}``. f32le is a conversion on the way out
+(exact: ``sample / 32768``), so it starts at the next frame; Opus is encoded in the worker, so it
+starts with the next utterance synthesized. Either way the client is told, by a ``format`` event
+right before the first frame that is different; each frame's own label (in the ring) says what it is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from websockets.asyncio.server import broadcast
+
+from .. import wire as P
+from ..errors import CodecError, StreamError
+from ..ring import layout
+from .send import Sending
+from .session import Session
+
+SEND_AS_IS, SEND_F32, SEND_PACKET = 0, 1, 2
+F32_SCALE = np.float32(1 / 32768)  # a power of two: every int16 maps to one float32 exactly
+PACKET_GUESS = 120  # bytes: a first guess of an Opus message's size, before any was sent
+
+
+class Formats(Sending):
+    def _init_format(self, s: Session) -> None:
+        """A new session: s16le at the configured rate, as its ``session`` event says."""
+        s.wire_format = (self.config.output_sample_rate, self.config.frame_duration_ms * 1000, "s16le")
+        s.frame_bytes = self.frame_bytes
+        s.send_limit = self.send_limit
+
+    def _set_format(self, s: Session, cmd: P.Format) -> None:
+        """A client's ``format`` command (errors go back as ``error`` events)."""
+        stream = s.stream
+        try:
+            if cmd.encoding == "opus":
+                if stream is None:
+                    raise StreamError("listener", "a listener gets the format its stream's owner chose")
+                stream.set_encoding("opus")
+            elif stream is not None:
+                stream.set_encoding("s16le")
+        except (StreamError, CodecError) as exc:
+            self._refuse(s, exc)
+            return
+        s.f32 = cmd.encoding == "f32le"
+        s.format_reason = "requested"
+        s.ring_format = -1  # looked at again before the next frame
+
+    def _reformat(self, s: Session, word: int) -> None:
+        """The frame about to be sent has format ``word`` (or the client changed its mind): decide
+        how it goes out, and announce it if the client has not been told."""
+        s.ring_format = word
+        cfg = self.config
+        fmt = layout.decode_format(word)
+        rate, frame_us, encoding = (
+            (fmt.sample_rate, fmt.frame_us, fmt.encoding)
+            if fmt is not None
+            else (cfg.output_sample_rate, cfg.frame_duration_ms * 1000, "s16le")
+        )
+        if encoding == "s16le" and s.f32:
+            encoding, s.send_mode, s.frame_bytes = "f32le", SEND_F32, self.f32_frame_bytes
+            if s.f32_frame is None:
+                s.f32_frame = bytearray(self.f32_prefix) + bytearray(self.f32_payload_bytes)
+                s.f32_offset = len(self.f32_prefix)
+                s.f32_pcm = np.frombuffer(s.f32_frame, np.float32, offset=s.f32_offset + P.HEADER_SIZE)
+        elif encoding == "s16le":
+            s.send_mode, s.frame_bytes = SEND_AS_IS, self.frame_bytes
+        else:
+            s.send_mode = SEND_PACKET
+            if s.wire_format is None or s.wire_format[2] != encoding:
+                s.frame_bytes = PACKET_GUESS
+        s.send_limit = cfg.server.send_buffer_frames * s.frame_bytes
+        wire = (rate, frame_us, encoding)
+        if wire != s.wire_format:
+            s.wire_format = wire
+            fields: dict[str, object] = {
+                "sample_rate": rate,
+                "frame_ms": frame_us / 1000 if frame_us % 1000 else frame_us // 1000,
+                "frame_samples": rate * frame_us // 1_000_000,
+                "encoding": encoding,
+                "reason": s.format_reason,
+            }
+            if encoding == "opus":
+                fields["bitrate"] = cfg.opus_bitrate
+            self._send_text(s, P.event("format", **fields))
+
+    def _send_packet(self, s: Session, nbytes: int) -> None:
+        """A frame whose payload is the first ``nbytes`` of its slot (the header is packed in place)."""
+        frame, offset = s.frame, s.offset
+        end = offset + P.HEADER_SIZE + nbytes
+        if s.raw:
+            s.ws.transport.write(P.ws_binary_prefix(end - offset) + frame[offset:end])
+        else:
+            broadcast([s.ws], memoryview(frame)[offset:end])
+        size = end - offset + 2
+        s.frame_bytes += (size - s.frame_bytes) // 8 if size != s.frame_bytes else 0  # a running mean
+        s.send_limit = self.config.server.send_buffer_frames * max(1, s.frame_bytes)
+
+    def _send_f32(self, s: Session, header: tuple[int, int, int, int, int, int]) -> None:
+        """A PCM frame as f32le: converted into the session's own message buffer, header and all."""
+        out, pcm = s.f32_frame, s.f32_pcm
+        assert out is not None and pcm is not None
+        P.HEADER.pack_into(out, s.f32_offset, *header)
+        np.multiply(s.pcm, F32_SCALE, out=pcm)
+        if s.raw:
+            s.ws.transport.write(bytes(out))
+        else:
+            broadcast([s.ws], memoryview(out)[s.f32_offset :])

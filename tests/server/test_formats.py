@@ -1,0 +1,144 @@
+"""What a session's audio goes out as: s16le, f32le (exact), Opus (encoded in the worker, decoded here
+by FFmpeg's own decoder and compared with the PCM of the same text); the ``format`` event before the
+first frame of a new format; the bytes each costs on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from ringaudio import client, opus
+
+from .conftest import ServerProcess
+
+TEXT = "Hello there, this is a test of the formats a session can ask for."
+av = pytest.importorskip("av")
+needs_opus = pytest.mark.skipif(opus.available() is not None, reason=f"{opus.available()}")
+
+
+@pytest.fixture(scope="module")
+def srv() -> Any:
+    server = ServerProcess()
+    yield server
+    assert server.stop() == 0
+
+
+def receive(url: str, encoding: str, text: str = TEXT) -> tuple[list[bytes], list[dict[str, Any]], int]:
+    """Payloads, events (in the order they came, a frame as {"type": "frame"}) and bytes of audio messages."""
+    with connect(url, max_size=None) as ws:
+        hello = json.loads(ws.recv(10))
+        events: list[dict[str, Any]] = [hello]
+        if encoding != "s16le":
+            ws.send(json.dumps({"type": "format", "encoding": encoding}))
+        ws.send(json.dumps({"type": "synthesize", "text": text}))
+        payloads, size = [], 0
+        while True:
+            message = ws.recv(20)
+            if isinstance(message, bytes):
+                payloads.append(message[24:])
+                size += len(message)
+                events.append({"type": "frame"})
+                continue
+            ev = json.loads(message)
+            events.append(ev)
+            if ev["type"] in ("utterance.end", "error"):
+                return payloads, events, size
+
+
+def s16(payloads: list[bytes]) -> np.ndarray:
+    return np.concatenate([np.frombuffer(p, np.int16) for p in payloads])
+
+
+def test_f32le_is_the_same_audio_exactly_announced_before_its_first_frame(srv: ServerProcess) -> None:
+    pcm, events, pcm_bytes = receive(srv.url, "s16le")
+    assert events[0]["encodings"][:2] == ["s16le", "f32le"] and events[0]["format"] == "s16le"
+    assert not [e for e in events if e["type"] == "format"]  # nothing changed: nothing announced
+    floats, events, f32_bytes = receive(srv.url, "f32le")
+    formats = [i for i, e in enumerate(events) if e["type"] == "format"]
+    first_frame = next(i for i, e in enumerate(events) if e["type"] == "frame")
+    assert len(formats) == 1 and formats[0] < first_frame
+    assert {k: events[formats[0]][k] for k in ("sample_rate", "frame_ms", "frame_samples", "encoding", "reason")} == {
+        "sample_rate": 48_000,
+        "frame_ms": 20,
+        "frame_samples": 960,
+        "encoding": "f32le",
+        "reason": "requested",
+    }
+    got = np.concatenate([np.frombuffer(p, np.float32) for p in floats])
+    want = s16(pcm)
+    assert len(got) == len(want) and np.array_equal(got, want.astype(np.float32) / 32768)
+    assert np.array_equal((got * 32768).astype(np.int16), want)  # and back, exactly
+    assert f32_bytes > 1.9 * pcm_bytes
+
+
+@needs_opus
+def test_opus_is_encoded_in_the_worker_and_decodes_to_the_same_speech(srv: ServerProcess) -> None:
+    pcm, _, pcm_bytes = receive(srv.url, "s16le")
+    packets, events, opus_bytes = receive(srv.url, "opus")
+    fmt = [e for e in events if e["type"] == "format"]
+    assert len(fmt) == 1 and fmt[0]["encoding"] == "opus" and fmt[0]["bitrate"] == 32_000
+    assert len(packets) == len(pcm) + 1  # the encoder's look-ahead: one frame more at the end
+    ctx = av.CodecContext.create("opus", "r")  # FFmpeg's own decoder, not libopus
+    ctx.sample_rate, ctx.layout = 48_000, "mono"
+    decoded = np.concatenate([f.to_ndarray().reshape(-1) for p in packets for f in ctx.decode(av.Packet(p))])
+    want = s16(pcm).astype(np.float64) / 32768
+    best = max(
+        (float(np.corrcoef(want, decoded[lag : lag + len(want)])[0, 1]), lag)
+        for lag in range(0, 1000, 4)
+        if lag + len(want) <= len(decoded)
+    )
+    assert best[0] > 0.9, best
+    seconds = len(pcm) * 0.02
+    pcm_kbit, opus_kbit = pcm_bytes * 8 / seconds / 1000, opus_bytes * 8 / seconds / 1000
+    assert 770 < pcm_kbit < 790 and opus_kbit < 60, (pcm_kbit, opus_kbit)
+    print(f"bandwidth per session: s16le {pcm_kbit:.0f} kbit/s, opus {opus_kbit:.1f} kbit/s")
+
+
+@needs_opus
+def test_the_python_client_follows_each_format(srv: ServerProcess, tmp_path: Any) -> None:
+    results = {}
+    for encoding in ("s16le", "f32le", "opus"):
+        out = tmp_path / f"{encoding}.wav"
+        stats = asyncio.run(client.speak(srv.url, [TEXT], out=out, encoding=encoding))
+        assert stats.gaps == 0 and stats.lost == 0
+        results[encoding] = (out.read_bytes(), stats.bytes_received)
+    assert results["f32le"][0] == results["s16le"][0]  # the same WAV, byte for byte
+    assert results["opus"][1] < results["s16le"][1] / 10
+    assert len(results["opus"][0]) >= len(results["s16le"][0])
+
+
+@needs_opus
+def test_a_listener_gets_the_owners_packets_and_may_not_choose_opus(srv: ServerProcess) -> None:
+    with connect(srv.url, max_size=None) as owner, connect(srv.url, max_size=None) as listener:
+        hello = json.loads(owner.recv(10))
+        json.loads(listener.recv(10))
+        listener.send(json.dumps({"type": "listen", "session_id": hello["session_id"], "key": hello["listen_key"]}))
+        assert json.loads(listener.recv(10))["type"] == "listening"
+        listener.send(json.dumps({"type": "format", "encoding": "opus"}))
+        refused = json.loads(listener.recv(10))
+        assert refused["type"] == "error" and refused["code"] == "listener"
+        owner.send(json.dumps({"type": "format", "encoding": "opus"}))
+        owner.send(json.dumps({"type": "synthesize", "text": "Short."}))
+        seen: list[str] = []
+        while "utterance.end" not in seen:
+            message = listener.recv(10)
+            seen.append("frame" if isinstance(message, bytes) else json.loads(message)["type"])
+            if isinstance(message, bytes):
+                assert len(message) < 400  # a packet, not 1 920 bytes of PCM
+        assert seen.index("format") < seen.index("frame")
+
+
+def test_a_bad_format_is_refused_and_the_session_goes_on(srv: ServerProcess) -> None:
+    with connect(srv.url, max_size=None) as ws:
+        json.loads(ws.recv(10))
+        for bad in ({"type": "format"}, {"type": "format", "encoding": "mp3"}, {"type": "format", "encoding": 3}):
+            ws.send(json.dumps(bad))
+            err = json.loads(ws.recv(10))
+            assert err["type"] == "error" and err["code"] in ("missing_field", "invalid_field"), err
+        ws.send(json.dumps({"type": "synthesize", "text": "Still here."}))
+        assert json.loads(ws.recv(10))["type"] == "queued"

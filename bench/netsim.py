@@ -117,11 +117,7 @@ class Link:
         self._chunks: deque[_Chunk] = deque()
         self._last_due = -math.inf
         self._head_since = start  # when the head chunk became the head: a loss-stall starts no earlier
-        rate = impairment.rate_kbit
-        self._rate = None if rate is None else rate * 1000 / 8  # bytes per second
-        self._depth = 0.0 if self._rate is None else max(self._rate * BURST_S, 1.0)  # bucket size
-        self._quantum = 0.0 if self._rate is None else min(max(self._rate * QUANTUM_S, 1.0), self._depth)
-        self._catchup = 0.0 if self._rate is None else max(self._rate * CATCHUP_S, self._depth)
+        self._set_rate(impairment.rate_kbit)
         self._tokens = self._depth
         self._refilled = start
         self._capped = False  # the last pull left due bytes behind for want of tokens
@@ -130,6 +126,20 @@ class Link:
         self.chunks = 0
         self.stalls = 0  # periodic stall windows that held bytes back
         self.loss_stalls = 0  # loss-stalls applied
+
+    def _set_rate(self, rate: float | None) -> None:
+        self._rate = None if rate is None else rate * 1000 / 8  # bytes per second
+        self._depth = 0.0 if self._rate is None else max(self._rate * BURST_S, 1.0)  # bucket size
+        self._quantum = 0.0 if self._rate is None else min(max(self._rate * QUANTUM_S, 1.0), self._depth)
+        self._catchup = 0.0 if self._rate is None else max(self._rate * CATCHUP_S, self._depth)
+
+    def set_rate(self, now: float, rate_kbit: float | None) -> None:
+        """A new cap from ``now`` on (None: none): the link got faster or slower mid-connection."""
+        self._refill(now)
+        self.impairment = dataclasses.replace(self.impairment, rate_kbit=rate_kbit)
+        self._set_rate(rate_kbit)
+        self._tokens = min(self._tokens, self._depth) if self._rate is not None else 0.0
+        self._refilled = now
 
     def push(self, now: float, nbytes: int) -> float:
         """Queue ``nbytes`` read at ``now``; return their due time (before stalls and the rate cap)."""
@@ -475,6 +485,7 @@ class NetSim:
         self._expiry: asyncio.TimerHandle | None = None
         self._closing: asyncio.Task[None] | None = None
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def port(self) -> int:
@@ -484,6 +495,7 @@ class NetSim:
 
     async def start(self) -> NetSim:
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._server = await loop.create_server(self._accept, HOST, self._port)
         self._port = self._server.sockets[0].getsockname()[1]
         self._expiry = loop.call_later(self.max_duration_s, self._expire)
@@ -526,6 +538,32 @@ class NetSim:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    def set_rate(self, rate_kbit: float | None, direction: str = "down") -> None:
+        """Change the cap of ``direction`` ("up", "down") for the connections open and those to come;
+        from any thread when the proxy runs in the background (``running``)."""
+        if direction not in ("up", "down"):
+            raise ValueError(f"direction is 'up' or 'down', got {direction!r}")
+        if rate_kbit is not None and not rate_kbit > 0:
+            raise ValueError("rate_kbit must be > 0 (None: no cap)")
+
+        def apply() -> None:
+            setattr(self, direction, dataclasses.replace(getattr(self, direction), rate_kbit=rate_kbit))
+            for conn in self.conns:
+                pipe = getattr(conn, direction)
+                pipe.link.set_rate(conn.loop.time(), rate_kbit)
+                pipe.kick()
+
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:
+                loop.call_soon_threadsafe(apply)
+                return
+        apply()
 
     def counters(self) -> dict[str, Any]:
         """``{"up": {...}, "down": {...}, "connections", "active", "connect_errors", "resets", "expired"}``."""

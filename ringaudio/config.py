@@ -54,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
         "output_sample_rate": 48_000,
         "adaptive_quality": False,
         "opus_bitrate": 32_000,  # bit/s of a session that asks for Opus
+        "quality_down_s": 2.0,  # adaptive quality: congested this long -> one level down
+        "quality_up_s": 10.0,  # ... healthy this long -> one level up
+        "quality_hold_s": 5.0,  # ... and at most one change per this many seconds
         "quality_levels": [
             {"sample_rate": 48_000, "frame_duration_ms": 20},
             {"sample_rate": 24_000, "frame_duration_ms": 40},
@@ -137,6 +140,7 @@ class Config:
     adaptive_quality: bool = False
     quality_levels: tuple[QualityLevel, ...] = DEFAULT_QUALITY_LEVELS
     opus_bitrate: int = 32_000
+    quality_times: tuple[float, ...] = (2.0, 10.0, 5.0)  # audio.quality_down_s, quality_up_s, quality_hold_s
 
     @property
     def frame_samples(self) -> int:
@@ -199,6 +203,26 @@ def _quality_levels(value: Any, where: str) -> tuple[QualityLevel, ...]:
         frame_ms = c.choice(item["frame_duration_ms"], f"{at}.frame_duration_ms", FRAME_DURATIONS_MS)
         levels.append(QualityLevel(rate, frame_ms))
     return tuple(levels)
+
+
+def _fit_levels(levels: tuple[QualityLevel, ...], rate: int, frame_ms: int) -> None:
+    """Adaptive quality starts at the configured format, and every level must fit its ring slot and
+    be made from it by an integer decimation (the worker's level stage)."""
+    where = "audio.quality_levels"
+    if QualityLevel(rate, frame_ms) not in levels:
+        raise ConfigError(
+            f"{where} must include audio.output_sample_rate/audio.frame_duration_ms ({rate}/{frame_ms}): "
+            "adaptive quality starts there"
+        )
+    for index, level in enumerate(levels):
+        if rate % level.sample_rate or rate // level.sample_rate > 3:
+            raise ConfigError(f"{where}[{index}].sample_rate must divide {rate} by 1, 2 or 3, got {level.sample_rate}")
+        if level.sample_rate * level.frame_duration_ms > rate * frame_ms:
+            raise ConfigError(
+                f"{where}[{index}] ({level.sample_rate}/{level.frame_duration_ms}) holds more samples per frame "
+                f"than audio.output_sample_rate/audio.frame_duration_ms ({rate}/{frame_ms}): its frames would not fit "
+                "the ring's slots"
+            )
 
 
 def env_name(key: str) -> str:
@@ -268,7 +292,12 @@ def load(
     rate = c.choice(audio["output_sample_rate"], "audio.output_sample_rate", SAMPLE_RATES)
     adaptive = c.boolean(audio["adaptive_quality"], "audio.adaptive_quality")
     opus_bitrate = c.integer(audio["opus_bitrate"], "audio.opus_bitrate", 6_000, 256_000)
+    quality_times = tuple(
+        c.number(audio[key], f"audio.{key}", 0.1, 3600) for key in ("quality_down_s", "quality_up_s", "quality_hold_s")
+    )
     levels = _quality_levels(audio["quality_levels"], "audio.quality_levels")
+    if adaptive:
+        _fit_levels(levels, rate, frame_ms)
     queue = c.integer(ws["frame_queue_size"], "transport.websocket.frame_queue_size", 2, 100_000)
     compress = c.boolean(ws["compress"], "transport.websocket.compress")
 
@@ -341,4 +370,5 @@ def load(
         adaptive_quality=adaptive,
         quality_levels=levels,
         opus_bitrate=opus_bitrate,
+        quality_times=quality_times,
     )

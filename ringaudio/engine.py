@@ -241,10 +241,16 @@ class Engine:
                 request_id=request_id,
                 utterance_id=utterance_id,
                 encoding=stream.encoding,
+                level=stream.level,
             )
         except BaseException:
             said.pop(utterance_id, None)
             raise
+
+    def set_stream_level(self, stream: Stream, level: tuple[int, int]) -> None:
+        pool = self.pool
+        if pool is not None:
+            pool.set_level(stream.id, level)
 
     def cancel_stream(self, stream: Stream) -> None:
         if self.pool is not None:

@@ -190,6 +190,7 @@ class App(Http, Scheduling):
             opened=time.monotonic(),
         )
         self._init_format(s)
+        s.quality = self._new_quality(s.opened)
         self.sessions[s.id] = s
         self._by_ws[ws] = s
         self.metrics.sessions.set(len(self.sessions))
@@ -319,6 +320,7 @@ class App(Http, Scheduling):
         if s.source is not None:
             s.source.close()  # a listener needs no ring of its own (and follows one stream at a time)
         s.stream = None
+        s.quality = None  # a listener hears the owner's level
         s.source = stream.listen()
         s.listening_to = owner
         s.pacer = Pacer(self.period, self.prebuffer, time.monotonic())

@@ -58,19 +58,29 @@ class Formats(Sending):
             if fmt is not None
             else (cfg.output_sample_rate, cfg.frame_duration_ms * 1000, "s16le")
         )
+        samples = rate * frame_us // 1_000_000
         if encoding == "s16le" and s.f32:
-            encoding, s.send_mode, s.frame_bytes = "f32le", SEND_F32, self.f32_frame_bytes
-            if s.f32_frame is None:
-                s.f32_frame = bytearray(self.f32_prefix) + bytearray(self.f32_payload_bytes)
-                s.f32_offset = len(self.f32_prefix)
+            encoding, s.send_mode = "f32le", SEND_F32
+            if s.f32_pcm is None or len(s.f32_pcm) != samples:  # a message buffer of this frame size
+                payload = P.HEADER_SIZE + 4 * samples
+                prefix = P.ws_binary_prefix(payload)
+                s.f32_frame = bytearray(prefix) + bytearray(payload)
+                s.f32_offset = len(prefix)
                 s.f32_pcm = np.frombuffer(s.f32_frame, np.float32, offset=s.f32_offset + P.HEADER_SIZE)
-        elif encoding == "s16le":
+            s.frame_bytes = len(s.f32_frame or b"")
+        elif encoding == "s16le" and samples == self.frame_samples:
             s.send_mode, s.frame_bytes = SEND_AS_IS, self.frame_bytes
+        elif encoding == "s16le":  # a lower quality level: fewer samples than the slot
+            s.send_mode = SEND_PACKET
+            s.frame_bytes = len(P.ws_binary_prefix(P.HEADER_SIZE + 2 * samples)) + P.HEADER_SIZE + 2 * samples
         else:
             s.send_mode = SEND_PACKET
             if s.wire_format is None or s.wire_format[2] != encoding:
                 s.frame_bytes = PACKET_GUESS
         s.send_limit = cfg.server.send_buffer_frames * s.frame_bytes
+        if abs(s.pacer.period * 1e6 - frame_us) > 1:  # another frame length: pace at it
+            s.pacer.period = frame_us / 1e6
+            s.pacer.prebuffer = max(1, cfg.server.prebuffer_ms * 1000 // frame_us)
         wire = (rate, frame_us, encoding)
         if wire != s.wire_format:
             s.wire_format = wire
@@ -102,7 +112,7 @@ class Formats(Sending):
         out, pcm = s.f32_frame, s.f32_pcm
         assert out is not None and pcm is not None
         P.HEADER.pack_into(out, s.f32_offset, *header)
-        np.multiply(s.pcm, F32_SCALE, out=pcm)
+        np.multiply(s.pcm[: len(pcm)], F32_SCALE, out=pcm)
         if s.raw:
             s.ws.transport.write(bytes(out))
         else:

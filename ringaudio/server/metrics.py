@@ -142,6 +142,15 @@ class Metrics:
         self.budget_closes = Counter(
             "tts_send_budget_closes_total", "Sessions closed for not reading (over the send budget)", registry=r
         )
+        self.quality_changes = Counter(
+            "tts_quality_changes_total", "Adaptive quality level changes", ["direction"], registry=r
+        )
+        self.level = Gauge(
+            "tts_session_quality_level",
+            "The session's adaptive quality level (0: the best of audio.quality_levels)",
+            ["session_id"],
+            registry=r,
+        )
         self._known: set[str] = set()
 
     def dropped(self, session_id: str, lost: int) -> None:
@@ -149,11 +158,15 @@ class Metrics:
         self.drops.labels(session_id).inc(lost)
         self.totals.frames_lost += lost
 
+    def set_level(self, session_id: str, level: int) -> None:
+        self._known.add(session_id)
+        self.level.labels(session_id).set(level)
+
     def forget(self, session_id: str) -> None:
         """Remove a finished session's series."""
         if session_id in self._known:
             self._known.discard(session_id)
-            for metric in (self.depth, self.full, self.drops, self.session_buffer):
+            for metric in (self.depth, self.full, self.drops, self.session_buffer, self.level):
                 with contextlib.suppress(KeyError):
                     metric.remove(session_id)
 

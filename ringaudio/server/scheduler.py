@@ -31,6 +31,7 @@ SLACK = 0.001  # sessions due within this much are served in the same pass (s)
 BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
+UNDERRUN_HOLD = 1.0  # s: a client's reported underrun makes its session count as congested this long
 MAX_EVENT_ROUNDS = 8  # reads in one pass that may yield only events (then the pass ends: bounded)
 OPEN = State.OPEN
 _pack = P.HEADER.pack_into
@@ -39,8 +40,12 @@ _pack = P.HEADER.pack_into
 class Scheduling(Formats):
     def _watch(self) -> None:
         """Backpressure episodes: a session's depth crossing its high watermark starts one (counted,
-        logged with the real depth), coming back below the low one ends it (logged)."""
+        logged with the real depth), coming back below the low one ends it (logged); and adaptive
+        quality's look at each session."""
+        now = time.monotonic()
         for s in self.sessions.values():
+            if s.quality is not None:
+                self._adapt(s, now)
             depth = self.depth(s)
             if depth is None:
                 continue
@@ -55,6 +60,34 @@ class Scheduling(Formats):
                 logs.event(
                     log, logging.INFO, "Frame queue depth", s.id, queue_size=depth, capacity=self.capacity, high=False
                 )
+
+    def _adapt(self, s: Session, now: float) -> None:
+        """Congested (held back, or the client reporting underruns) or not: maybe a level change."""
+        assert s.quality is not None
+        if s.underruns > s.underruns_seen:  # acks come every few hundred ms: one counts for UNDERRUN_HOLD
+            s.underruns_seen, s.underran_at = s.underruns, now
+        before = s.quality.level
+        level = s.quality.observe(now, s.slow or now - s.underran_at < UNDERRUN_HOLD)
+        if level is None or s.stream is None:
+            return
+        direction = "down" if level > before else "up"
+        rate, frame_ms = self.levels[level]
+        s.format_reason = "congestion" if direction == "down" else "recovered"
+        s.stream.set_level((rate, frame_ms))
+        self.metrics.quality_changes.labels(direction).inc()
+        self.metrics.set_level(s.id, level)
+        logs.event(
+            log,
+            logging.WARNING if direction == "down" else logging.INFO,
+            "Quality level changed",
+            s.id,
+            direction=direction,
+            quality_level=level,
+            sample_rate=rate,
+            frame_ms=frame_ms,
+            held_back=s.slow,
+            underruns=s.underruns,
+        )
 
     async def _ticker(self) -> None:
         schedule, engine, wake = self.schedule, self.engine, self._wake

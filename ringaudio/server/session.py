@@ -28,6 +28,7 @@ from ..stream import Source, Stream
 from . import web
 from .metrics import Metrics
 from .pacing import Pacer
+from .quality import Quality
 from .schedule import Schedule
 
 CONSUMED_SAMPLES = 48  # (time, frames consumed) samples kept: 12 s at one per backlog refresh
@@ -93,6 +94,9 @@ class Session:
     f32_frame: bytearray | None = None  # [WebSocket prefix][header][f32 PCM], built in place
     f32_pcm: np.ndarray | None = None
     f32_offset: int = 0
+    quality: Quality | None = None  # adaptive quality (audio.adaptive_quality), owners only
+    underruns_seen: int = 0  # the client's underruns when quality last looked
+    underran_at: float = -1e9  # when they last went up
 
 
 class ServerBase:
@@ -130,6 +134,9 @@ class ServerBase:
         self.low_frames = int(config.worker.low_watermark * config.frame_queue_size)
         # what a client may ask for ({"type": "format"}): Opus where libopus loads
         self.encodings = ["s16le", "f32le", *(["opus"] if opus.available() is None else [])]
+        self.levels = [(q.sample_rate, q.frame_duration_ms) for q in config.quality_levels]
+        base = (config.output_sample_rate, config.frame_duration_ms)
+        self.base_level = self.levels.index(base) if config.adaptive_quality else -1
         self.debug_frames = False  # one "frame sent" line per frame (LOG_LEVEL=DEBUG), checked once
         # every outbound byte of a session counts; audio stops at send_limit (plus one burst), so
         # the budget is only ever reached by a client that does not read what it asks for
@@ -179,6 +186,12 @@ class ServerBase:
         if seen > s.drops_exported:
             self.metrics.dropped(s.id, seen - s.drops_exported)
             s.drops_exported = seen
+
+    def _new_quality(self, now: float) -> Quality | None:
+        if self.base_level < 0:
+            return None
+        down, up, hold = self.config.quality_times
+        return Quality(len(self.levels), self.base_level, down, up, hold, now)
 
     async def _close(self, s: Session, code: int, reason: str) -> None:
         raise NotImplementedError  # connections (App) close sessions

@@ -45,6 +45,8 @@ class StreamOwner(Protocol):
         self, stream: Stream, utterance_id: int, text: str, voice: str | None, request_id: str | None
     ) -> None: ...
 
+    def set_stream_level(self, stream: Stream, level: tuple[int, int]) -> None: ...
+
     def cancel_stream(self, stream: Stream) -> None: ...
 
     def release_stream(self, stream: Stream) -> None: ...
@@ -258,6 +260,7 @@ class Stream(Source):
         self._owner = owner
         self._lock = threading.Lock()  # for listeners joining and leaving from different threads
         self.encoding = "s16le"  # what the worker writes for utterances said from now on (set_encoding)
+        self.level: tuple[int, int] | None = None  # (rate, frame_ms) of the frames written from now on (set_level)
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} cursor={self.position}>"
@@ -288,6 +291,13 @@ class Stream(Source):
             if why is not None:
                 raise CodecError(why)
         self.encoding = encoding
+
+    def set_level(self, level: tuple[int, int]) -> None:
+        """Adaptive quality (``audio.adaptive_quality``): frames from the next one the worker makes are
+        at ``level`` (one of ``audio.quality_levels``, as (rate, frame_ms)); each frame's label says its
+        format. Without adaptive quality the worker ignores it."""
+        self.level = (int(level[0]), int(level[1]))
+        self._owner.set_stream_level(self, self.level)
 
     def cancel(self) -> None:
         """Barge-in: stop the worker, drop what is queued and what is in the ring; a ``cancelled``

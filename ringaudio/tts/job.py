@@ -19,6 +19,7 @@ from ..ring import FrameRing, RingHandle, layout
 from ..wire import FLAG_FIRST, FLAG_LAST
 from .backends import Backend
 from .framer import Framer
+from .levels import LevelStage
 from .text import split_text
 
 STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
@@ -43,6 +44,7 @@ class WorkerSpec:
     log_level: str = "INFO"
     lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
     opus_bitrate: int = 32_000  # audio.opus_bitrate, for jobs in Opus
+    adaptive: bool = False  # audio.adaptive_quality: frames go through a LevelStage (levels.py)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Job:
     voice: str | None = None
     request_id: str | None = None
     encoding: str = "s16le"  # what the worker writes into the ring: s16le PCM, or one Opus packet per frame
+    level: tuple[int, int] | None = None  # (rate, frame_ms) to start at (adaptive quality; None: the base)
 
 
 class PlaybackClock:
@@ -105,13 +108,20 @@ class ActiveJob:
         self.clock = PlaybackClock(spec.lead_frames, spec.frame_samples / spec.output_sample_rate)
         frame_us = round(spec.frame_samples * 1_000_000 / spec.output_sample_rate)
         self.format = layout.encode_format(spec.output_sample_rate, frame_us, job.encoding)
+        self.audio_s = 0.0  # of the frames written
+        # adaptive quality: frames at the level the server asks for, changed at a frame boundary
+        base_level = (spec.output_sample_rate, frame_us // 1000)
+        self._stage = LevelStage(spec.output_sample_rate, job.level or base_level) if spec.adaptive else None
+        self._frame_level = base_level  # the level of the frame written last (pacing follows it)
+        self._lead_ms = spec.lead_frames * frame_us // 1000
         # Opus: each frame is encoded as it is produced (in order, once), into its own buffer; the
-        # ring slot then holds the packet in its first ``nbytes`` bytes
-        self._encoder = (
-            opus.Encoder(spec.output_sample_rate, frame_us // 1000, spec.opus_bitrate)
-            if job.encoding == "opus"
-            else None
-        )
+        # ring slot then holds the packet in its first ``nbytes`` bytes. One encoder per level.
+        self._opus = job.encoding == "opus"
+        self._encoders: dict[tuple[int, int], opus.Encoder] = {}
+        self._formats: dict[tuple[int, int], int] = {base_level: self.format}
+        self._pulled_fmt = self.format
+        self._pending_fmt = self._next_fmt = self.format
+        self._pending_level = self._next_level = self._pulled_level = base_level
         self._pulled_bytes = 0  # the packet size of the frame _pull returned last (0: PCM, the whole slot)
         # One frame of look-ahead: a frame is written only once the next one exists (or the text is
         # done), so its label can say whether it is the utterance's last. Two buffers of our own,
@@ -123,7 +133,7 @@ class ActiveJob:
         self._pending: np.ndarray | None = None  # the frame to write next
         self._next: np.ndarray | None = None  # the one after it, once produced
         self._exhausted = False  # the text is done: no frame comes after _next
-        self._frames = self._produce()
+        self._frames = self._levelled()
 
     def _produce(self) -> Generator[np.ndarray, None, None]:
         same_rate = self.backend.native_rate == self.spec.output_sample_rate  # a model speaking the wire's rate
@@ -146,8 +156,46 @@ class ActiveJob:
         if not same_rate:
             yield from framer.push(resampler.flush())
         yield from framer.flush()
-        if self._encoder is not None:  # the encoder's look-ahead still holds the last few ms: one silent frame more
-            yield np.zeros(self.spec.frame_samples, np.int16)
+
+    def _levelled(self) -> Generator[tuple[np.ndarray, tuple[int, int]], None, None]:
+        """Frames with their level: the base one, or what the level stage makes of them."""
+        stage = self._stage
+        level = self._frame_level
+        last: np.ndarray | None = None
+        for frame in self._produce():
+            if stage is None:
+                last = frame
+                yield frame, level
+                continue
+            for pcm, rate, frame_us in stage.push(frame):
+                last = pcm
+                yield pcm, (rate, frame_us // 1000)
+        if stage is not None:
+            for pcm, rate, frame_us in stage.flush():
+                last = pcm
+                yield pcm, (rate, frame_us // 1000)
+            level = stage.level
+        if self._opus and last is not None:  # the encoder's look-ahead holds the last few ms: one silent frame more
+            yield np.zeros(level[0] * level[1] // 1000, np.int16), level
+
+    def set_level(self, level: tuple[int, int]) -> None:
+        """The server's adaptive quality: frames from the next one produced on are at ``level``."""
+        if self._stage is not None:
+            self._stage.set_level(level)
+
+    def _format_of(self, level: tuple[int, int]) -> int:
+        word = self._formats.get(level)
+        if word is None:
+            encoding = "opus" if self._opus else "s16le"
+            word = self._formats[level] = layout.encode_format(level[0], level[1] * 1000, encoding)
+        return word
+
+    def _encoder_for(self, level: tuple[int, int]) -> opus.Encoder:
+        enc = self._encoders.get(level)
+        if enc is None:
+            bitrate = self.spec.opus_bitrate * level[0] // self.spec.output_sample_rate  # fewer bits at a lower level
+            enc = self._encoders[level] = opus.Encoder(level[0], level[1], max(6_000, bitrate))
+        return enc
 
     def _reader(self) -> int:
         """Where the ring's (slowest gating) reader is."""
@@ -157,17 +205,23 @@ class ActiveJob:
         """The next frame, copied into the buffer not in use, or None when the text is done."""
         if self._exhausted:
             return None
-        frame = next(self._frames, None)
-        if frame is None:
+        item = next(self._frames, None)
+        if item is None:
             self._exhausted = True
             return None
+        frame, level = item
         out: np.ndarray = self._buffers[self._turn]
         self._turn ^= 1
-        if self._encoder is None:
+        self._pulled_level = level
+        self._pulled_fmt = self._format_of(level)
+        if self._opus:
+            self._pulled_bytes = self._encoder_for(level).encode_into(np.ascontiguousarray(frame), out)
+        elif len(frame) == len(out):
             np.copyto(out, frame)
             self._pulled_bytes = 0
-        else:
-            self._pulled_bytes = self._encoder.encode_into(np.ascontiguousarray(frame), out)
+        else:  # a lower level: fewer samples than the slot holds
+            out[: len(frame)] = frame
+            self._pulled_bytes = 2 * len(frame)
         return out
 
     def step(self, now: float) -> str:
@@ -176,9 +230,15 @@ class ActiveJob:
         for _ in range(STEP_FRAMES):
             if self._pending is None:
                 self._pending = self._pull()
-                self._pending_bytes = self._pulled_bytes
+                self._pending_bytes, self._pending_fmt = self._pulled_bytes, self._pulled_fmt
+                self._pending_level = self._pulled_level
                 if self._pending is None:
                     return "done"
+            if self._pending_level != self._frame_level:  # a new level: its frames pace at their own length
+                self._frame_level = self._pending_level
+                self.clock.period = self._frame_level[1] / 1000
+                self.clock.lead = self._lead_ms // self._frame_level[1]
+                self.clock.restart()
             if self.spec.lead_frames:
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
                 if self.clock.due(seq, now, self._reader) > now:
@@ -187,16 +247,26 @@ class ActiveJob:
                     return "paced"
             if self._next is None:
                 self._next = self._pull()  # costs at most one synthesis chunk, once per chunk
-                self._next_bytes = self._pulled_bytes
+                self._next_bytes, self._next_fmt, self._next_level = (
+                    self._pulled_bytes,
+                    self._pulled_fmt,
+                    self._pulled_level,
+                )
             flags = (FLAG_FIRST if self.frames == 0 else 0) | (FLAG_LAST if self._next is None else 0)
             seq = self.ring.offer(
-                self._pending, utterance=self.job.utterance_id, flags=flags, fmt=self.format, nbytes=self._pending_bytes
+                self._pending,
+                utterance=self.job.utterance_id,
+                flags=flags,
+                fmt=self._pending_fmt,
+                nbytes=self._pending_bytes,
             )
             if seq < 0:
                 self.clock.restart()  # backpressure: the clock starts again from the reader
                 return "blocked"
+            self.audio_s += self._frame_level[1] / 1000
             self._pending, self._next = self._next, None
-            self._pending_bytes = self._next_bytes
+            self._pending_bytes, self._pending_fmt = self._next_bytes, self._next_fmt
+            self._pending_level = self._next_level
             if self.first_seq < 0:
                 self.first_seq = seq
             self.last_seq = seq
@@ -224,8 +294,8 @@ class ActiveJob:
 
     def close(self) -> None:
         self._frames.close()
-        if self._encoder is not None:
-            self._encoder.close()
+        for enc in self._encoders.values():
+            enc.close()
 
     def audio_seconds(self) -> float:
-        return self.frames * self.spec.frame_samples / self.spec.output_sample_rate
+        return self.audio_s

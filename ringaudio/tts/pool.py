@@ -81,6 +81,7 @@ class WorkerPool:
             log_level=config.log_level,
             lead_frames=w.lead_ms // config.frame_duration_ms,
             opus_bitrate=config.opus_bitrate,
+            adaptive=config.adaptive_quality,
         )
         self.size = w.workers
         self.max_text_chars = w.max_text_chars
@@ -183,6 +184,7 @@ class WorkerPool:
         request_id: str | None = None,
         utterance_id: int | None = None,
         encoding: str = "s16le",
+        level: tuple[int, int] | None = None,
     ) -> int:
         """Queue an utterance for a session; returns its utterance id. Raises TextError for bad text.
 
@@ -194,7 +196,7 @@ class WorkerPool:
             if self._stopping:
                 raise PoolError(self.fatal or "the pool is stopped")
             uid = next(self._ids) if utterance_id is None else utterance_id
-            job = Job(session_id, uid, text, ring, voice, request_id, encoding)
+            job = Job(session_id, uid, text, ring, voice, request_id, encoding, level)
             self._queues.setdefault(session_id, deque()).append(job)
             self._dispatch(session_id)
             return job.utterance_id
@@ -212,6 +214,14 @@ class WorkerPool:
                 busy[0].post("cancel", session_id)
                 return
         self.on_event({"type": "cancelled", "session_id": session_id, "last_sequence": None})
+
+    def set_level(self, session_id: str, level: tuple[int, int]) -> None:
+        """Adaptive quality: the session's utterance being synthesized goes on at ``level`` from its
+        next frame (queued ones carry the level they were submitted with)."""
+        with self._lock:
+            busy = self._busy.get(session_id)
+            if busy is not None and not busy[0].dead:
+                busy[0].post("level", (session_id, level))
 
     def pending(self, session_id: str) -> int:
         with self._lock:

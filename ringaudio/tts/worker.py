@@ -158,6 +158,11 @@ class Worker:
             self.start_job(payload)
         elif kind == "cancel":
             self.cancel(payload)
+        elif kind == "level":
+            session_id, level = payload
+            active = self.jobs.get(session_id)
+            if active is not None:
+                active.set_level(tuple(level))
         elif kind == "stop":
             return False
         return True

@@ -498,3 +498,15 @@ def test_running_from_sync_code() -> None:
     finally:
         listener.close()
         thread.join(5)
+
+
+def test_a_cap_changed_mid_connection_takes_effect_at_once() -> None:
+    link = Link(Impairment(rate_kbit=80), start=0.0)  # 10 000 bytes/s
+    first = drive(link, [(0.0, 1_000_000)], until=1.0)
+    assert sum(n for _, n in first) == pytest.approx(10_000, rel=0.05)
+    link.set_rate(1.0, 800)  # ten times faster from 1 s on
+    second = sum(link.pull(1.0 + k / 1000)[0] for k in range(1, 1001))
+    assert second == pytest.approx(100_000, rel=0.05)
+    link.set_rate(2.0, None)  # no cap at all: the rest goes at once
+    n, _ = link.pull(2.0)
+    assert n == 1_000_000 - sum(n for _, n in first) - second

@@ -432,3 +432,36 @@ def test_bad_configuration_is_refused(environ: dict[str, str]) -> None:
 def test_missing_config_folder_is_refused() -> None:
     with pytest.raises(ConfigError):
         config.load("/nonexistent/configs", environ={})
+
+
+def test_adaptive_quality_needs_levels_the_worker_can_make() -> None:
+    from ringaudio import config as config_mod
+
+    ok = config_mod.load(None, overrides={"audio.adaptive_quality": True})
+    assert ok.adaptive_quality and ok.quality_times == (2.0, 10.0, 5.0)
+    bad = {
+        "include audio.output_sample_rate/audio.frame_duration_ms": [{"sample_rate": 24_000, "frame_duration_ms": 40}],
+        "would not fit the ring's slots": [
+            {"sample_rate": 48_000, "frame_duration_ms": 20},
+            {"sample_rate": 48_000, "frame_duration_ms": 40},
+        ],
+    }
+    with pytest.raises(ConfigError, match=r"quality_levels\[1\]\.sample_rate must divide 24000 by 1, 2 or 3"):
+        levels_24 = [{"sample_rate": 24_000, "frame_duration_ms": 20}, {"sample_rate": 16_000, "frame_duration_ms": 20}]
+        config_mod.load(
+            None,
+            overrides={
+                "audio.adaptive_quality": True,
+                "audio.output_sample_rate": 24_000,
+                "audio.quality_levels": levels_24,
+            },
+        )
+    for message, levels in bad.items():
+        with pytest.raises(ConfigError, match=message):
+            config_mod.load(None, overrides={"audio.adaptive_quality": True, "audio.quality_levels": levels})
+    # without adaptive quality the levels are only checked for their own values
+    assert not config_mod.load(
+        None, overrides={"audio.quality_levels": bad["would not fit the ring's slots"]}
+    ).adaptive_quality
+    with pytest.raises(ConfigError, match=r"audio\.quality_hold_s must be a number"):
+        config_mod.load(None, overrides={"audio.quality_hold_s": 0})

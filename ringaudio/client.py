@@ -114,7 +114,7 @@ async def speak(
                 elif ev["type"] == "error" and ev.get("utterance_id") is not None:
                     remaining -= 1
                 elif ev["type"] == "format":
-                    payload.follow(ev)
+                    pcm.append(payload.follow(ev))
                 continue
             header = P.decode_header(message)
             stats.frames += 1
@@ -137,6 +137,7 @@ async def speak(
                 await ws.send(json.dumps({"type": "control", "action": "resume"}))
             if slow_ms:
                 await asyncio.sleep(slow_ms / 1000)
+    pcm.append(payload.finish())
     if out is not None:
         with wave.open(str(out), "wb") as w:
             w.setnchannels(stats.session.get("channels", 1))
@@ -147,29 +148,70 @@ async def speak(
 
 
 class _Payload:
-    """A frame's payload as int16 PCM, whatever the session's current format is."""
+    """A frame's payload as int16 PCM at the session's first rate, whatever its current format is.
+
+    Adaptive quality may lower the rate mid-stream (e.g. 48 -> 24 kHz): those frames are upsampled
+    back (:class:`ringaudio.dsp.Upsampler`, primed with the audio before the change and finished with
+    the audio after it, so the change leaves no click), and the WAV has one rate throughout."""
 
     def __init__(self, rate: int) -> None:
         self.encoding = "s16le"
         self.rate = self.first_rate = rate
         self._decoder: Any = None
+        self._up: Any = None  # an Upsampler while the stream runs below the first rate
+        self._closing: Any = None  # the previous one, finished with the next frame's samples
+        self._last: Any = None  # the last samples written, at the first rate (to prime the next one)
 
-    def follow(self, ev: dict[str, Any]) -> None:
-        self.encoding, self.rate = ev["encoding"], ev["sample_rate"]
-        if self.rate != self.first_rate:
-            raise P.ProtocolError(P.ErrorCode.BAD_FRAME, f"the stream changed rate ({self.first_rate} -> {self.rate})")
+    def follow(self, ev: dict[str, Any]) -> bytes:
+        """A ``format`` event: the frames from the next one on are in it."""
+        self.encoding, rate = ev["encoding"], ev["sample_rate"]
+        if self._up is not None:
+            self._closing, self._up = self._up, None
+        if rate != self.first_rate and self.encoding != "opus":  # Opus decodes at the first rate itself
+            if self.first_rate % rate:
+                raise P.ProtocolError(P.ErrorCode.BAD_FRAME, f"cannot write {rate} Hz into {self.first_rate} Hz")
+            from .dsp import Upsampler  # only a stream that changes rate loads NumPy for it
+
+            self._up = Upsampler(self.first_rate // rate)
+            if self._last is not None:
+                self._up.prime(self._last[:: self.first_rate // rate])
+        self.rate = rate
         if self.encoding == "opus" and self._decoder is None:
             from .opus import Decoder  # only a session in Opus loads NumPy and libopus
 
-            self._decoder = Decoder(self.rate)
+            self._decoder = Decoder(self.first_rate)
+        return b""
 
     def pcm(self, data: bytes) -> bytes:
-        if self.encoding == "s16le":
-            return data
+        if self.encoding == "opus":
+            return bytes(self._decoder.decode(data).tobytes())
         if self.encoding == "f32le":  # exactly int16 / 32768, so exactly back
             floats = array("f", data)
-            return array("h", [int(x * 32768.0) for x in floats]).tobytes()
-        return bytes(self._decoder.decode(data).tobytes())
+            data = array("h", [int(x * 32768.0) for x in floats]).tobytes()
+        if self._up is None and self._closing is None and self.rate == self.first_rate and self._last is None:
+            return data  # the common case: never changed rate, nothing to keep
+        import numpy as np
+
+        frame = np.frombuffer(data, np.int16)
+        out = []
+        if self._closing is not None:  # the previous (lower-rate) segment's last samples, from this frame
+            m_old = self._closing.m
+            ahead = frame[:: m_old * self.rate // self.first_rate] if self._up is None else frame
+            out.append(self._closing.finish_with(ahead))
+            self._closing = None
+        out.append(self._up.push(frame) if self._up is not None else frame)
+        pcm = np.concatenate(out).astype(np.int16)
+        self._last = pcm[-512:] if self._last is None or len(pcm) >= 512 else np.concatenate([self._last, pcm])[-512:]
+        return bytes(pcm.tobytes())
+
+    def finish(self) -> bytes:
+        """The end of the stream: what an upsampler still holds."""
+        tail = b""
+        for up in (self._closing, self._up):
+            if up is not None:
+                tail += bytes(up.flush().tobytes())
+        self._closing = self._up = None
+        return tail
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,23 +12,12 @@ until the look-ahead exists (the end of the text supplies zeros).
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
+from ..dsp import TAPS_PER_PHASE, lowpass
 from ..errors import ConfigError
 
-TAPS_PER_PHASE = 24  # half-length of the filter in output samples: 48 taps each side per M=2
-
-
-@functools.cache
-def lowpass(m: int) -> np.ndarray:
-    """The decimate-by-``m`` filter, ``2 * half + 1`` taps, unity gain at DC (float64)."""
-    half = TAPS_PER_PHASE * m
-    n = np.arange(-half, half + 1)
-    cutoff = 0.45 / m  # of the base rate: 0.9 of the new Nyquist frequency
-    h: np.ndarray = 2 * cutoff * np.sinc(2 * cutoff * n) * np.kaiser(2 * half + 1, 8.0)
-    return h / float(h.sum())
+__all__ = ["LevelStage", "lowpass"]
 
 
 class LevelStage:

@@ -29,10 +29,14 @@ export class RingAudioPlayer extends EventTarget {
     captureSeconds = 30,
     context = null,
     sampleRate = undefined,
+    encoding = "s16le",
   } = {}) {
     super();
     if (!url) throw new TypeError("RingAudioPlayer needs a url");
     this.url = token ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}` : url;
+    // Opus needs WebCodecs' AudioDecoder; where there is none the player asks for PCM
+    const canOpus = typeof AudioDecoder !== "undefined";
+    this.encoding = encoding === "opus" && !canOpus ? "s16le" : encoding;
     this.options = { minBufferMs, maxBufferMs, flowControl, flushLagMs, ackEveryMs, capture, captureSeconds, sampleRate };
     this.policy = new JitterPolicy({ minBufferMs, maxBufferMs });
     this.flow = new FlowControl({ highMs: pauseAboveMs, lowMs: resumeBelowMs });
@@ -64,6 +68,9 @@ export class RingAudioPlayer extends EventTarget {
     this._pending = [];
     this._cancelling = false;
     this._userPaused = false;
+    this._format = { encoding: "s16le", sample_rate: 48000, frame_ms: 20 }; // what frames are in now
+    this._decoder = null; // an AudioDecoder while frames are Opus
+    this._queue = []; // frames and format changes for the worklet, in order; an Opus one waits for its PCM
   }
 
   /** Create (or resume) the AudioContext and open the session. Call it from a user gesture. */
@@ -121,6 +128,8 @@ export class RingAudioPlayer extends EventTarget {
    * the server to drop the rest. */
   cancel() {
     this._cancelling = true; // frames already on their way are dropped until the server's answer
+    this._queue = this._queue.filter((e) => e.message && e.message.type === "format"); // formats still hold
+    if (this._opusWaiting) this._opusWaiting.length = 0; // what the decoder still returns is dropped
     if (this.node) this.node.port.postMessage({ type: "cancel" });
     this._send({ type: "cancel" });
   }
@@ -180,8 +189,12 @@ export class RingAudioPlayer extends EventTarget {
     switch (ev.type) {
       case "session":
         this.session = ev;
-        if (this.node) this.node.port.postMessage({ type: "rate", rate: ev.sample_rate });
+        this._format = { encoding: ev.format, sample_rate: ev.sample_rate, frame_ms: ev.frame_ms };
+        if (this.node) this.node.port.postMessage({ type: "format", encoding: ev.format, rate: ev.sample_rate });
         this.policy.frameMs = ev.frame_ms;
+        if (this.encoding !== "s16le" && (ev.encodings || []).includes(this.encoding)) {
+          this.ws.send(JSON.stringify({ type: "format", encoding: this.encoding })); // before anything is said
+        }
         for (const text of this._pending.splice(0)) this.ws.send(text);
         opened(ev);
         break;
@@ -197,6 +210,12 @@ export class RingAudioPlayer extends EventTarget {
         break;
       case "overrun":
         this._expected = ev.received;
+        break;
+      case "format": // the frames from the next one on (adaptive quality, or what we asked for)
+        this._format = ev;
+        this.policy.frameMs = ev.frame_ms;
+        if (ev.encoding === "opus" && this._decoder === null) this._openDecoder();
+        this._enqueue({ ready: true, message: { type: "format", encoding: ev.encoding, rate: ev.sample_rate } });
         break;
     }
     this._emit("message", ev);
@@ -222,9 +241,50 @@ export class RingAudioPlayer extends EventTarget {
     this._expected = null;
     this.policy.arrival(now, seq);
     s.endToEndMs = Math.max(0, Date.now() - sentMs) + s.bufferedMs; // sent -> heard, as this player sees it
-    this.node.port.postMessage({ type: "frame", buf, gap }, [buf]);
-    if (flags & FLAG_LAST) this.node.port.postMessage({ type: "drain" });
+    if (this._format.encoding === "opus") {
+      const entry = { ready: false, message: null, gap };
+      this._enqueue(entry);
+      this._opusWaiting.push(entry);
+      this._decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: seq * this._format.frame_ms * 1000, data: new Uint8Array(buf, 24) }));
+    } else {
+      this._enqueue({ ready: true, message: { type: "frame", buf, gap }, transfer: [buf] });
+    }
+    if (flags & FLAG_LAST) this._enqueue({ ready: true, message: { type: "drain" } });
     if (flags & FLAG_FIRST) this.policy.restart();
+  }
+
+  _openDecoder() {
+    this._opusWaiting = [];
+    this._decoder = new AudioDecoder({
+      output: (data) => {
+        const samples = new Float32Array(data.numberOfFrames);
+        data.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
+        const entry = this._opusWaiting.shift();
+        if (entry) {
+          entry.message = { type: "pcm", samples, rate: data.sampleRate, gap: entry.gap };
+          entry.transfer = [samples.buffer];
+          entry.ready = true;
+          this._drainQueue();
+        }
+        data.close();
+      },
+      error: (e) => this._emit("error", { code: "decode_failed", message: String(e) }),
+    });
+    this._decoder.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1 });
+  }
+
+  _enqueue(entry) {
+    this._queue.push(entry);
+    this._drainQueue();
+  }
+
+  /** Hand the worklet what is ready, in the order it came: an Opus frame holds back what follows it. */
+  _drainQueue() {
+    const q = this._queue;
+    while (q.length && q[0].ready) {
+      const e = q.shift();
+      this.node.port.postMessage(e.message, e.transfer || []);
+    }
   }
 
   _fromWorklet(m) {

@@ -17,6 +17,7 @@ class RingAudioProcessor extends AudioWorkletProcessor {
     this.setTarget(o.targetMs || 200);
     this.inRate = o.inputRate || sampleRate;
     this.step = this.inRate / sampleRate; // input samples per output sample
+    this.f32 = false; // "frame" messages hold f32le PCM (else s16le)
     this.pos = 0; // fractional position of the next output sample, in input samples past `prev`
     this.prev = 0; // the last input sample (for interpolation across frames)
     this.capture = o.capture ? new Float32Array(Math.ceil(o.captureSeconds * sampleRate)) : null;
@@ -27,6 +28,11 @@ class RingAudioProcessor extends AudioWorkletProcessor {
     this.port.onmessage = (e) => this.onMessage(e.data);
   }
 
+  setRate(rate) {
+    this.inRate = rate;
+    this.step = rate / sampleRate; // the interpolation position carries over: no click at a change
+  }
+
   setTarget(ms) {
     this.playout.targetSamples = Math.round((ms / 1000) * sampleRate);
   }
@@ -35,14 +41,21 @@ class RingAudioProcessor extends AudioWorkletProcessor {
     const p = this.playout;
     switch (m.type) {
       case "frame":
-        this.write(m.buf, m.gap);
+        this.write(this.f32 ? new Float32Array(m.buf, HEADER) : new Int16Array(m.buf, HEADER), m.gap);
+        break;
+      case "pcm": // decoded on the main thread (Opus): float samples at their own rate
+        this.setRate(m.rate);
+        this.write(m.samples, m.gap);
+        break;
+      case "format": // what "frame" messages hold from now on
+        this.f32 = m.encoding === "f32le";
+        if (m.encoding !== "opus") this.setRate(m.rate);
         break;
       case "target":
         this.setTarget(m.ms);
         break;
       case "rate":
-        this.inRate = m.rate;
-        this.step = this.inRate / sampleRate;
+        this.setRate(m.rate);
         break;
       case "drain":
         p.drain();
@@ -65,14 +78,15 @@ class RingAudioProcessor extends AudioWorkletProcessor {
     }
   }
 
-  write(buf, gap) {
+  write(pcm, gap) {
+    // pcm: an Int16Array (s16le) or a Float32Array (f32le, decoded Opus): a view, not a copy
     const p = this.playout;
-    const pcm = new Int16Array(buf, HEADER); // a view of the transferred buffer, not a copy
+    const scale = pcm instanceof Int16Array ? 1 / 32768 : 1;
     if (gap) p.gap();
     this.frames += 1;
     if (this.step === 1) {
       p.reserve(pcm.length);
-      for (let i = 0; i < pcm.length; i++) p.push(pcm[i] / 32768);
+      for (let i = 0; i < pcm.length; i++) p.push(pcm[i] * scale);
       return;
     }
     // linear interpolation between consecutive input samples; the position carries across frames
@@ -80,7 +94,7 @@ class RingAudioProcessor extends AudioWorkletProcessor {
     let pos = this.pos;
     let prev = this.prev;
     for (let i = 0; i < pcm.length; i++) {
-      const cur = pcm[i] / 32768;
+      const cur = pcm[i] * scale;
       while (pos < 1) {
         p.push(prev + (cur - prev) * pos);
         pos += this.step;

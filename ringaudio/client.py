@@ -165,8 +165,13 @@ class _Payload:
     def follow(self, ev: dict[str, Any]) -> bytes:
         """A ``format`` event: the frames from the next one on are in it."""
         self.encoding, rate = ev["encoding"], ev["sample_rate"]
+        tail = b""
+        if self._closing is not None:  # two changes without a frame between them: end it with silence
+            tail, self._closing = bytes(self._closing.flush().tobytes()), None
         if self._up is not None:
             self._closing, self._up = self._up, None
+        if self._closing is not None and self.encoding == "opus":  # no PCM to finish it with
+            tail, self._closing = tail + bytes(self._closing.flush().tobytes()), None
         if rate != self.first_rate and self.encoding != "opus":  # Opus decodes at the first rate itself
             if self.first_rate % rate:
                 raise P.ProtocolError(P.ErrorCode.BAD_FRAME, f"cannot write {rate} Hz into {self.first_rate} Hz")
@@ -180,7 +185,7 @@ class _Payload:
             from .opus import Decoder  # only a session in Opus loads NumPy and libopus
 
             self._decoder = Decoder(self.first_rate)
-        return b""
+        return tail
 
     def pcm(self, data: bytes) -> bytes:
         if self.encoding == "opus":

@@ -214,6 +214,11 @@ def _fit_levels(levels: tuple[QualityLevel, ...], rate: int, frame_ms: int) -> N
             f"{where} must include audio.output_sample_rate/audio.frame_duration_ms ({rate}/{frame_ms}): "
             "adaptive quality starts there"
         )
+    for index in range(1, len(levels)):
+        if levels[index].sample_rate > levels[index - 1].sample_rate:
+            raise ConfigError(
+                f"{where} must go from the best level down: [{index}] has a higher rate than [{index - 1}]"
+            )
     for index, level in enumerate(levels):
         if rate % level.sample_rate or rate // level.sample_rate > 3:
             raise ConfigError(f"{where}[{index}].sample_rate must divide {rate} by 1, 2 or 3, got {level.sample_rate}")

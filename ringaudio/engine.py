@@ -248,6 +248,12 @@ class Engine:
             raise
 
     def set_stream_level(self, stream: Stream, level: tuple[int, int]) -> None:
+        levels = [(q.sample_rate, q.frame_duration_ms) for q in self.config.quality_levels]
+        if not self.config.adaptive_quality or level not in levels:
+            raise StreamError(
+                "format_unavailable",
+                f"a level is one of audio.quality_levels ({levels}) with audio.adaptive_quality on, got {level}",
+            )
         pool = self.pool
         if pool is not None:
             pool.set_level(stream.id, level)
@@ -264,6 +270,7 @@ class Engine:
                 return
             if self.pool is not None:
                 self.pool.cancel(stream.id)
+                self.pool.forget(stream.id)
             self._submitted.pop(stream.id, None)
             stream.end()
             stream.ring.close()  # the lease goes back to the arena

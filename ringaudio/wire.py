@@ -205,7 +205,8 @@ class Listen:
 
 @dataclass(frozen=True)
 class Format:
-    encoding: str  # s16le | f32le | opus
+    encoding: str | None  # s16le | f32le | opus (None: as it is)
+    level: tuple[int, int] | None = None  # (sample_rate, frame_ms): one of audio.quality_levels
 
 
 Command = Synthesize | Control | Cancel | Ack | Listen | Format
@@ -326,10 +327,15 @@ def parse(text: str) -> Command:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'underruns' must be 0 to {MAX_UNDERRUNS}")
         return Ack(seq, buffered, underruns)
     if kind == "format":
-        encoding = _field(msg, "encoding", str)
-        if encoding not in WIRE_ENCODINGS:
+        encoding = _field(msg, "encoding", str, False)
+        if encoding is not None and encoding not in WIRE_ENCODINGS:
             raise ProtocolError(ErrorCode.INVALID_FIELD, f"'encoding' must be one of {', '.join(WIRE_ENCODINGS)}")
-        return Format(encoding)
+        rate, frame_ms = _field(msg, "sample_rate", int, False), _field(msg, "frame_ms", int, False)
+        if (rate is None) != (frame_ms is None):
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "a level is 'sample_rate' and 'frame_ms' together")
+        if encoding is None and rate is None:
+            raise ProtocolError(ErrorCode.MISSING_FIELD, "'format' needs 'encoding', or 'sample_rate' and 'frame_ms'")
+        return Format(encoding, None if rate is None else (rate, frame_ms))
     if kind == "listen":
         return Listen(_string(msg, "session_id", MAX_LISTEN_CHARS), _string(msg, "key", MAX_LISTEN_CHARS))
     raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")

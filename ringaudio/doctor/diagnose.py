@@ -154,7 +154,7 @@ def session_findings(before: dict[str, Any] | None, now: dict[str, Any], server:
     """What is wrong with one session (``now``), given how it looked ``before`` (None: it is new)."""
     sid = now["session_id"]
     frame_ms = float(server["frame_ms"])
-    frame_bytes = float(server["frame_bytes"])
+    frame_bytes = float(now.get("frame_bytes") or server["frame_bytes"])  # the session's own (Opus, levels)
     ratio = now.get("consumed_ratio")
     held = now["state"] == "held_back"
     lost = now["drops"] - (before["drops"] if before else 0)

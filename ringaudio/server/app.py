@@ -321,6 +321,7 @@ class App(Http, Scheduling):
             s.source.close()  # a listener needs no ring of its own (and follows one stream at a time)
         s.stream = None
         s.quality = None  # a listener hears the owner's level
+        s.ring_format = -1  # and the owner's format: looked at again before its first frame
         s.source = stream.listen()
         s.listening_to = owner
         s.pacer = Pacer(self.period, self.prebuffer, time.monotonic())

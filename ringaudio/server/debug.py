@@ -74,7 +74,7 @@ def session_view(server: ServerBase, s: Session, now: float) -> dict[str, Any]:
         "client_window_bytes": probe.window,  # the receive window the client advertises now
         "client_unread_bytes": held,  # acknowledged by the client's kernel, not read by the client
         "unconsumed_frames": (unsent + probe.outq + held) // frame,
-        "consumed_ratio": consumed_ratio(list(s.consumed), now, server.period),
+        "consumed_ratio": consumed_ratio(list(s.consumed), now, s.pacer.period),
         "slow": s.slow,
         "slow_episodes": s.slow_episodes,
         "held_back_s": _age(now, s.slow_started) if s.slow else None,

@@ -9,6 +9,8 @@ right before the first frame that is different; each frame's own label (in the r
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from websockets.asyncio.server import broadcast
 
@@ -20,6 +22,7 @@ from .session import Session
 
 SEND_AS_IS, SEND_F32, SEND_PACKET = 0, 1, 2
 F32_SCALE = np.float32(1 / 32768)  # a power of two: every int16 maps to one float32 exactly
+MIN_SEND_LIMIT = 16 * 1024  # bytes (see _limit)
 PACKET_GUESS = 120  # bytes: a first guess of an Opus message's size, before any was sent
 
 
@@ -33,6 +36,10 @@ class Formats(Sending):
     def _set_format(self, s: Session, cmd: P.Format) -> None:
         """A client's ``format`` command (errors go back as ``error`` events)."""
         stream = s.stream
+        if cmd.level is not None and not self._set_level(s, cmd.level):
+            return
+        if cmd.encoding is None:
+            return
         try:
             if cmd.encoding == "opus":
                 if stream is None:
@@ -46,6 +53,27 @@ class Formats(Sending):
         s.f32 = cmd.encoding == "f32le"
         s.format_reason = "requested"
         s.ring_format = -1  # looked at again before the next frame
+
+    def _set_level(self, s: Session, level: tuple[int, int]) -> bool:
+        """A client's pick of a quality level; False (and an ``error`` sent) if it cannot have it."""
+        if s.stream is None:
+            self._error(s, "listener", "a listener hears the level its stream's owner has")
+            return False
+        if s.quality is None:
+            self._error(s, "format_unavailable", "levels need audio.adaptive_quality: true on the server")
+            return False
+        if s.stream.encoding == "opus":
+            self._error(s, "format_unavailable", "an Opus session keeps its level (audio.opus_bitrate)")
+            return False
+        if level not in self.levels:
+            allowed = ", ".join(f"{r}/{ms}" for r, ms in self.levels)
+            self._error(s, "invalid_field", f"'sample_rate'/'frame_ms' must be one of {allowed}")
+            return False
+        s.quality.set(self.levels.index(level), time.monotonic())
+        s.format_reason = "requested"
+        s.stream.set_level(level)
+        self.metrics.set_level(s.id, self.levels.index(level))
+        return True
 
     def _reformat(self, s: Session, word: int) -> None:
         """The frame about to be sent has format ``word`` (or the client changed its mind): decide
@@ -77,8 +105,9 @@ class Formats(Sending):
             s.send_mode = SEND_PACKET
             if s.wire_format is None or s.wire_format[2] != encoding:
                 s.frame_bytes = PACKET_GUESS
-        s.send_limit = cfg.server.send_buffer_frames * s.frame_bytes
+        s.send_limit = self._limit(s)
         if abs(s.pacer.period * 1e6 - frame_us) > 1:  # another frame length: pace at it
+            s.pacer.tokens *= s.pacer.period * 1e6 / frame_us  # the same time's worth, in the new frames
             s.pacer.period = frame_us / 1e6
             s.pacer.prebuffer = max(1, cfg.server.prebuffer_ms * 1000 // frame_us)
         wire = (rate, frame_us, encoding)
@@ -92,7 +121,7 @@ class Formats(Sending):
                 "reason": s.format_reason,
             }
             if encoding == "opus":
-                fields["bitrate"] = cfg.opus_bitrate
+                fields["bitrate"] = max(6_000, cfg.opus_bitrate * rate // cfg.output_sample_rate)
             self._send_text(s, P.event("format", **fields))
 
     def _send_packet(self, s: Session, nbytes: int) -> None:
@@ -103,9 +132,15 @@ class Formats(Sending):
             s.ws.transport.write(P.ws_binary_prefix(end - offset) + frame[offset:end])
         else:
             broadcast([s.ws], memoryview(frame)[offset:end])
-        size = end - offset + 2
-        s.frame_bytes += (size - s.frame_bytes) // 8 if size != s.frame_bytes else 0  # a running mean
-        s.send_limit = self.config.server.send_buffer_frames * max(1, s.frame_bytes)
+        size = end - offset + (2 if end - offset < 126 else 4)
+        s.frame_bytes += round((size - s.frame_bytes) / 8)  # a running mean
+        s.send_limit = self._limit(s)
+
+    def _limit(self, s: Session) -> int:
+        """server.send_buffer_frames of the session's messages, and at least MIN_SEND_LIMIT: the
+        kernel's view of what a client holds unread moves in whole segments, and charges a small
+        message far more than its bytes."""
+        return max(self.config.server.send_buffer_frames * max(1, s.frame_bytes), MIN_SEND_LIMIT)
 
     def _send_f32(self, s: Session, header: tuple[int, int, int, int, int, int]) -> None:
         """A PCM frame as f32le: converted into the session's own message buffer, header and all."""

@@ -20,6 +20,13 @@ class Quality:
         self._good_since: float | None = now
         self._changed = -1e18
 
+    def set(self, level: int, now: float) -> None:
+        """The client chose ``level``: adaptation goes on from there, after a hold."""
+        self.level = level
+        self._changed = now
+        self._bad_since = None
+        self._good_since = now
+
     def observe(self, now: float, congested: bool) -> int | None:
         """The new level if it changes now, else None."""
         if congested:

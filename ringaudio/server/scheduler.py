@@ -31,6 +31,7 @@ SLACK = 0.001  # sessions due within this much are served in the same pass (s)
 BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
+OVER_RECENT = 0.5  # s: a session held back this recently counts as congested for adaptive quality
 UNDERRUN_HOLD = 1.0  # s: a client's reported underrun makes its session count as congested this long
 MAX_EVENT_ROUNDS = 8  # reads in one pass that may yield only events (then the pass ends: bounded)
 OPEN = State.OPEN
@@ -66,14 +67,22 @@ class Scheduling(Formats):
         assert s.quality is not None
         if s.underruns > s.underruns_seen:  # acks come every few hundred ms: one counts for UNDERRUN_HOLD
             s.underruns_seen, s.underran_at = s.underruns, now
+        stream = s.stream
+        if stream is None or stream.encoding == "opus" or (s.wire_format is not None and s.wire_format[2] == "opus"):
+            return  # Opus sessions keep their level (~40 kbit/s); a listener hears its owner's
+        streaming = s.source is not None and not s.source.paused and s.source.busy
+        # held back in the last half second (not the slow-client episode, which outlasts it by SLOW_CLEAR)
+        congested = streaming and (now - s.over_at < OVER_RECENT or now - s.underran_at < UNDERRUN_HOLD)
         before = s.quality.level
-        level = s.quality.observe(now, s.slow or now - s.underran_at < UNDERRUN_HOLD)
-        if level is None or s.stream is None:
+        level = s.quality.observe(now, congested)
+        if level is None:
             return
         direction = "down" if level > before else "up"
         rate, frame_ms = self.levels[level]
         s.format_reason = "congestion" if direction == "down" else "recovered"
-        s.stream.set_level((rate, frame_ms))
+        for listener in s.listeners:
+            listener.format_reason = s.format_reason
+        stream.set_level((rate, frame_ms))
         self.metrics.quality_changes.labels(direction).inc()
         self.metrics.set_level(s.id, level)
         logs.event(
@@ -85,7 +94,7 @@ class Scheduling(Formats):
             quality_level=level,
             sample_rate=rate,
             frame_ms=frame_ms,
-            held_back=s.slow,
+            held_back=now - s.over_at < OVER_RECENT,
             underruns=s.underruns,
         )
 
@@ -122,7 +131,10 @@ class Scheduling(Formats):
                         schedule.add(s, again)
             if now - watched >= WATCH_EVERY:
                 watched = now
-                self._watch()
+                try:
+                    self._watch()
+                except Exception:  # the scheduler of every session must not die of one session's figures
+                    log.exception("watch failed")
             if now - folded > 1.0:
                 folded = now
                 self.metrics.interval.fold()
@@ -180,6 +192,7 @@ class Scheduling(Formats):
                 self._spawn(self._ping(s))
         unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
         if unconsumed > s.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
+            s.over_at = now
             if not s.slow:  # a new episode: one line for it, not one per frame it holds back
                 s.slow = True
                 logs.event(

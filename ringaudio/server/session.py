@@ -97,6 +97,7 @@ class Session:
     quality: Quality | None = None  # adaptive quality (audio.adaptive_quality), owners only
     underruns_seen: int = 0  # the client's underruns when quality last looked
     underran_at: float = -1e9  # when they last went up
+    over_at: float = -1e9  # when the pump last found it over its send limit
 
 
 class ServerBase:

@@ -74,6 +74,8 @@ class Utterance:
     worker_first: int | None = None  # what the worker reports (finished, failed)
     worker_last: int | None = None
     started: bool = False  # its utterance.start was queued for this reader
+    delivered: int = 0  # frames this reader delivered ...
+    delivered_us: int = 0  # ... and how long they last (frames of a lower quality level last longer)
 
 
 @dataclass(order=True, slots=True)
@@ -149,7 +151,7 @@ class StreamState:
                 self._close(mark.closes)
         return True
 
-    def frame(self, seq: int, uid: int, flags: int, now: float) -> bool:
+    def frame(self, seq: int, uid: int, flags: int, now: float, frame_us: int = 0) -> bool:
         """The reader copied frame ``seq`` (the cursor) labelled ``uid``/``flags``. True: deliver it
         (the cursor moves on; an ``utterance.end`` after it is queued); False: events that must
         come first were queued — send them and read ``seq`` again."""
@@ -171,6 +173,8 @@ class StreamState:
         self.cursor = seq + 1
         self.last_read = seq
         if u is not None:
+            u.delivered += 1
+            u.delivered_us += frame_us or self.frame_ms * 1000
             if flags & FLAG_FIRST and u.said_at is not None:
                 self.first_audio_ms = (now - u.said_at) * 1000
             if flags & FLAG_LAST:
@@ -303,7 +307,8 @@ class StreamState:
             "utterance_id": u.utterance_id,
             "request_id": u.request_id,
             "frames": frames,
-            "duration_ms": frames * self.frame_ms,
+            # what was delivered at its own length; what was lost (an overrun) at the configured one
+            "duration_ms": round(u.delivered_us / 1000) + max(0, frames - u.delivered) * self.frame_ms,
             "last_sequence": last,
         }
         return Event("utterance.end", data)

@@ -36,7 +36,8 @@ def _step(source: Source, buf: np.ndarray) -> Frame | Event | bool:
     if got is not None:
         if (source.format_word >> 24) & 0xFF == OPUS_CODE:
             return Frame(got[0], buf[:0].copy(), got[1], got[2], buf.view(np.uint8)[: source.payload_bytes].tobytes())
-        return Frame(got[0], buf.copy(), got[1], got[2])
+        n = source.payload_bytes // 2
+        return Frame(got[0], (buf[:n] if 0 < n < len(buf) else buf).copy(), got[1], got[2])  # a lower level: fewer
     if source.events:
         return source.events.popleft()
     return source.busy or source.paused

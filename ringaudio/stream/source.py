@@ -122,7 +122,7 @@ class Source:
         held = self._held_label
         if held is not None:
             seq, uid, flags = held
-            if seq == st.cursor and st.frame(seq, uid, flags, now):
+            if seq == st.cursor and st.frame(seq, uid, flags, now, self._held_payload[0] >> 32):
                 self._held_label = None
                 np.copyto(out, self._held)
                 self.format_word, self.payload_bytes = self._held_payload
@@ -135,7 +135,7 @@ class Source:
         if r == 0:
             label = self._label
             uid, flags = int(label[0]), int(label[1])
-            if st.frame(seq, uid, flags, now):
+            if st.frame(seq, uid, flags, now, int(label[2]) >> 32):
                 self.format_word, self.payload_bytes = int(label[2]), int(label[3])
                 return (seq, uid, flags)
             np.copyto(self._held, out)
@@ -296,8 +296,9 @@ class Stream(Source):
         """Adaptive quality (``audio.adaptive_quality``): frames from the next one the worker makes are
         at ``level`` (one of ``audio.quality_levels``, as (rate, frame_ms)); each frame's label says its
         format. Without adaptive quality the worker ignores it."""
-        self.level = (int(level[0]), int(level[1]))
-        self._owner.set_stream_level(self, self.level)
+        chosen = (int(level[0]), int(level[1]))
+        self._owner.set_stream_level(self, chosen)  # StreamError for a level it cannot have
+        self.level = chosen
 
     def cancel(self) -> None:
         """Barge-in: stop the worker, drop what is queued and what is in the ring; a ``cancelled``

@@ -90,6 +90,16 @@ class PlaybackClock:
     def restart(self) -> None:
         self._anchor = None
 
+    def retime(self, seq: int, period: float, lead: int) -> None:
+        """From frame ``seq`` on, frames last ``period`` and the lead is ``lead`` of them: the clock
+        keeps the time ``seq`` was due at (a restart would count the shorter frames already in the
+        ring at the new length, and lose the lead)."""
+        if self._anchor is not None:
+            base, t0 = self._anchor
+            self._anchor = (seq, t0 + (seq - base) * self.period)
+        self.period = period
+        self.lead = lead
+
 
 class ActiveJob:
     """One utterance in flight: a generator of frames and the frame waiting for room in the ring."""
@@ -111,7 +121,9 @@ class ActiveJob:
         self.audio_s = 0.0  # of the frames written
         # adaptive quality: frames at the level the server asks for, changed at a frame boundary
         base_level = (spec.output_sample_rate, frame_us // 1000)
-        self._stage = LevelStage(spec.output_sample_rate, job.level or base_level) if spec.adaptive else None
+        # (not for Opus: a new encoder per level would lose or repeat its look-ahead at each change)
+        adaptive = spec.adaptive and job.encoding != "opus"
+        self._stage = LevelStage(spec.output_sample_rate, job.level or base_level) if adaptive else None
         self._frame_level = base_level  # the level of the frame written last (pacing follows it)
         self._lead_ms = spec.lead_frames * frame_us // 1000
         # Opus: each frame is encoded as it is produced (in order, once), into its own buffer; the
@@ -236,9 +248,8 @@ class ActiveJob:
                     return "done"
             if self._pending_level != self._frame_level:  # a new level: its frames pace at their own length
                 self._frame_level = self._pending_level
-                self.clock.period = self._frame_level[1] / 1000
-                self.clock.lead = self._lead_ms // self._frame_level[1]
-                self.clock.restart()
+                seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
+                self.clock.retime(seq, self._frame_level[1] / 1000, self._lead_ms // self._frame_level[1])
             if self.spec.lead_frames:
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
                 if self.clock.due(seq, now, self._reader) > now:

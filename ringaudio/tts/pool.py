@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing as mp
@@ -89,6 +90,7 @@ class WorkerPool:
         self.on_fatal = on_fatal or (lambda message: None)
         self._ctx = mp.get_context("spawn")
         self._lock = threading.RLock()  # never held across pipe I/O
+        self._levels: dict[str, tuple[int, int]] = {}  # adaptive quality: each session's level now
         self._workers: list[WorkerHandle] = []
         self._queues: dict[str, deque[Job]] = {}
         self._busy: dict[str, tuple[WorkerHandle, Job]] = {}  # session -> the worker running its utterance, and it
@@ -219,9 +221,15 @@ class WorkerPool:
         """Adaptive quality: the session's utterance being synthesized goes on at ``level`` from its
         next frame (queued ones carry the level they were submitted with)."""
         with self._lock:
+            self._levels[session_id] = level
             busy = self._busy.get(session_id)
             if busy is not None and not busy[0].dead:
                 busy[0].post("level", (session_id, level))
+
+    def forget(self, session_id: str) -> None:
+        """The session is gone: drop what the pool kept for it (its level)."""
+        with self._lock:
+            self._levels.pop(session_id, None)
 
     def pending(self, session_id: str) -> int:
         with self._lock:
@@ -241,6 +249,9 @@ class WorkerPool:
         job = queue.popleft()
         if not queue:
             del self._queues[session_id]
+        level = self._levels.get(session_id)
+        if level is not None and level != job.level:  # the level now, not the one it was queued at
+            job = dataclasses.replace(job, level=level)
         worker.post("job", job)
         worker.sessions.add(session_id)
         self._busy[session_id] = (worker, job)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from .. import logs
-from ..errors import RingAudioError, RingClosed
+from ..errors import ConfigError, RingAudioError, RingClosed
 from ..kernels import ring_slow
 from ..resample import warm
 from ..ring import FrameRing, RingArena, RingHandle
@@ -97,7 +97,11 @@ class Worker:
         except RingAudioError as exc:
             self.event(job, "failed", code="ring_unavailable", message=str(exc))
             return
-        self.jobs[job.session_id] = ActiveJob(job, ring, self.backend, self.spec)
+        try:
+            self.jobs[job.session_id] = ActiveJob(job, ring, self.backend, self.spec)
+        except RingAudioError as exc:  # a level or an encoding this worker cannot make (no libopus, ...)
+            self.event(job, "failed", code=getattr(exc, "code", "synthesis_failed"), message=str(exc))
+            return
         self.event(job, "started")
 
     def cancel(self, session_id: str, quiet: bool = False) -> None:
@@ -162,7 +166,10 @@ class Worker:
             session_id, level = payload
             active = self.jobs.get(session_id)
             if active is not None:
-                active.set_level(tuple(level))
+                try:
+                    active.set_level(tuple(level))
+                except ConfigError as exc:  # not a level this worker can make: the job goes on as it is
+                    logs.event(log, logging.ERROR, "level refused", session_id, error=str(exc))
         elif kind == "stop":
             return False
         return True

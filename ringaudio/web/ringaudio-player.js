@@ -70,6 +70,8 @@ export class RingAudioPlayer extends EventTarget {
     this._userPaused = false;
     this._format = { encoding: "s16le", sample_rate: 48000, frame_ms: 20 }; // what frames are in now
     this._decoder = null; // an AudioDecoder while frames are Opus
+    this._opusWaiting = new Map(); // chunk id -> its queue entry, until the decoder returns its PCM
+    this._chunks = 0;
     this._queue = []; // frames and format changes for the worklet, in order; an Opus one waits for its PCM
   }
 
@@ -129,7 +131,11 @@ export class RingAudioPlayer extends EventTarget {
   cancel() {
     this._cancelling = true; // frames already on their way are dropped until the server's answer
     this._queue = this._queue.filter((e) => e.message && e.message.type === "format"); // formats still hold
-    if (this._opusWaiting) this._opusWaiting.length = 0; // what the decoder still returns is dropped
+    this._opusWaiting.clear(); // what the decoder still returns for them matches nothing: dropped
+    if (this._decoder !== null && this._decoder.state === "configured") {
+      this._decoder.reset(); // and what it has not decoded yet is not decoded at all
+      this._decoder.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1 });
+    }
     if (this.node) this.node.port.postMessage({ type: "cancel" });
     this._send({ type: "cancel" });
   }
@@ -242,10 +248,19 @@ export class RingAudioPlayer extends EventTarget {
     this.policy.arrival(now, seq);
     s.endToEndMs = Math.max(0, Date.now() - sentMs) + s.bufferedMs; // sent -> heard, as this player sees it
     if (this._format.encoding === "opus") {
+      if (this._decoder === null && !this._openDecoder()) {
+        s.lost += 1; // no decoder here (a listener of an owner that chose Opus): not playable
+        return;
+      }
+      const id = this._chunks++; // the decoder's outputs are matched to their frames by this
       const entry = { ready: false, message: null, gap };
       this._enqueue(entry);
-      this._opusWaiting.push(entry);
-      this._decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: seq * this._format.frame_ms * 1000, data: new Uint8Array(buf, 24) }));
+      this._opusWaiting.set(id, entry);
+      try {
+        this._decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: id, data: new Uint8Array(buf, 24) }));
+      } catch (e) {
+        this._decoderFailed(e);
+      }
     } else {
       this._enqueue({ ready: true, message: { type: "frame", buf, gap }, transfer: [buf] });
     }
@@ -253,14 +268,20 @@ export class RingAudioPlayer extends EventTarget {
     if (flags & FLAG_FIRST) this.policy.restart();
   }
 
+  /** An AudioDecoder for Opus frames; false where the browser has none (an "error" event says so). */
   _openDecoder() {
-    this._opusWaiting = [];
+    if (typeof AudioDecoder === "undefined") {
+      if (!this._noDecoderSaid) this._emit("error", { code: "format_unavailable", message: "no AudioDecoder for Opus" });
+      this._noDecoderSaid = true;
+      return false;
+    }
     this._decoder = new AudioDecoder({
       output: (data) => {
-        const samples = new Float32Array(data.numberOfFrames);
-        data.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
-        const entry = this._opusWaiting.shift();
+        const entry = this._opusWaiting.get(data.timestamp);
         if (entry) {
+          this._opusWaiting.delete(data.timestamp);
+          const samples = new Float32Array(data.numberOfFrames);
+          data.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
           entry.message = { type: "pcm", samples, rate: data.sampleRate, gap: entry.gap };
           entry.transfer = [samples.buffer];
           entry.ready = true;
@@ -268,9 +289,22 @@ export class RingAudioPlayer extends EventTarget {
         }
         data.close();
       },
-      error: (e) => this._emit("error", { code: "decode_failed", message: String(e) }),
+      error: (e) => this._decoderFailed(e),
     });
     this._decoder.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1 });
+    return true;
+  }
+
+  /** The decoder failed (it is closed now): what it still owed plays as a gap, the next frame gets a new one. */
+  _decoderFailed(e) {
+    this._emit("error", { code: "decode_failed", message: String(e) });
+    for (const entry of this._opusWaiting.values()) {
+      entry.message = null;
+      entry.ready = true;
+    }
+    this._opusWaiting.clear();
+    this._decoder = null;
+    this._drainQueue();
   }
 
   _enqueue(entry) {
@@ -280,10 +314,11 @@ export class RingAudioPlayer extends EventTarget {
 
   /** Hand the worklet what is ready, in the order it came: an Opus frame holds back what follows it. */
   _drainQueue() {
+    if (this.node === null) return; // (before start(): they wait)
     const q = this._queue;
     while (q.length && q[0].ready) {
       const e = q.shift();
-      this.node.port.postMessage(e.message, e.transfer || []);
+      if (e.message !== null) this.node.port.postMessage(e.message, e.transfer || []);
     }
   }
 

@@ -142,3 +142,55 @@ def test_a_bad_format_is_refused_and_the_session_goes_on(srv: ServerProcess) -> 
             assert err["type"] == "error" and err["code"] in ("missing_field", "invalid_field"), err
         ws.send(json.dumps({"type": "synthesize", "text": "Still here."}))
         assert json.loads(ws.recv(10))["type"] == "queued"
+
+
+def test_a_client_picks_a_quality_level_mid_utterance_and_back() -> None:
+    """With adaptive quality on, ``format`` with a level: the frames from the worker's next one are at
+    it, announced (reason ``requested``), 960 samples of 24 kHz per 40 ms; nothing lost or repeated."""
+    server = ServerProcess({"RINGAUDIO__AUDIO__ADAPTIVE_QUALITY": "true"})
+    try:
+        with connect(server.url, max_size=None) as ws:
+            json.loads(ws.recv(10))
+            ws.send(json.dumps({"type": "synthesize", "text": TEXT * 3}))
+            seqs, kinds, formats = [], [], []
+            while True:
+                message = ws.recv(20)
+                if isinstance(message, bytes):
+                    seqs.append(int.from_bytes(message[8:16], "little"))
+                    kinds.append(formats[-1]["sample_rate"] if formats else 48_000)
+                    assert len(message) - 24 == 1920  # 960 samples either way
+                    if len(seqs) == 30:
+                        ws.send(json.dumps({"type": "format", "sample_rate": 24_000, "frame_ms": 40}))
+                    if len(seqs) == 120:
+                        ws.send(json.dumps({"type": "format", "sample_rate": 48_000, "frame_ms": 20}))
+                    continue
+                ev = json.loads(message)
+                if ev["type"] == "format":
+                    formats.append(ev)
+                if ev["type"] == "utterance.end":
+                    end = ev
+                    break
+            bad = {"type": "format", "sample_rate": 16_000, "frame_ms": 20}
+            ws.send(json.dumps(bad))
+            assert json.loads(ws.recv(10))["code"] == "invalid_field"
+        assert [(f["sample_rate"], f["frame_ms"], f["reason"]) for f in formats] == [
+            (24_000, 40, "requested"),
+            (48_000, 20, "requested"),
+        ]
+        assert seqs == list(range(len(seqs)))
+        assert kinds.count(24_000) > 40 and kinds[-1] == 48_000
+        low = kinds.count(24_000)
+        assert (
+            abs(end["duration_ms"] - (low * 40 + (len(seqs) - low) * 20)) <= 1
+        )  # the worker counts each at its length
+    finally:
+        assert server.stop() == 0
+
+
+def test_a_level_needs_adaptive_quality(srv: ServerProcess) -> None:
+    with connect(srv.url, max_size=None) as ws:
+        json.loads(ws.recv(10))
+        ws.send(json.dumps({"type": "format", "sample_rate": 24_000, "frame_ms": 40}))
+        assert json.loads(ws.recv(10))["code"] == "format_unavailable"
+        ws.send(json.dumps({"type": "format", "sample_rate": 24_000}))
+        assert json.loads(ws.recv(10))["code"] == "missing_field"

@@ -88,3 +88,14 @@ def test_the_client_writes_a_stream_that_changed_rate_at_its_first_rate() -> Non
     error = np.abs(out[inner].astype(int) - x[inner])
     assert error.max() <= 150  # ≤ 1.5 % of the tone, for a few samples right at a change ...
     assert (error > 20).sum() <= 16  # ... and within 0.2 % everywhere else (no click: it was 30 % with silence)
+
+
+def test_the_pacing_clock_keeps_its_lead_across_a_level_change() -> None:
+    from ringaudio.tts.job import PlaybackClock
+
+    clock = PlaybackClock(lead=15, period=0.02)  # 300 ms ahead of playback, in 20 ms frames
+    assert clock.due(0, 0.0, lambda: 0) == pytest.approx(-0.3)
+    assert clock.due(100, 1.0, lambda: 50) == pytest.approx(2.0 - 0.3)  # frame 100 plays at 2.0 s
+    clock.retime(100, 0.04, 7)  # 40 ms frames from 100 on: still ~300 ms ahead, and 100 still plays at 2.0 s
+    assert clock.due(100, 1.0, lambda: 50) == pytest.approx(2.0 - 0.28)
+    assert clock.due(110, 1.0, lambda: 50) == pytest.approx(2.4 - 0.28)

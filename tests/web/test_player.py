@@ -275,3 +275,46 @@ def test_f32le_plays_the_same_samples_and_opus_plays_the_same_speech_without_und
         assert corr > 0.9, (corr, lag)
     finally:
         assert srv.stop() == 0
+
+
+LEVELS = """async (text) => {
+  await player.start();
+  const ended = new Promise((r) => player.addEventListener("utteranceend", (e) => r(e.detail), { once: true }));
+  const formats = [];
+  player.addEventListener("message", (e) => { if (e.detail.type === "format") formats.push(e.detail); });
+  const wait = (ms) => new Promise((r) => setTimeout(r, ms));
+  player.speak(text);
+  await wait(1000);
+  player._send({ type: "format", sample_rate: 24000, frame_ms: 40 });
+  await wait(2000);
+  player._send({ type: "format", sample_rate: 48000, frame_ms: 20 });
+  const end = await ended;
+  const t0 = performance.now();
+  while (player.stats().bufferedMs > 0 && performance.now() - t0 < 10000) await wait(50);
+  await wait(300);
+  const cap = await player.captured();
+  return { end, formats, stats: player.stats(), samples: Array.from(cap.samples) };
+}"""
+
+
+def test_the_player_follows_a_level_change_mid_utterance(browser: Any) -> None:
+    """48 kHz / 20 ms, then 24 kHz / 40 ms (asked for mid-utterance), then back: played at the right
+    speed throughout, without an underrun or a gap."""
+    srv = ServerProcess({"RINGAUDIO__AUDIO__ADAPTIVE_QUALITY": "true"})
+    try:
+        page = browser.new_page()
+        page.goto(f"{srv.http}/?capture&rate=48000")
+        got = page.evaluate(LEVELS, TEXT * 2)
+        stats = got["stats"]
+        assert [(f["sample_rate"], f["reason"]) for f in got["formats"]] == [
+            (24_000, "requested"),
+            (48_000, "requested"),
+        ]
+        assert stats["underruns"] == 0 and stats["gaps"] == 0 and stats["lost"] == 0, stats
+        sent_ms = got["end"]["duration_ms"]
+        assert abs(stats["playedMs"] - sent_ms) <= 60, (stats["playedMs"], sent_ms)  # the right speed at each rate
+        samples = np.asarray(got["samples"], np.float32)
+        assert np.sqrt(np.mean(samples[: int(sent_ms * 48)] ** 2)) > 0.003
+        page.close()
+    finally:
+        assert srv.stop() == 0

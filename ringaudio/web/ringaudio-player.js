@@ -70,8 +70,8 @@ export class RingAudioPlayer extends EventTarget {
     this._userPaused = false;
     this._format = { encoding: "s16le", sample_rate: 48000, frame_ms: 20 }; // what frames are in now
     this._decoder = null; // an AudioDecoder while frames are Opus
-    this._opusWaiting = new Map(); // chunk id -> its queue entry, until the decoder returns its PCM
-    this._chunks = 0;
+    this._opusWaiting = []; // queue entries waiting for the decoder's PCM, in order
+    this._tsUs = 0;
     this._queue = []; // frames and format changes for the worklet, in order; an Opus one waits for its PCM
   }
 
@@ -131,7 +131,7 @@ export class RingAudioPlayer extends EventTarget {
   cancel() {
     this._cancelling = true; // frames already on their way are dropped until the server's answer
     this._queue = this._queue.filter((e) => e.message && e.message.type === "format"); // formats still hold
-    this._opusWaiting.clear(); // what the decoder still returns for them matches nothing: dropped
+    this._opusWaiting.length = 0; // and the decoder is reset below: none of their PCM comes back
     if (this._decoder !== null && this._decoder.state === "configured") {
       this._decoder.reset(); // and what it has not decoded yet is not decoded at all
       this._decoder.configure({ codec: "opus", sampleRate: 48000, numberOfChannels: 1 });
@@ -252,12 +252,13 @@ export class RingAudioPlayer extends EventTarget {
         s.lost += 1; // no decoder here (a listener of an owner that chose Opus): not playable
         return;
       }
-      const id = this._chunks++; // the decoder's outputs are matched to their frames by this
       const entry = { ready: false, message: null, gap };
       this._enqueue(entry);
-      this._opusWaiting.set(id, entry);
+      this._opusWaiting.push(entry); // the decoder answers in order; cancel resets it, so nothing stale comes back
+      const timestamp = this._tsUs; // monotonic, whatever the sequence does
+      this._tsUs += this._format.frame_ms * 1000;
       try {
-        this._decoder.decode(new EncodedAudioChunk({ type: "key", timestamp: id, data: new Uint8Array(buf, 24) }));
+        this._decoder.decode(new EncodedAudioChunk({ type: "key", timestamp, data: new Uint8Array(buf, 24) }));
       } catch (e) {
         this._decoderFailed(e);
       }
@@ -277,9 +278,8 @@ export class RingAudioPlayer extends EventTarget {
     }
     this._decoder = new AudioDecoder({
       output: (data) => {
-        const entry = this._opusWaiting.get(data.timestamp);
+        const entry = this._opusWaiting.shift();
         if (entry) {
-          this._opusWaiting.delete(data.timestamp);
           const samples = new Float32Array(data.numberOfFrames);
           data.copyTo(samples, { planeIndex: 0, format: "f32-planar" });
           entry.message = { type: "pcm", samples, rate: data.sampleRate, gap: entry.gap };
@@ -298,11 +298,11 @@ export class RingAudioPlayer extends EventTarget {
   /** The decoder failed (it is closed now): what it still owed plays as a gap, the next frame gets a new one. */
   _decoderFailed(e) {
     this._emit("error", { code: "decode_failed", message: String(e) });
-    for (const entry of this._opusWaiting.values()) {
+    for (const entry of this._opusWaiting) {
       entry.message = null;
       entry.ready = true;
     }
-    this._opusWaiting.clear();
+    this._opusWaiting.length = 0;
     this._decoder = null;
     this._drainQueue();
   }

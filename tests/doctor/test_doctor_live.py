@@ -134,7 +134,7 @@ def test_a_healthy_server_gets_a_clean_bill_and_each_client_side_cause_its_verdi
                 overloaded = Client(url, pace=0.033)  # 33 ms per 20 ms frame: 0.6× real time
                 remote = Client(f"ws://127.0.0.1:{sim.port}/ws")
                 try:
-                    time.sleep(8)
+                    time.sleep(6.5)
                     code, report = doctor(srv.http)
                 finally:
                     for c in (stalled, overloaded, remote):

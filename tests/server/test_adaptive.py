@@ -13,11 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from bench.netsim import Impairment, NetSim
 
+from ..conftest import long_runs
 from .conftest import ServerProcess
 
 CAP_KBIT = 520  # 24 kHz / 40 ms PCM needs ~395 kbit/s with its headers; 48 kHz / 20 ms 779
@@ -121,6 +123,7 @@ def run(srv: ServerProcess, seconds: float, lift_at: float | None) -> Listener:
     return client
 
 
+@pytest.mark.skipif(not long_runs(), reason="the baseline (README figures): RINGAUDIO_LONG=1 runs it")
 def test_without_adaptive_quality_the_session_falls_behind() -> None:
     srv = ServerProcess({"RINGAUDIO__AUDIO__ADAPTIVE_QUALITY": "false"})
     try:

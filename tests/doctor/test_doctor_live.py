@@ -203,7 +203,7 @@ def test_a_bandwidth_cap_is_websocket_congestion() -> None:
         try:
             client = Client(f"ws://{ns.ns_ip}:{srv.port}/ws")
             try:
-                time.sleep(8)
+                time.sleep(6)
                 code, report = doctor(f"http://{ns.ns_ip}:{srv.port}")
             finally:
                 client.close()

@@ -234,3 +234,42 @@ def test_a_bad_uri_or_rate_is_a_configuration_error() -> None:
             [sys.executable, "-m", "ringaudio.wyoming", *args], capture_output=True, text=True, timeout=30
         )
         assert done.returncode == 2 and done.stderr.startswith("configuration error:"), done.stderr
+
+
+def test_a_client_that_stops_reading_holds_its_worker_back_and_loses_nothing(service: Service) -> None:
+    """A client with a small receive buffer stops reading for 4 s in a ~55 s answer: the service
+    stops writing, the worker waits at the high watermark (it finishes synthesizing only after the
+    client reads again; unpaced it would take ~3 s), and every sample arrives."""
+    import socket
+
+    text = "A long answer, read by a client that stops reading for a while in the middle of it. " * 8
+
+    async def go() -> tuple[int, float]:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+        sock.connect(("127.0.0.1", service.port))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(json.dumps({"type": "synthesize", "data": {"text": text}}).encode() + b"\n")
+        await writer.drain()
+        samples, chunks, resumed = 0, 0, 0.0
+        while True:
+            header = json.loads(await asyncio.wait_for(reader.readline(), 30))
+            if header.get("data_length"):
+                await reader.readexactly(header["data_length"])
+            if header.get("payload_length"):
+                samples += len(await reader.readexactly(header["payload_length"])) // 2
+            if header["type"] == "audio-chunk":
+                chunks += 1
+                if chunks == 20:
+                    await asyncio.sleep(4.0)
+                    resumed = time.time()
+            if header["type"] == "audio-stop":
+                writer.close()
+                return samples, resumed
+
+    before = len(service.logged("utterance synthesized"))
+    samples, resumed = run(go())
+    finished = service.logged("utterance synthesized")[before:]
+    assert len(finished) == 1 and finished[0]["timestamp"] > resumed  # held back while the client did not read
+    reference = run(synthesize(service.port, text))
+    assert samples == len(reference["audio"])  # nothing lost

@@ -26,6 +26,7 @@ know ringaudio::
      ├── RingClosed                          ring released, closed, or its lease moved on
      ├── RingTimeout (TimeoutError)          a bounded wait ran out
      ├── CodecError                          libopus missing, or a frame or packet it refused
+     ├── FramingError                        a Wyoming message outside the framing
      ├── ArenaFull                           no free ring to lease
      └── ReaderSlotsFull                     no free gating-reader slot
 
@@ -222,6 +223,15 @@ class CodecError(RingAudioError):
     """An audio codec (Opus) is missing, or refused a frame or a packet."""
 
     code = "format_unavailable"
+
+
+class FramingError(RingAudioError):
+    """A Wyoming message outside the framing (a bad header, a length over the limit, a body that
+    never comes); ``code`` is the ``error`` event's."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class NoAudioDevice(RingAudioError):

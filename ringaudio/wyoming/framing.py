@@ -14,18 +14,14 @@ from typing import Any
 
 from wyoming.event import Event
 
+from ..errors import FramingError
+
+__all__ = ["FramingError", "read_event"]
+
 MAX_HEADER = 64 * 1024  # bytes of the header line
 MAX_DATA = 256 * 1024  # bytes of the JSON data after it (text to speak lives here)
 MAX_PAYLOAD = 1024 * 1024  # bytes of a binary payload (a TTS client sends none)
 BODY_TIMEOUT_S = 10.0  # a promised data or payload that does not come within this is a lie
-
-
-class FramingError(Exception):
-    """A message outside the Wyoming framing; ``code`` is the error event's."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def _length(header: dict[str, Any], key: str, limit: int) -> int:

@@ -59,9 +59,17 @@ class LoggedProcess:
     """A server process started from ``cmd`` whose output is one JSON object per line (its stdout and
     stderr, merged): every line is
     kept in ``log`` (a line that is not JSON as ``{"message": line}``), and ``port`` comes from its
-    "server listening" line; the constructor returns once that line came (or raises)."""
+    ``ready`` line ("server listening"); the constructor returns once that line came (or raises)."""
 
-    def __init__(self, cmd: Sequence[str], env: dict[str, str], what: str = "server", timeout: float = 120) -> None:
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        env: dict[str, str],
+        what: str = "server",
+        timeout: float = 120,
+        ready: str = "server listening",
+    ) -> None:
+        self.ready_message = ready
         self.proc = subprocess.Popen(
             list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=HERE.parent
         )
@@ -84,7 +92,7 @@ class LoggedProcess:
             if not isinstance(entry, dict):
                 entry = {"message": line.rstrip()}
             self.log.append(entry)
-            if entry.get("message") == "server listening":
+            if entry.get("message") == self.ready_message:
                 self.port = entry["port"]
                 self._ready.set()
         self._ready.set()

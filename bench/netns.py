@@ -31,14 +31,17 @@ class Namespace:
         return ["ip", "netns", "exec", self.name, *argv]
 
 
-def available() -> str | None:
-    """None if a lossy namespace can be made here, else why not."""
+def _needs(tools: tuple[str, ...], packages: str) -> str | None:
+    """None if this process is root and has ``tools``, else why not."""
     if os.geteuid() != 0:
         return "needs root"
-    missing = [tool for tool in ("ip", "nft") if shutil.which(tool) is None]
-    if missing:
-        return f"needs {' and '.join(missing)} (apt-get install iproute2 nftables)"
-    return None
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    return f"needs {' and '.join(missing)} (apt-get install {packages})" if missing else None
+
+
+def available() -> str | None:
+    """None if a lossy namespace can be made here, else why not."""
+    return _needs(("ip", "nft"), "iproute2 nftables")
 
 
 def _run(*argv: str, stdin: str | None = None) -> None:
@@ -71,10 +74,7 @@ def lossy(loss_percent: float) -> Iterator[Namespace]:
 
 def cap_available() -> str | None:
     """None if a bandwidth-capped namespace can be made here, else why not."""
-    if os.geteuid() != 0:
-        return "needs root"
-    missing = [tool for tool in ("ip", "tc") if shutil.which(tool) is None]
-    return f"needs {' and '.join(missing)} (apt-get install iproute2)" if missing else None
+    return _needs(("ip", "tc"), "iproute2")
 
 
 @contextmanager

@@ -28,21 +28,8 @@ TEXT = "Turning on the kitchen lights. It is twenty one degrees inside."
 class Wyoming(LoggedProcess):
     def __init__(self, backend: str) -> None:
         cmd = [sys.executable, "-m", "ringaudio.wyoming", "--uri", "tcp://127.0.0.1:0", "--backend", backend]
-        super().__init__([*cmd, "--workers", "1"], {**os.environ, "LOG_LEVEL": "INFO"}, what="wyoming service")
-
-    def _read(self) -> None:
-        import json
-
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if entry.get("message") == "wyoming listening":
-                self.port = entry["port"]
-                self._ready.set()
-        self._ready.set()
+        env = {**os.environ, "LOG_LEVEL": "INFO"}
+        super().__init__([*cmd, "--workers", "1"], env, what="wyoming service", ready="wyoming listening")
 
 
 class Server(LoggedProcess):

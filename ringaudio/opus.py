@@ -81,11 +81,28 @@ def _frame_samples(rate: int, frame_ms: int) -> int:
     return rate * frame_ms // 1000
 
 
-class Encoder:
+class _Handle:
+    """A libopus object: destroyed by ``close`` (twice is harmless) or when collected."""
+
+    _destroy = ""  # the libopus function that frees it
+    _handle: int | None = None
+
+    def close(self) -> None:
+        if self._handle is not None:
+            getattr(_lib(), self._destroy)(self._handle)
+            self._handle = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class Encoder(_Handle):
     """Mono int16 frames of ``frame_ms`` at ``rate`` in, one Opus packet each out."""
 
+    _destroy = "opus_encoder_destroy"
+
     def __init__(self, rate: int, frame_ms: int, bitrate: int = 32_000, complexity: int = 5) -> None:
-        self._handle: int | None = None
+        self._handle = None
         self.frame_samples = _frame_samples(rate, frame_ms)
         lib = _lib()
         error = ctypes.c_int(0)
@@ -117,20 +134,14 @@ class Encoder:
         out = np.empty(MAX_PACKET, np.uint8)
         return out[: self.encode_into(pcm, out)].tobytes()
 
-    def close(self) -> None:
-        if self._handle is not None:
-            _lib().opus_encoder_destroy(self._handle)
-            self._handle = None
 
-    def __del__(self) -> None:
-        self.close()
-
-
-class Decoder:
+class Decoder(_Handle):
     """Opus packets in, mono int16 frames out (at ``rate``, up to 120 ms each)."""
 
+    _destroy = "opus_decoder_destroy"
+
     def __init__(self, rate: int) -> None:
-        self._handle: int | None = None
+        self._handle = None
         if rate not in RATES:
             raise CodecError(f"Opus decodes to {', '.join(map(str, RATES))} Hz, not {rate}")
         lib = _lib()
@@ -145,11 +156,3 @@ class Decoder:
             raise CodecError("the decoder is closed")
         n = _lib().opus_decode(self._handle, packet, len(packet), self._pcm.ctypes.data, len(self._pcm), 0)
         return self._pcm[: _check(n, "opus_decode")].copy()
-
-    def close(self) -> None:
-        if self._handle is not None:
-            _lib().opus_decoder_destroy(self._handle)
-            self._handle = None
-
-    def __del__(self) -> None:
-        self.close()

@@ -17,6 +17,7 @@ from websockets.asyncio.server import broadcast
 from .. import wire as P
 from ..errors import CodecError, StreamError
 from ..ring import layout
+from ..stream import Stream
 from .send import Sending
 from .session import Session
 
@@ -70,10 +71,17 @@ class Formats(Sending):
             self._error(s, "invalid_field", f"'sample_rate'/'frame_ms' must be one of {allowed}")
             return False
         s.quality.set(self.levels.index(level), time.monotonic())
-        s.format_reason = "requested"
-        s.stream.set_level(level)
-        self.metrics.set_level(s.id, self.levels.index(level))
+        self._apply_level(s, s.stream, self.levels.index(level), "requested")
         return True
+
+    def _apply_level(self, s: Session, stream: Stream, index: int, reason: str) -> None:
+        """Level ``index`` from the worker's next frame: the reason its format event (and its
+        listeners') will give, the gauge."""
+        s.format_reason = reason
+        for listener in s.listeners:
+            listener.format_reason = reason
+        stream.set_level(self.levels[index])
+        self.metrics.set_level(s.id, index)
 
     def _reformat(self, s: Session, word: int) -> None:
         """The frame about to be sent has format ``word`` (or the client changed its mind): decide

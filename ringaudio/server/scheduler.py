@@ -79,12 +79,8 @@ class Scheduling(Formats):
             return
         direction = "down" if level > before else "up"
         rate, frame_ms = self.levels[level]
-        s.format_reason = "congestion" if direction == "down" else "recovered"
-        for listener in s.listeners:
-            listener.format_reason = s.format_reason
-        stream.set_level((rate, frame_ms))
+        self._apply_level(s, stream, level, "congestion" if direction == "down" else "recovered")
         self.metrics.quality_changes.labels(direction).inc()
-        self.metrics.set_level(s.id, level)
         logs.event(
             log,
             logging.WARNING if direction == "down" else logging.INFO,

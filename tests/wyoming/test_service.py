@@ -30,20 +30,7 @@ class Service(LoggedProcess):
     def __init__(self, *args: str) -> None:
         env = {**os.environ, "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0.05"}
         cmd = [sys.executable, "-m", "ringaudio.wyoming", "--uri", "tcp://127.0.0.1:0", "--backend", "synthetic"]
-        super().__init__([*cmd, "--workers", "1", *args], env, what="wyoming service")
-
-    def _read(self) -> None:  # its listening line says "wyoming listening"
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                entry = {"message": line.rstrip()}
-            self.log.append(entry)
-            if entry.get("message") == "wyoming listening":
-                self.port = entry["port"]
-                self._ready.set()
-        self._ready.set()
+        super().__init__([*cmd, "--workers", "1", *args], env, what="wyoming service", ready="wyoming listening")
 
 
 @pytest.fixture(scope="module")

@@ -131,7 +131,7 @@ def _cpu(procs: list[psutil.Process]) -> float:
 
 
 class Server(LoggedProcess):
-    def __init__(self, kind: str, sessions: int, scenario: str, backend: str = "synthetic") -> None:
+    def __init__(self, kind: str, sessions: int, scenario: str, backend: str = "synthetic", processes: int = 1) -> None:
         # the synthetic voice at its fastest and at the output rate (no resampling): the server path
         # is what is measured; the espeak scenario measures synthesis and resampling
         env = {**os.environ, "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0", "LOG_LEVEL": "WARNING"}
@@ -139,28 +139,36 @@ class Server(LoggedProcess):
         env["RINGAUDIO__SERVER__MAX_SESSIONS"] = str(sessions + 16)
         if kind == "ringaudio":
             cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", backend, "--workers", "1"]
+            cmd += ["--processes", str(processes)]  # each process has its worker
             env["LOG_LEVEL"] = "INFO"
         else:
             cmd = [sys.executable, "-m", "bench.bare_server", "--port", "0"]
         super().__init__(cmd, env, what=f"{kind} server")
         self.ps = psutil.Process(self.proc.pid)
+        # the processes that serve: this one, or the supervisor's children (--processes N)
+        self.servers = [self.ps] if processes == 1 else self.ps.children()
 
     def cpu(self) -> tuple[float, float]:
-        """CPU seconds of the server process and of its workers so far."""
+        """CPU seconds of the server process(es) (and a supervisor) and of their workers so far."""
         own = sum(self.ps.cpu_times()[:2])
         workers = 0.0
-        for child in self.ps.children(recursive=True):
+        for server in self.servers:
             with contextlib.suppress(psutil.Error):
-                # user + system + what its exited children used (an espeak-ng process per utterance)
-                workers += sum(child.cpu_times()[:4])
+                if server is not self.ps:
+                    own += sum(server.cpu_times()[:2])
+                for child in server.children(recursive=True):
+                    # user + system + what its exited children used (an espeak-ng process per utterance)
+                    workers += sum(child.cpu_times()[:4])
         return own, workers
 
     def rss(self) -> tuple[int, int]:
-        workers = 0
-        for child in self.ps.children(recursive=True):
+        own, workers = 0, 0
+        for server in self.servers:
             with contextlib.suppress(psutil.Error):
-                workers += child.memory_info().rss
-        return self.ps.memory_info().rss, workers
+                own += server.memory_info().rss
+                for child in server.children(recursive=True):
+                    workers += child.memory_info().rss
+        return own, workers
 
 
 def run_one(
@@ -172,10 +180,11 @@ def run_one(
     backend: str = "synthetic",
     text: str = "",
     client: str = "raw",
+    processes: int = 1,
 ) -> dict[str, Any]:
     text = text or TEXT * int(seconds / 4 + 3)
     target = CLIENTS[client]
-    server = Server(kind, sessions, scenario, backend)
+    server = Server(kind, sessions, scenario, backend, processes)
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
         ctx = mp.get_context("spawn")
@@ -235,6 +244,7 @@ def run_one(
         "server_rss_mb": round(rss[0] / 2**20, 1),
         "worker_rss_mb": round(rss[1] / 2**20, 1),
         "backend": backend if kind == "ringaudio" else None,
+        "processes": processes if kind == "ringaudio" else 1,
         "slow_client_frames": slow[0]["frames"] if slow else None,
         "slow_client_lost": slow[0]["lost"] if slow else None,
     }
@@ -289,14 +299,18 @@ def main(argv: list[str] | None = None) -> int:
         help="load generator: the lean hand-rolled client (raw) or the websockets library client",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare websockets baseline")
+    parser.add_argument("--processes", default="1", help="comma-separated: ringaudio server processes (--processes)")
     args = parser.parse_args(argv)
     if args.scenario == "fanout" and args.clients > 1:
         # the owner's session id reaches its listeners in memory: other processes would wait forever
         parser.error("--scenario fanout needs --clients 1")
     rows = []
     for n in [int(x) for x in args.sessions.split(",")]:
-        for kind in ("ringaudio",) if args.no_bare else ("ringaudio", "bare"):
-            row = run_one(kind, n, args.seconds, args.scenario, args.clients, args.backend, args.text, args.client)
+        runs = [("ringaudio", int(p)) for p in args.processes.split(",")] + ([] if args.no_bare else [("bare", 1)])
+        for kind, procs in runs:
+            row = run_one(
+                kind, n, args.seconds, args.scenario, args.clients, args.backend, args.text, args.client, procs
+            )
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -304,7 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps({"machine": machine(), "date": stamp, "seconds": args.seconds, "rows": rows}, indent=1))
     plot(rows, HERE / "results" / f"{name}.png")
-    cols = ["server", "sessions", "delivered_pct", "lost", "jitter_p50_ms", "jitter_p99_ms", "first_audio_p95_ms"]
+    cols = [
+        "server",
+        "processes",
+        "sessions",
+        "delivered_pct",
+        "lost",
+        "jitter_p50_ms",
+        "jitter_p99_ms",
+        "first_audio_p95_ms",
+    ]
     cols += ["server_cpu_pct", "worker_cpu_pct", "server_rss_mb", "client_cpu_pct"]
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:

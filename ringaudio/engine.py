@@ -77,6 +77,7 @@ class Engine:
         self.sample_rate = cfg.output_sample_rate
         self.frame_ms = cfg.frame_duration_ms
         self.streams: dict[str, Stream] = {}
+        self.id_prefix = ""  # stream ids start with it (a server's instance name and a dash)
         self.arena: RingArena | None = None
         self.pool: WorkerPool | None = None
         self.lock = threading.Lock()  # held while streams open and close (never per frame)
@@ -200,7 +201,7 @@ class Engine:
             raise EngineError("the engine is not started" if not self._closed else "the engine is closed")
         with self.lock:
             ring = self.arena.lease()
-            stream = Stream(self, secrets.token_hex(8), secrets.token_urlsafe(16), ring, self.frame_ms)
+            stream = Stream(self, self.id_prefix + secrets.token_hex(8), secrets.token_urlsafe(16), ring, self.frame_ms)
             self.streams[stream.id] = stream
         return stream
 

@@ -95,6 +95,7 @@ class ErrorCode(enum.StrEnum):
     NOT_PAUSED = "not_paused"
     BINARY_NOT_SUPPORTED = "binary_not_supported"
     LISTEN_REFUSED = "listen_refused"
+    LISTEN_ELSEWHERE = "listen_elsewhere"
     LISTENER = "listener"
     # the connection ends
     SESSION_ENDED = "session_ended"

@@ -36,6 +36,8 @@ case ",$extras," in *,bench,*) command -v nft >/dev/null 2>&1 || missing="$missi
 case ",$extras," in *,test,*) command -v chromium >/dev/null 2>&1 || missing="$missing chromium" ;; esac
 # ... and the shipped alert rules are checked and unit-tested with promtool (Debian's prometheus)
 case ",$extras," in *,test,*) command -v promtool >/dev/null 2>&1 || missing="$missing prometheus" ;; esac
+# ... and the shipped HAProxy configuration is run in front of two servers
+case ",$extras," in *,test,*) command -v haproxy >/dev/null 2>&1 || missing="$missing haproxy" ;; esac
 # ... and the README's jq recipes for the JSON log are run against a real server's log
 case ",$extras," in *,test,*) command -v jq >/dev/null 2>&1 || missing="$missing jq" ;; esac
 if [ -n "$missing" ]; then

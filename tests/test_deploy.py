@@ -32,16 +32,19 @@ def named(file: str, key: str) -> set[str]:
 def test_the_rules_and_the_scrape_config_are_valid_and_every_alert_is_unit_tested() -> None:
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0 and "SUCCESS: 8 rules found" in rules.stdout, rules.stdout + rules.stderr
-    config = promtool("check", "config", "prometheus.yml")
-    assert config.returncode == 0, config.stdout + config.stderr
+    for scrape in ("prometheus.yml", "prometheus-boxes.yml"):
+        config = promtool("check", "config", scrape)
+        assert config.returncode == 0, config.stdout + config.stderr
     tested = promtool("test", "rules", "alerts.test.yml")
     assert tested.returncode == 0 and "SUCCESS" in tested.stdout, tested.stdout + tested.stderr
     alerts, covered = named("alerts.yml", "- alert:"), named("alerts.test.yml", "alertname:")
     assert alerts == covered and len(alerts) == 8
 
 
-def test_metrics_lint_clean_but_for_the_runbooks_millisecond_names() -> None:
-    srv = ServerProcess()
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_metrics_lint_clean_but_for_the_runbooks_millisecond_names(processes: str) -> None:
+    """One server's exposition, and the one a --processes 2 server merges from both processes."""
+    srv = ServerProcess(args=("--processes", processes))
     try:
         with urllib.request.urlopen(srv.http + "/metrics", timeout=10) as r:
             text = r.read().decode()
@@ -54,3 +57,4 @@ def test_metrics_lint_clean_but_for_the_runbooks_millisecond_names() -> None:
     allowed = {*RUNBOOK_MS, "tts_first_audio_latency_ms"}
     names = {re.sub(r"_(bucket|count|sum|created)$", "", line.split()[0]) for line in problems}
     assert names <= allowed, names
+    assert ('process="p1"' in text) == (processes == "2")

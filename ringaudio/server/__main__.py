@@ -1,5 +1,5 @@
 """``python -m ringaudio.server [--host 127.0.0.1] [--port 8080] [--config configs/] [--workers N]
-[--backend auto|espeak|synthetic] [--log-level LEVEL]``."""
+[--backend auto|espeak|synthetic] [--log-level LEVEL] [--processes N] [--instance NAME]``."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pathlib import Path
 from .. import config as config_mod
 from .. import logs
 from ..config import Config
-from ..errors import RingAudioError
+from ..errors import ConfigError, RingAudioError
 from .app import App
+from .instances import check_instance
+from .supervise import Supervisor
 
 
 def _loop_factory() -> type[asyncio.AbstractEventLoop] | None:
@@ -38,7 +40,17 @@ def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config
     parser.add_argument("--workers", type=int, help="worker processes (overrides worker.workers)")
     parser.add_argument("--backend", choices=config_mod.BACKENDS, help="overrides worker.backend")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (overrides LOG_LEVEL)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="server processes on one port (SO_REUSEPORT), each with its workers"
+    )
+    parser.add_argument("--instance", default="", help="this server's name: its session ids start with it")
+    parser.add_argument("--siblings", default=None, help=argparse.SUPPRESS)  # set by --processes for its processes
     args = parser.parse_args(argv)
+    if not 1 <= args.processes <= 64:
+        raise ConfigError(f"--processes: {args.processes} is not within 1..64")
+    if args.instance:
+        check_instance(args.instance)
+    args.siblings = tuple(check_instance(n) for n in args.siblings.split(",") if n) if args.siblings else ()
     flags = {"worker.workers": args.workers, "worker.backend": args.backend, "log_level": args.log_level}
     # the flags given are the last layer, checked like the others
     return args, config_mod.load(args.config, overrides={k: v for k, v in flags.items() if v is not None})
@@ -51,9 +63,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logs.setup(cfg.log_level)
+    if args.processes > 1:
+        try:
+            argv = sys.argv[1:] if argv is None else argv
+            supervisor = Supervisor(argv, args.host, args.port, args.processes, args.instance)
+        except OSError as exc:
+            logging.getLogger("ringaudio.server").error("cannot serve: %s", exc)
+            return 1
+        return supervisor.run()
     # the WebSocket library's DEBUG lines trace every frame it sends: "frame sent" is ours, once
     logging.getLogger("ringaudio.websockets").setLevel(max(logging.INFO, logging.getLogger("ringaudio").level))
-    app = App(cfg, host=args.host, port=args.port)
+    app = App(cfg, host=args.host, port=args.port, instance=args.instance, siblings=args.siblings)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

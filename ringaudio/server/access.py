@@ -54,6 +54,19 @@ def bearer_token(headers: Headers) -> Token:
     return token
 
 
+def listen_target(target: str) -> str | None:
+    """A ``listen`` command (JSON, for the parser to check) from ``/?listen=<session_id>&key=<key>``,
+    the form a load balancer can route on; None when the target asks for none."""
+    _, query = split_target(target)
+    if "listen=" not in query:
+        return None
+    try:
+        args = parse_qs(query, max_num_fields=8)
+    except ValueError:  # too many fields: the parser says what is missing
+        args = {}
+    return json.dumps({"type": "listen", "session_id": args.get("listen", [""])[0], "key": args.get("key", [""])[0]})
+
+
 def split_target(target: str) -> tuple[str, str]:
     """The path and the query of a request target (``Request.path``, e.g. ``/ws?token=x``).
 

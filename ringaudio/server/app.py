@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
@@ -33,16 +33,18 @@ from .. import __version__, logs
 from .. import wire as P
 from ..engine import EngineError
 from ..errors import ArenaFull, RingAudioError, StreamError
-from .http import Http
+from . import access
+from .instances import private_address
 from .pacing import Pacer
 from .scheduler import Scheduling
 from .session import Session
+from .siblings import Siblings
 
 log = logging.getLogger("ringaudio.server")
 SEND_BUFFER_BYTES = 32 * 1024  # the kernel doubles it
 
 
-class App(Http, Scheduling):
+class App(Siblings, Scheduling):
     """The WebSocket server process's application: ``await App(config).run()``."""
 
     async def run(self, ready: asyncio.Future[tuple[str, int]] | None = None) -> None:
@@ -58,26 +60,42 @@ class App(Http, Scheduling):
             if not await self._start_engine():
                 return
             origins: list[Any] | None = [*cfg.server.allowed_origins, None] if cfg.server.allowed_origins else None
+            options: dict[str, Any] = {
+                "compression": "deflate" if cfg.compress else None,
+                "max_size": cfg.server.max_message_bytes,
+                "origins": origins,
+                "ping_interval": None,  # a deliberately slow but healthy client is not closed for it
+                "close_timeout": self.close_timeout,
+                "open_timeout": 10,
+                "server_header": f"ringaudio/{__version__}",
+                "logger": logging.getLogger("ringaudio.websockets"),
+            }
             server = await serve(
                 self._handler,
                 self.host,
                 self.port,
-                process_request=self._process_request,
-                compression="deflate" if cfg.compress else None,
-                max_size=cfg.server.max_message_bytes,
-                origins=origins,
-                ping_interval=None,  # a deliberately slow but healthy client is not closed for it
-                close_timeout=self.close_timeout,
-                open_timeout=10,
-                server_header=f"ringaudio/{__version__}",
-                logger=logging.getLogger("ringaudio.websockets"),
+                process_request=self._process_public,
                 create_connection=self._connection_class(),
+                reuse_port=bool(self.siblings) or None,  # the processes of one --processes server share it
+                **options,
             )
+            private: Any = None
             ticker: asyncio.Task[None] | None = None
             try:
                 sock = next(iter(server.sockets))
                 host, port = sock.getsockname()[:2]
-                logs.event(log, logging.INFO, "server listening", None, host=host, port=port, version=__version__)
+                self.port = port
+                if self.siblings:  # where siblings relay listens and ask for /metrics
+                    private = await unix_serve(
+                        self._handler,
+                        private_address(port, self.instance),
+                        process_request=self._process_request,
+                        create_connection=self._connection_class(private=True),
+                        **options,
+                    )
+                fields: dict[str, Any] = {"instance": self.instance} if self.instance else {}
+                message = "process listening" if self.siblings else "server listening"
+                logs.event(log, logging.INFO, message, None, host=host, port=port, version=__version__, **fields)
                 if ready is not None and not ready.done():
                     ready.set_result((host, port))
                 ticker = asyncio.create_task(self._ticker())
@@ -85,6 +103,8 @@ class App(Http, Scheduling):
                 logs.event(log, logging.INFO, "server stopping", None, sessions=len(self.sessions))
             finally:
                 server.close(close_connections=False)  # no new connections
+                if private is not None:
+                    private.close(close_connections=False)
                 await asyncio.gather(
                     *(self._close(s, 1001, "server shutting down") for s in list(self.sessions.values()))
                 )
@@ -98,6 +118,8 @@ class App(Http, Scheduling):
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.close_timeout):
                         await server.wait_closed()
+                        if private is not None:
+                            await private.wait_closed()
         finally:
             await loop.run_in_executor(None, self.engine.close)
             logs.event(log, logging.INFO, "server stopped", None)
@@ -121,13 +143,15 @@ class App(Http, Scheduling):
             await starting
         return False
 
-    def _connection_class(self) -> type[ServerConnection]:
+    def _connection_class(self, private: bool = False) -> type[ServerConnection]:
         """Connections that the app can see from the first byte: every one is tracked (shutdown cuts
         off those still open, handshakes included), and what the library writes on its own
         (pongs) counts against the session's send budget too."""
         app = self
 
         class Connection(ServerConnection):
+            is_private = private  # on the private socket: a sibling's relay or /metrics request
+
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
                 app._connections.add(self)
@@ -209,25 +233,37 @@ class App(Http, Scheduling):
                     frame_samples=self.frame_samples,
                     frame_ms=self.config.frame_duration_ms,
                     protocol=P.PROTOCOL,
+                    **({"instance": self.instance} if self.instance else {}),
                 ),
             )
+            listen = access.listen_target(ws.request.path if ws.request is not None else "")
+            if listen is not None:  # /?listen=<session_id>&key=<key>: as if its first message said so
+                self._command_text(s, listen)
             async for message in ws:
+                if s.relay is not None and s.relay.listening:  # everything goes to the sibling
+                    await s.relay.forward(message)
+                    continue
                 if isinstance(message, bytes):
                     self._error(s, "binary_not_supported", "the server takes text (JSON) messages only")
                     continue
-                try:
-                    self._command(s, P.parse(message))
-                except P.ProtocolError as exc:
-                    self._refuse(s, exc)
+                self._command_text(s, message)
         except ConnectionClosed:
             pass
         finally:
             await self._close(s, 1000, "bye")
 
+    def _command_text(self, s: Session, message: str) -> None:
+        try:
+            self._command(s, P.parse(message))
+        except P.ProtocolError as exc:
+            self._refuse(s, exc)
+
     async def _close(self, s: Session, code: int, reason: str) -> None:
         if self.sessions.pop(s.id, None) is None:
             return
         s.closing = True
+        if s.relay is not None:
+            self._spawn(s.relay.close())
         self._by_ws.pop(s.ws, None)
         self.schedule.discard(s)
         rcvd = s.ws.protocol.close_rcvd
@@ -306,6 +342,8 @@ class App(Http, Scheduling):
 
     def _listen(self, s: Session, cmd: P.Listen) -> None:
         owner = self.sessions.get(cmd.session_id)
+        if owner is None and self._listen_away(s, cmd):
+            return
         stream = owner.stream if owner is not None else None
         if (
             owner is None

@@ -50,8 +50,9 @@ class Http(ServerBase):
         return self._observe(path) if path not in ("/ws", "/") else None
 
     def _observe(self, path: str) -> Response:
-        if path == "/healthz":
-            return self._json_response(HTTPStatus.OK, self.health())
+        if path == "/healthz":  # 503 while it stops: a load balancer sends it no new sessions
+            draining = self.stopping.is_set()
+            return self._json_response(HTTPStatus.SERVICE_UNAVAILABLE if draining else HTTPStatus.OK, self.health())
         pool = self.engine.pool
         if pool is not None:
             self.metrics.totals.workers = (pool.alive(), pool.size, pool.restarts)
@@ -67,7 +68,7 @@ class Http(ServerBase):
     def health(self) -> dict[str, Any]:
         h = self.engine.health()
         return {
-            "status": h["status"],
+            "status": "draining" if self.stopping.is_set() else h["status"],
             "version": __version__,
             "workers": h["workers"],
             "backend": h["backend"],

@@ -29,6 +29,7 @@ from . import web
 from .metrics import Metrics
 from .pacing import Pacer
 from .quality import Quality
+from .relay import Relay
 from .schedule import Schedule
 
 CONSUMED_SAMPLES = 48  # (time, frames consumed) samples kept: 12 s at one per backlog refresh
@@ -98,15 +99,28 @@ class Session:
     underruns_seen: int = 0  # the client's underruns when quality last looked
     underran_at: float = -1e9  # when they last went up
     over_at: float = -1e9  # when the pump last found it over its send limit
+    relay: Relay | None = None  # a listen carried to a sibling process (see .relay)
 
 
 class ServerBase:
     """The server's state (see the module); :class:`~ringaudio.server.app.App` is built on it."""
 
-    def __init__(self, config: Config, *, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        instance: str = "",
+        siblings: tuple[str, ...] = (),
+    ) -> None:
         self.config = config
         self.host = host
         self.port = port
+        # its session ids start with "<instance>-"; siblings: the other processes of one
+        # --processes server (same port, SO_REUSEPORT; each also on its private socket)
+        self.instance = instance
+        self.siblings = siblings
         self.token = os.environ.get("RINGAUDIO_TOKEN") or None
         # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
         self.public_metrics = self.token is None or config.server.public_metrics
@@ -114,6 +128,7 @@ class ServerBase:
         self.started = time.monotonic()
         self.web_files = web.load()  # the browser player, served on GET / and /static/
         self.engine = Engine(config)
+        self.engine.id_prefix = f"{instance}-" if instance else ""
         self.engine.on_rtf = self._on_rtf
         self.sessions: dict[str, Session] = {}
         self.schedule: Schedule[Session] = Schedule()

@@ -299,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         help="load generator: the lean hand-rolled client (raw) or the websockets library client",
     )
     parser.add_argument("--no-bare", action="store_true", help="skip the bare websockets baseline")
+    parser.add_argument("--name", default="", help="results file name (default: load-<scenario>-<backend>-<date>)")
     parser.add_argument("--processes", default="1", help="comma-separated: ringaudio server processes (--processes)")
     args = parser.parse_args(argv)
     if args.scenario == "fanout" and args.clients > 1:
@@ -314,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-    name = f"load-{args.scenario}-{args.backend}-{stamp}"
+    name = args.name or f"load-{args.scenario}-{args.backend}-{stamp}"
     out = HERE / "results" / f"{name}.json"
     out.write_text(json.dumps({"machine": machine(), "date": stamp, "seconds": args.seconds, "rows": rows}, indent=1))
     plot(rows, HERE / "results" / f"{name}.png")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import os
@@ -59,6 +60,7 @@ class App(Siblings, Scheduling):
         try:
             if not await self._start_engine():
                 return
+            gc.freeze()  # what start-up made (numba's, the engine's) is never garbage: the collector skips it
             origins: list[Any] | None = [*cfg.server.allowed_origins, None] if cfg.server.allowed_origins else None
             options: dict[str, Any] = {
                 "compression": "deflate" if cfg.compress else None,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NonFiniteSamples
 from ..resample import float32_to_int16
 
 
@@ -24,20 +24,42 @@ class Framer:
         self._pending = np.zeros(frame_samples, np.float32)
         self._have = 0
         self._frame = np.zeros(frame_samples, np.int16)
+        self._block = np.zeros(0, np.int16)  # a chunk's whole frames, converted at once
         self.frames = 0
 
     def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
-        at = 0
+        fs = self.frame_samples
         n = len(samples)
-        while at < n:
-            take = min(self.frame_samples - self._have, n - at)
-            self._pending[self._have : self._have + take] = samples[at : at + take]
+        at = 0
+        if self._have:  # complete the frame begun by earlier samples
+            take = min(fs - self._have, n)
+            self._pending[self._have : self._have + take] = samples[:take]
             self._have += take
-            at += take
-            if self._have == self.frame_samples:
-                self._have = 0
+            at = take
+            if self._have < fs:
+                return
+            self._have = 0
+            self.frames += 1
+            yield float32_to_int16(self._pending, self._frame)
+        whole = (n - at) // fs
+        if whole:  # every whole frame of the chunk in one conversion, handed out as views
+            block = samples[at : at + whole * fs]
+            if len(self._block) < len(block):
+                self._block = np.empty(len(block), np.int16)
+            ints = self._block[: len(block)]
+            try:
+                float32_to_int16(np.ascontiguousarray(block, np.float32), ints)
+            except NonFiniteSamples:  # the frames before the bad sample still go, then the error
+                for i in range(whole):
+                    self.frames += 1
+                    yield float32_to_int16(np.ascontiguousarray(block[i * fs : (i + 1) * fs]), self._frame)
+            for i in range(whole):
                 self.frames += 1
-                yield float32_to_int16(self._pending, self._frame)
+                yield ints[i * fs : (i + 1) * fs]
+            at += whole * fs
+        rest = n - at
+        self._pending[:rest] = samples[at:]
+        self._have = rest
 
     def flush(self) -> Iterator[np.ndarray]:
         if self._have:

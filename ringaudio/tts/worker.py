@@ -22,6 +22,7 @@ back on it (the pool logs them, so lines stay whole).
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -176,6 +177,7 @@ class Worker:
 
     def run(self) -> None:
         self.warm()
+        gc.freeze()  # what start-up made (numba's, the backend's) is never garbage: the collector skips it
         self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
         while True:
             now = time.monotonic()

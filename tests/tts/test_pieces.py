@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from ringaudio.tts import Framer, SyntheticBackend, split_text
 
@@ -52,3 +53,33 @@ def test_synthetic_backend_plays_a_slow_model() -> None:
     n = sum(len(c) for c in b.synthesize("Hi."))
     took = time.monotonic() - t0
     assert took >= 1.4 * n / b.native_rate  # RTF 1.5: slower than real time
+
+
+def test_framer_gives_the_same_frames_whatever_the_chunking() -> None:
+    """Chunks converted whole (views of one buffer) or frame by frame: the same int16 frames, the
+    same count, and a non-finite sample still fails after the frames before it."""
+    from ringaudio.errors import NonFiniteSamples
+    from ringaudio.resample import float32_to_int16
+    from ringaudio.tts.framer import Framer
+
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(960 * 37 + 123) * 0.4).astype(np.float32)
+    expected = float32_to_int16(np.concatenate([x, np.zeros(-len(x) % 960, np.float32)])).reshape(-1, 960)
+    for sizes in ([len(x)], [1] * 2000 + [len(x) - 2000], list(rng.integers(1, 5000, 200))):
+        framer, got, at = Framer(960), [], 0
+        for size in sizes:
+            got += [f.copy() for f in framer.push(x[at : at + size])]
+            at += size
+            if at >= len(x):
+                break
+        if at < len(x):
+            got += [f.copy() for f in framer.push(x[at:])]
+        got += [f.copy() for f in framer.flush()]
+        assert np.array_equal(np.array(got), expected) and framer.frames == len(expected)
+    bad = x[: 960 * 5].copy()
+    bad[960 * 3 + 10] = np.nan
+    framer, before = Framer(960), []
+    with pytest.raises(NonFiniteSamples):
+        for f in framer.push(bad):
+            before.append(f.copy())
+    assert np.array_equal(np.array(before), expected[:3])

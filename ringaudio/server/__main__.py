@@ -30,7 +30,9 @@ def _loop_factory() -> type[asyncio.AbstractEventLoop] | None:
 
 def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config]:
     """The arguments and the configuration they select; ConfigError for a bad value in any layer."""
-    parser = argparse.ArgumentParser(prog="python -m ringaudio.server", description="ringaudio WebSocket server")
+    parser = argparse.ArgumentParser(
+        prog="python -m ringaudio.server", description="ringaudio WebSocket server", allow_abbrev=False
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (loopback unless you say otherwise)")
     parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (logged at start)")
     default_configs = Path("configs") if Path("configs").is_dir() else None
@@ -50,6 +52,8 @@ def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config
         raise ConfigError(f"--processes: {args.processes} is not within 1..64")
     if args.instance:
         check_instance(args.instance)
+    if args.siblings is not None and args.processes > 1:
+        raise ConfigError("--processes: a process of a --processes server cannot start processes of its own")
     args.siblings = tuple(check_instance(n) for n in args.siblings.split(",") if n) if args.siblings else ()
     flags = {"worker.workers": args.workers, "worker.backend": args.backend, "log_level": args.log_level}
     # the flags given are the last layer, checked like the others

@@ -7,12 +7,14 @@ holds the stream: HAProxy routes ``/?listen=a-…`` to instance ``a``; a process
 ``--processes`` server relays it to its sibling over the sibling's private socket (an abstract Unix
 socket named after the port and the instance: nothing in the file system, gone with the process).
 
-Pure functions: no sockets here.
+Pure functions, but for reading a Unix socket peer's credentials.
 """
 
 from __future__ import annotations
 
 import re
+import socket
+import struct
 
 from ..errors import ConfigError
 
@@ -35,6 +37,17 @@ def process_names(n: int, base: str = "") -> list[str]:
 def private_address(port: int, instance: str) -> str:
     """The abstract Unix socket a process of a ``--processes`` server also listens on."""
     return f"\0ringaudio-{port}-{instance}"
+
+
+def peer_uid(sock: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (SO_PEERCRED)."""
+    _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return int(uid)
+
+
+def peer_pid(sock: socket.socket) -> int:
+    pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))
+    return int(pid)
 
 
 def instance_of(session_id: str) -> str | None:

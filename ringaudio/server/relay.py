@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -27,9 +28,10 @@ from websockets.asyncio.client import ClientConnection, unix_connect
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from .instances import private_address
+from .instances import peer_uid, private_address
 
 CONNECT_TIMEOUT = 5.0
+SEND_TIMEOUT = 10.0  # s a listener may leave one relayed message unread before it is closed (1008)
 
 
 class Relay:
@@ -67,6 +69,8 @@ class Relay:
         try:
             async with asyncio.timeout(CONNECT_TIMEOUT):
                 await asyncio.get_running_loop().sock_connect(sock, self.address)
+                if peer_uid(sock) != os.getuid():  # an abstract name anyone may bind: not ours, no token
+                    raise OSError(f"{self.instance}'s socket is held by another user")
                 self.up = await unix_connect(
                     sock=sock,
                     uri=f"ws://{self.instance}/?{self.query}",
@@ -92,12 +96,16 @@ class Relay:
                         return False
                     self.listening = True
                     self.on_listening()
-                await self.down.send(message)  # waits while the client's transport is full
+                async with asyncio.timeout(SEND_TIMEOUT):  # waits while the client's transport is full
+                    await self.down.send(message)
         except ConnectionClosed:
             pass
+        except TimeoutError:  # the listener stopped reading: not held open for ever
+            self.close_code, self.close_reason = 1008, "not reading"
+            return self.listening
         finally:
             rcvd = up.protocol.close_rcvd
-            if rcvd is not None:
+            if rcvd is not None and self.close_code != 1008:
                 self.close_code, self.close_reason = rcvd.code, rcvd.reason
             await up.close()
         return self.listening

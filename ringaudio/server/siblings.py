@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
 from http import HTTPStatus
 
@@ -20,7 +21,7 @@ from .. import logs
 from .. import wire as P
 from . import access
 from .http import DEBUG, Http
-from .instances import instance_of, merge_expositions, private_address
+from .instances import instance_of, merge_expositions, peer_uid, private_address
 from .relay import Relay
 from .send import Sending
 from .session import Session
@@ -47,7 +48,15 @@ class Siblings(Http, Sending):
             )
             return True
 
-        def listening() -> None:  # the sibling took it: this session's own stream goes
+        if s.relay is not None:  # one listen at a time: the one under way answers first
+            self._error(s, P.ErrorCode.LISTEN_REFUSED, "a listen is already under way on this connection")
+            return True
+
+        def listening() -> None:  # the sibling took it: this session's own stream (or listen) goes
+            if s.listening_to is not None:
+                s.listening_to.listeners.discard(s)
+                s.listening_to = None
+            s.active = True
             if s.source is not None:
                 s.source.close()
             s.source = s.stream = None
@@ -55,7 +64,6 @@ class Siblings(Http, Sending):
             self.schedule.discard(s)
             logs.event(log, logging.INFO, "listen relayed", s.id, to=cmd.session_id, process=where)
 
-        s.active = True
         s.relay = Relay(
             s.ws, self.port, where, cmd.session_id, cmd.key, self.token, self.config.server.max_message_bytes, listening
         )
@@ -98,6 +106,8 @@ class Siblings(Http, Sending):
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
                 await asyncio.get_running_loop().sock_connect(sock, private_address(self.port, instance))
+                if peer_uid(sock) != os.getuid():  # an abstract name anyone may bind: no token for them
+                    raise OSError(f"{instance}'s socket is held by another user")
                 reader, writer = await asyncio.open_unix_connection(sock=sock, limit=FETCH_MAX_BYTES)
                 try:
                     writer.write(f"GET {path} HTTP/1.1\r\nHost: {instance}\r\n{auth}Connection: close\r\n\r\n".encode())

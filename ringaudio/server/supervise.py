@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from .. import __version__, logs
-from .instances import private_address, process_names
+from .instances import peer_pid, private_address, process_names
 
 log = logging.getLogger("ringaudio.server")
 READY_TIMEOUT_S = 180.0  # a first start compiles the kernels
@@ -71,11 +71,12 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _listening(port: int, instance: str) -> bool:
+def _listening(port: int, instance: str, pid: int) -> bool:
+    """Is the process ``pid`` listening on its private socket (it, not whoever took the name)?"""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(private_address(port, instance))
-        return True
+        return peer_pid(probe) == pid
     except OSError:
         return False
     finally:
@@ -103,7 +104,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return False
-            if _listening(self.port, name):
+            if _listening(self.port, name, proc.pid):
                 return True
             if signal.sigtimedwait([signal.SIGTERM, signal.SIGINT], 0.05) is not None:
                 self.stopping = True

@@ -52,7 +52,8 @@ class Framer:
             except NonFiniteSamples:  # the frames before the bad sample still go, then the error
                 for i in range(whole):
                     self.frames += 1
-                    yield float32_to_int16(np.ascontiguousarray(block[i * fs : (i + 1) * fs]), self._frame)
+                    yield float32_to_int16(np.ascontiguousarray(block[i * fs : (i + 1) * fs], np.float32), self._frame)
+                raise  # not reached: one of those frames holds the bad sample
             for i in range(whole):
                 self.frames += 1
                 yield ints[i * fs : (i + 1) * fs]

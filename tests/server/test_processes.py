@@ -260,3 +260,18 @@ def test_an_instance_names_its_sessions_and_a_listen_can_come_in_the_url() -> No
     assert session["instance"] == "kitchen" and session["session_id"].startswith("kitchen-")
     assert listening["type"] == "listening" and listening["refused"] == "listen_refused"
     assert audio(heard) == audio(got) and got
+
+
+def test_an_abbreviated_flag_is_refused_rather_than_read_as_another() -> None:
+    """``--proc 2`` is not ``--processes 2``: a process started by the supervisor gets the flags it
+    was given minus --processes, so an abbreviation would make every process a supervisor too."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "ringaudio.server", "--proc", "2", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "unrecognized arguments: --proc" in done.stderr

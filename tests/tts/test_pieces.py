@@ -83,3 +83,8 @@ def test_framer_gives_the_same_frames_whatever_the_chunking() -> None:
         for f in framer.push(bad):
             before.append(f.copy())
     assert np.array_equal(np.array(before), expected[:3])
+    framer, before = Framer(960), []  # float64 samples take the same path
+    with pytest.raises(NonFiniteSamples):
+        for f in framer.push(bad.astype(np.float64)):
+            before.append(f.copy())
+    assert np.array_equal(np.array(before), expected[:3])

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ringaudio import wire as P
 
-from .server.conftest import ServerProcess
+from .server.conftest import ServerProcess, audio, speak
 
 HAPROXY = shutil.which("haproxy")
 CONFIG = Path(__file__).resolve().parents[1] / "deploy" / "haproxy" / "haproxy.cfg"
@@ -102,16 +102,6 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def audio(frames: list[bytes]) -> list[tuple[int, int, bytes]]:
-    """What a listener must hear as the owner does: each frame's sequence, flags and samples (its
-    send time differs: each connection is paced on its own)."""
-    out = []
-    for f in frames:
-        h = P.decode_header(f)
-        out.append((h.sequence, h.flags, f[P.HEADER_SIZE :]))
-    return out
-
-
 async def instances(url: str, n: int) -> set[str]:
     """The instances n concurrent sessions through the balancer landed on."""
     seen: set[str] = set()
@@ -127,17 +117,6 @@ async def instances(url: str, n: int) -> set[str]:
         for ws in sockets:
             await ws.close()
     return seen
-
-
-async def speak(ws: Any, text: str) -> list[bytes]:
-    await ws.send(json.dumps({"type": "synthesize", "text": text}))
-    frames: list[bytes] = []
-    while True:
-        msg = await asyncio.wait_for(ws.recv(), 20)
-        if isinstance(msg, bytes):
-            frames.append(msg)
-        elif json.loads(msg)["type"] == "utterance.end":
-            return frames
 
 
 def test_a_listen_is_routed_to_the_box_holding_the_stream(boxes: tuple[ServerProcess, ServerProcess, Balancer]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from bench.common import LoggedProcess
+from ringaudio import wire as P
 
 
 class ServerProcess(LoggedProcess):
@@ -70,3 +73,25 @@ def wait_until(pred: Any, timeout: float = 10.0) -> None:
     while not pred():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.02)
+
+
+async def speak(ws: Any, text: str) -> list[bytes]:
+    """Every audio message of one utterance said on ``ws``, through utterance.end."""
+    await ws.send(json.dumps({"type": "synthesize", "text": text}))
+    frames: list[bytes] = []
+    while True:
+        msg = await asyncio.wait_for(ws.recv(), 20)
+        if isinstance(msg, bytes):
+            frames.append(msg)
+        elif json.loads(msg)["type"] == "utterance.end":
+            return frames
+
+
+def audio(frames: list[bytes]) -> list[tuple[int, int, bytes]]:
+    """What a listener must hear as the owner does: each frame's sequence, flags and samples (its
+    send time differs: each connection is paced on its own)."""
+    out = []
+    for f in frames:
+        h = P.decode_header(f)
+        out.append((h.sequence, h.flags, f[P.HEADER_SIZE :]))
+    return out

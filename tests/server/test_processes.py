@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 
 from ringaudio import wire as P
 
-from .conftest import ServerProcess, wait_until
+from .conftest import ServerProcess, audio, speak, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +30,6 @@ def multi() -> Iterator[ServerProcess]:
 
 def run(coro: Any) -> Any:
     return asyncio.run(coro)
-
-
-def audio(frames: list[bytes]) -> list[tuple[int, int, bytes]]:
-    """What a listener must hear as the owner does: each frame's sequence, flags and samples (its
-    send time differs: each connection is paced on its own)."""
-    out = []
-    for f in frames:
-        h = P.decode_header(f)
-        out.append((h.sequence, h.flags, f[P.HEADER_SIZE :]))
-    return out
 
 
 def alive(pid: int) -> bool:
@@ -64,18 +54,6 @@ async def session_on(url: str, instance: str | None = None, tries: int = 60) -> 
             return ws, session
         await ws.close()
     raise AssertionError(f"no connection landed on {instance} in {tries} tries")
-
-
-async def speak(ws: Any, text: str) -> list[bytes]:
-    """Every audio message of one utterance, through utterance.end."""
-    await ws.send(json.dumps({"type": "synthesize", "text": text}))
-    frames: list[bytes] = []
-    while True:
-        msg = await asyncio.wait_for(ws.recv(), 20)
-        if isinstance(msg, bytes):
-            frames.append(msg)
-        elif json.loads(msg)["type"] == "utterance.end":
-            return frames
 
 
 def test_connections_spread_over_both_processes_and_each_speaks_whole(multi: ServerProcess) -> None:

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import register_jitable
 
+from ..ring import layout
 from ..ring.layout import (
     BLOCK,
     C_DROPPED,
@@ -78,6 +80,10 @@ from .atomics import (
     store_release,
     store_seq_cst,
 )
+
+# The layout's rules, compiled where these kernels call them (they stay plain Python elsewhere).
+for _rule in (layout.stamp_writing, layout.stamp_published, layout.classify, layout.must_pause):
+    register_jitable(_rule)
 
 # Refusals, one code each (a non-negative result is a success).
 WAIT = -1  # writer: the ring is at its high watermark (block); wait for the readers

@@ -1,16 +1,21 @@
-"""Our own polyphase resampler: numba kernels, filters designed per rate pair (see design.py)."""
+"""Our own polyphase resampler: numba kernels, filters designed per rate pair (see design.py).
 
-from .core import RATES, Resampler, float32_to_int16, int16_to_float32, resample, warm
-from .design import QUALITIES, Design, design
+The filter design (numpy only) loads with the package; the kernels (numba) on first use of a
+name from :mod:`.core`, so a process that only checks configuration never loads numba.
+"""
 
-__all__ = [
-    "QUALITIES",
-    "RATES",
-    "Design",
-    "Resampler",
-    "design",
-    "float32_to_int16",
-    "int16_to_float32",
-    "resample",
-    "warm",
-]
+from typing import Any
+
+from .design import QUALITIES, RATES, Design, design
+
+_CORE = ("Resampler", "float32_to_int16", "int16_to_float32", "resample", "warm")
+
+__all__ = ["QUALITIES", "RATES", "Design", "design", *_CORE]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CORE:
+        from . import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

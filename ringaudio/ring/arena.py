@@ -24,8 +24,8 @@ import numpy as np
 import psutil
 
 from ..errors import ArenaFull, RingClosed, SegmentError
-from ..kernels import ring as k
-from ..kernels import ring_slow as ks
+from ..kernels.backend import hot as k
+from ..kernels.backend import slow as ks
 from . import futex, layout
 from .reader import RingReader, RingReading
 from .segment import Segment, process_start_ms

@@ -1,9 +1,9 @@
 """Byte layout of a ring segment, and the pure arithmetic of stamps, cursors and labels.
 
-Nothing here touches shared memory, a clock or a process. The arithmetic is
-compiled with numba and called by the kernels in :mod:`ringaudio.kernels.ring`
-(so the stamp and watermark rules exist once), and the tests drive the same
-compiled functions directly.
+Nothing here touches shared memory, a clock or a process, and nothing imports numba: the
+numba kernels (:mod:`ringaudio.kernels.ring`) compile these same functions for their own use,
+so the stamp and watermark rules exist once in Python; the C kernels (``_ring.c``) restate
+them, and the tests check the two kernel sets against each other.
 
 A segment (one ``/dev/shm`` object) holds a header and ``n_rings`` rings of the
 same format. All words are little-endian ``uint64``; every word written by a
@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 import numpy as np
-from numba import njit
 
 from ..errors import ConfigError, HeaderProblem, WatermarkError
 
@@ -127,16 +126,14 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-# The functions below are compiled (``njit``): the kernels call them, so the rules exist once. Called
-# from Python they take and return ints like any function (numba converts at the boundary).
+# The numba kernels call the functions below (registered there with ``register_jitable``); the
+# tests and the Python layer call them as they are.
 
 
-@njit(cache=True, nogil=True)
 def stamp_writing(generation: int, seq: int) -> int:
     return ((generation & GEN_MASK) << GEN_SHIFT) | (2 * seq + 1)
 
 
-@njit(cache=True, nogil=True)
 def stamp_published(generation: int, seq: int) -> int:
     return ((generation & GEN_MASK) << GEN_SHIFT) | (2 * seq + 2)
 
@@ -146,7 +143,6 @@ NOT_READY: Final = 1
 OVERRUN: Final = 2
 
 
-@njit(cache=True, nogil=True)
 def classify(stamp: int, generation: int, seq: int) -> int:
     """What a reader of ``seq`` concludes from a slot's stamp: READY, NOT_READY or OVERRUN."""
     want = stamp_published(generation, seq)
@@ -157,7 +153,6 @@ def classify(stamp: int, generation: int, seq: int) -> int:
     return NOT_READY if stamp < want else OVERRUN
 
 
-@njit(cache=True, nogil=True)
 def oldest_readable(write_seq: int, capacity: int, expected: int) -> int:
     """Where a reader lapped at ``expected`` resumes, given the writer's cursor.
 
@@ -210,7 +205,6 @@ def watermark_frames(capacity: int, high: float, low: float) -> tuple[int, int]:
     return hi, lo
 
 
-@njit(cache=True, nogil=True)
 def must_pause(fill: int, paused: bool, high: int, low: int) -> bool:
     """Block-policy hysteresis: is the writer paused after seeing ``fill``?"""
     return fill > low if paused else fill >= high

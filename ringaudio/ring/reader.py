@@ -13,8 +13,8 @@ import numpy as np
 import psutil
 
 from ..errors import FrameFormatError, FrameNotReady, FrameOverrun, ReaderSlotsFull, RingClosed
-from ..kernels import ring as k
-from ..kernels import ring_slow as ks
+from ..kernels.backend import hot as k
+from ..kernels.backend import slow as ks
 from . import futex, layout
 from .view import SPIN_LOADS, WAIT_TICK, RingView, check_seq, deadline
 

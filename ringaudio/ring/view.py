@@ -15,8 +15,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from ..errors import ConfigError, FrameFormatError, InvalidSequence, RingClosed
-from ..kernels import ring as k
-from ..kernels import ring_slow as ks
+from ..kernels.backend import hot as k
+from ..kernels.backend import slow as ks
 from . import futex, layout
 
 SPIN_LOADS = 300  # stamp checks (with a pause hint) a reader spins before it sleeps (~10 µs)

@@ -14,8 +14,8 @@ import numpy as np
 import psutil
 
 from ..errors import FrameFormatError, RingClosed, RingTimeout
-from ..kernels import ring as k
-from ..kernels import ring_slow as ks
+from ..kernels.backend import hot as k
+from ..kernels.backend import slow as ks
 from . import futex, layout
 from .view import SPIN_ROUNDS, WAIT_TICK, RingView, deadline
 

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext
 from typing import Any
 
-from .worker import HEARTBEAT_S, WorkerSpec, worker_main
+from .spec import HEARTBEAT_S, WorkerSpec, worker_entry
 
 STALE_AFTER_S = 3 * HEARTBEAT_S  # a worker not heard from for three heartbeats is stopped, or stuck
 
@@ -43,7 +43,7 @@ class WorkerHandle:
         """Start a worker process and its writer thread (the spawn writes the child's start-up data
         to a pipe: never call it holding a lock others wait for)."""
         parent, child = ctx.Pipe(duplex=True)
-        proc = ctx.Process(target=worker_main, args=(child, spec), name="ringaudio-worker", daemon=True)
+        proc = ctx.Process(target=worker_entry, args=(child, spec), name="ringaudio-worker", daemon=True)
         proc.start()
         child.close()
         now = time.monotonic()

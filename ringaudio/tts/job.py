@@ -8,55 +8,24 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 
 import numpy as np
 
 from .. import opus
 from ..errors import RingClosed
 from ..resample import Resampler
-from ..ring import FrameRing, RingHandle, layout
+from ..ring import FrameRing, layout
 from ..wire import FLAG_FIRST, FLAG_LAST
 from .backends import Backend
 from .framer import Framer
 from .levels import LevelStage
+from .spec import Job, WorkerSpec
 from .text import split_text
 
 STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
 BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
 BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
 PACE_BATCH = 4  # frames a paced job writes per look (its ring holds lead - PACE_BATCH .. lead frames)
-
-
-@dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker process needs, picklable."""
-
-    backend: str
-    voice: str
-    speed: int
-    synthetic_rtf: float
-    synthetic_rate: int
-    output_sample_rate: int
-    frame_samples: int
-    resample_quality: str
-    clause_chars: int
-    log_level: str = "INFO"
-    lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
-    opus_bitrate: int = 32_000  # audio.opus_bitrate, for jobs in Opus
-    adaptive: bool = False  # audio.adaptive_quality: frames go through a LevelStage (levels.py)
-
-
-@dataclass(frozen=True)
-class Job:
-    session_id: str
-    utterance_id: int
-    text: str
-    ring: RingHandle
-    voice: str | None = None
-    request_id: str | None = None
-    encoding: str = "s16le"  # what the worker writes into the ring: s16le PCM, or one Opus packet per frame
-    level: tuple[int, int] | None = None  # (rate, frame_ms) to start at (adaptive quality; None: the base)
 
 
 class PlaybackClock:

@@ -34,9 +34,9 @@ from ..errors import PoolError
 from ..ring import RingHandle
 from .backends import default_backend_name
 from .handle import WorkerHandle
+from .spec import EXIT_UNGUARDED_MAIN, Job, WorkerSpec
 from .supervise import QUICK_WINDOW_S, UNGUARDED_MAIN, Respawns, refuse_in_bootstrapping_child
 from .text import check_text
-from .worker import EXIT_UNGUARDED_MAIN, Job, WorkerSpec
 
 __all__ = ["PoolError", "WorkerPool", "check_text", "refuse_in_bootstrapping_child"]
 

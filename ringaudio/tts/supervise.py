@@ -16,7 +16,7 @@ import multiprocessing as mp
 import sys
 from collections import deque
 
-from .worker import EXIT_UNGUARDED_MAIN
+from .spec import EXIT_UNGUARDED_MAIN
 
 MAX_QUICK_DEATHS = 5  # deaths of young workers within QUICK_WINDOW_S before the pool gives up
 QUICK_WINDOW_S = 30.0

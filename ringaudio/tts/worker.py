@@ -34,17 +34,15 @@ import numpy as np
 
 from .. import logs
 from ..errors import ConfigError, RingAudioError, RingClosed
-from ..kernels import ring_slow
+from ..kernels.backend import slow as ring_slow
 from ..resample import warm
 from ..ring import FrameRing, RingArena, RingHandle
 from .backends import Backend, BackendError, EspeakBackend, SyntheticBackend
-from .job import ActiveJob, Job, WorkerSpec
+from .job import ActiveJob
+from .spec import EXIT_UNGUARDED_MAIN, HEARTBEAT_S, Job, WorkerSpec
 
 log = logging.getLogger("ringaudio.worker")
 __all__ = ["EXIT_UNGUARDED_MAIN", "HEARTBEAT_S", "ActiveJob", "Job", "Worker", "WorkerSpec", "worker_main"]
-
-HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
-EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
 
 
 def make_backend(spec: WorkerSpec) -> Backend:

@@ -39,3 +39,8 @@ def frame(seq: int, shape: tuple[int, ...] = (960,), dtype: str = "int16") -> np
     out = np.empty(shape, dtype=dtype)
     fill(out, seq)
     return out
+
+
+# Compiled (or loaded from the cache) at import, for the common frame type: a reader that checks its
+# first frame must not stall there while a writer in another process laps it.
+bad_block(frame(0)[None, :], 0)

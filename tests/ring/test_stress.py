@@ -276,8 +276,9 @@ def test_labels_travel_with_their_frames_across_processes_even_when_lapped() -> 
                 want = (seq // 7 + 1, seq % 4, seq, 1920)
                 mismatched += bad(out, seq) != 0 or tuple(int(x) for x in label) != want
                 seq += 1
-                if seq % 32 == 0:
-                    time.sleep(0.0002)  # slower than the writer: it laps us
+                if seq % 256 == 0:
+                    # a pause long enough for the writer to lap us however fast it is, then a burst
+                    time.sleep(0.002)
             elif r == FrameRing.OVERRUN:
                 lapped += 1
                 seq = ring.oldest(seq)
@@ -290,5 +291,5 @@ def test_labels_travel_with_their_frames_across_processes_even_when_lapped() -> 
                 listener_seq = seq
         _finish(writer)
         assert mismatched == 0
-        assert read > n // 10 and heard > 0
+        assert read > n // 20 and heard > 0
         assert lapped > 0  # the writer really overwrote frames the reader was after

@@ -1,0 +1,736 @@
+/* The frame ring's kernels in C: the same functions, arguments, results and memory ordering as the
+ * numba kernels of ringaudio/kernels/ring.py and ring_slow.py (their docstrings explain the protocol),
+ * for processes that should not load numba and LLVM (~120 MB) only to read a ring: the server.
+ *
+ * Ordering uses the compiler's __atomic builtins on the shared uint64 words, which GCC and Clang
+ * lower per target as LLVM does for the numba kernels: on x86-64 an acquire load is a plain mov and
+ * a seq_cst store an xchg; on AArch64 ldar/stlr and dmb. The layout constants below are
+ * ringaudio/ring/layout.py's; tests/ring/test_kernels_c.py checks each against it and drives both
+ * kernel sets through the same operations on twin rings, comparing every result and word.
+ *
+ * Unlike the numba kernels these check every index against the arrays they were given (a wrong
+ * index is BAD_ARGUMENT or IndexError, never a stray write), and never release the GIL: a call is
+ * a few hundred nanoseconds, less than taking the GIL back would cost.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define LINE_WORDS 8
+#define MAX_GATING_READERS 4
+#define C_WRITE_SEQ 0
+#define C_LIMIT 1
+#define C_WRITER_WAITING 8
+#define C_WAKE_AT 9
+#define C_SPACE_EVENT 10
+#define C_READERS_WAITING 11
+#define C_STATE 16
+#define C_GENERATION 17
+#define C_POLICY 18
+#define C_HIGH 19
+#define C_LOW 20
+#define C_PAUSED 21
+#define C_DROPPED 22
+#define C_FULL_COUNT 23
+#define READER0 (4 * LINE_WORDS)
+#define R_ACTIVE 0
+#define R_POS 1
+#define R_PID 2
+#define R_CLAIMING 2
+#define STAMP0 (READER0 + MAX_GATING_READERS * LINE_WORDS)
+#define STAMP_STRIDE LINE_WORDS
+#define S_UTTERANCE 1
+#define S_BYTES 4
+#define LABEL_WORDS 4
+#define LEASED 1
+#define BLOCK 0
+#define GEN_SHIFT 40
+#define GEN_MASK ((INT64_C(1) << 23) - 1)
+
+/* results: a non-negative one is value << 1 | wake */
+#define WAIT (-1)
+#define CLOSED (-2)
+#define BAD_ARGUMENT (-3)
+#define NOT_READY (-4)
+#define OVERRUN (-5)
+
+typedef uint64_t u64;
+typedef int64_t i64;
+
+#define LD_RLX(c, i) ((i64)__atomic_load_n(&(c)[i], __ATOMIC_RELAXED))
+#define LD_ACQ(c, i) ((i64)__atomic_load_n(&(c)[i], __ATOMIC_ACQUIRE))
+#define LD_SC(c, i) ((i64)__atomic_load_n(&(c)[i], __ATOMIC_SEQ_CST))
+#define ST_RLX(c, i, v) __atomic_store_n(&(c)[i], (u64)(v), __ATOMIC_RELAXED)
+#define ST_REL(c, i, v) __atomic_store_n(&(c)[i], (u64)(v), __ATOMIC_RELEASE)
+#define ST_SC(c, i, v) __atomic_store_n(&(c)[i], (u64)(v), __ATOMIC_SEQ_CST)
+#define ADD_SC(c, i, v) ((i64)__atomic_fetch_add(&(c)[i], (u64)(v), __ATOMIC_SEQ_CST))
+#define XCHG_SC(c, i, v) ((i64)__atomic_exchange_n(&(c)[i], (u64)(v), __ATOMIC_SEQ_CST))
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* -- the layout's rules (ringaudio/ring/layout.py) ------------------------------------------------ */
+static inline i64 stamp_writing(i64 gen, i64 seq) { return ((gen & GEN_MASK) << GEN_SHIFT) | (2 * seq + 1); }
+static inline i64 stamp_published(i64 gen, i64 seq) { return ((gen & GEN_MASK) << GEN_SHIFT) | (2 * seq + 2); }
+
+static inline i64 verdict(i64 stamp, i64 gen, i64 seq) {
+    i64 want = stamp_published(gen, seq);
+    if (stamp == want) return 0;
+    if ((stamp >> GEN_SHIFT) != (gen & GEN_MASK)) return NOT_READY;
+    return stamp < want ? NOT_READY : OVERRUN;
+}
+
+static inline int must_pause(i64 fill, int paused, i64 high, i64 low) { return paused ? fill > low : fill >= high; }
+
+/* -- arguments ----------------------------------------------------------------------------------- */
+/* A buffer's element type, without a native/little-endian prefix ("" for a big-endian one). */
+static const char *elem_format(const Py_buffer *v) {
+    const char *f = v->format ? v->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') f++;
+    if (*f == '>' || *f == '!') return "";
+    return f;
+}
+
+/* PyObject_GetBuffer, with every refusal a TypeError (numpy says ValueError for a non-contiguous
+ * array, BufferError for a read-only one): the Python layer takes TypeError as "re-check and explain" */
+static int get_buf(PyObject *o, Py_buffer *v, int flags) {
+    if (PyObject_GetBuffer(o, v, flags) == 0) return 0;
+    if (PyErr_ExceptionMatches(PyExc_ValueError) || PyErr_ExceptionMatches(PyExc_BufferError)) {
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_Format(PyExc_TypeError, "unusable array: %S", value ? value : Py_None);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    }
+    return -1;
+}
+
+static int get_ctrl(PyObject *o, Py_buffer *v) {
+    if (get_buf(o, v, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    const char *f = elem_format(v);
+    if (v->ndim != 1 || v->itemsize != 8 || !(strcmp(f, "Q") == 0 || strcmp(f, "L") == 0) ||
+        v->shape[0] < STAMP0) {
+        PyBuffer_Release(v);
+        PyErr_SetString(PyExc_TypeError, "ctrl must be a flat, writable uint64 array of a ring's control words");
+        return -1;
+    }
+    return 0;
+}
+
+/* slots: (capacity, n) C-contiguous; writable for the writer's kernels */
+static int get_slots(PyObject *o, Py_buffer *v, int writable) {
+    if (get_buf(o, v, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (v->ndim != 2 || v->shape[0] < 1 || *elem_format(v) == '\0') {
+        PyBuffer_Release(v);
+        PyErr_SetString(PyExc_TypeError, "slots must be a C-contiguous (capacity, samples) array");
+        return -1;
+    }
+    return 0;
+}
+
+/* frames of the slots' element type: ndim 1 (one frame) or 2 (a block), C-contiguous */
+static int get_frames(PyObject *o, Py_buffer *v, const Py_buffer *slots, int ndim, int writable) {
+    if (get_buf(o, v, (writable ? PyBUF_WRITABLE : 0) | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (v->ndim != ndim || v->itemsize != slots->itemsize || strcmp(elem_format(v), elem_format(slots)) != 0) {
+        PyBuffer_Release(v);
+        PyErr_SetString(PyExc_TypeError, "frames must be C-contiguous arrays of the ring's sample type");
+        return -1;
+    }
+    return 0;
+}
+
+static int get_i64s(PyObject *const *args, Py_ssize_t first, Py_ssize_t n, i64 *out) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *a = args[first + i];
+        if (!PyLong_Check(a)) {
+            if (PyBool_Check(a) || !PyIndex_Check(a)) {
+                PyErr_Format(PyExc_TypeError, "argument %zd must be an integer", first + i + 1);
+                return -1;
+            }
+        }
+        long long x = PyLong_AsLongLong(a);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        out[i] = (i64)x;
+    }
+    return 0;
+}
+
+static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
+    if (nargs == want) return 1;
+    PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", name, want, nargs);
+    return 0;
+}
+
+#define CTRL(v) ((u64 *)(v).buf)
+#define CTRL_LEN(v) ((v).shape[0])
+/* does ctrl hold the stamp lines of `capacity` slots? */
+#define FITS(v, capacity) ((capacity) >= 1 && (capacity) <= ((CTRL_LEN(v) - STAMP0) / STAMP_STRIDE))
+
+/* -- the kernels (names and arguments as in ring.py / ring_slow.py) --------------------------------- */
+static i64 min_gating(u64 *ctrl) {
+    i64 low = LD_RLX(ctrl, C_WRITE_SEQ);
+    for (int g = 0; g < MAX_GATING_READERS; g++) {
+        int base = READER0 + g * LINE_WORDS;
+        if (LD_ACQ(ctrl, base + R_ACTIVE) == 1) {
+            i64 pos = LD_SC(ctrl, base + R_POS);
+            if (pos < low) low = pos;
+        }
+    }
+    return low;
+}
+
+static i64 admit(u64 *ctrl, i64 capacity, i64 gen) {
+    if (LD_ACQ(ctrl, C_GENERATION) != gen || LD_ACQ(ctrl, C_STATE) != LEASED) return CLOSED;
+    i64 w = LD_RLX(ctrl, C_WRITE_SEQ);
+    int paused = LD_RLX(ctrl, C_PAUSED) != 0;
+    if (LD_ACQ(ctrl, C_POLICY) == BLOCK) {
+        if (!paused && w < LD_RLX(ctrl, C_LIMIT)) return 0;
+        i64 fill = w - min_gating(ctrl);
+        i64 high = LD_ACQ(ctrl, C_HIGH);
+        if (must_pause(fill, paused, high, LD_ACQ(ctrl, C_LOW))) {
+            if (!paused) {
+                ST_RLX(ctrl, C_PAUSED, 1);
+                ST_RLX(ctrl, C_FULL_COUNT, LD_RLX(ctrl, C_FULL_COUNT) + 1);
+            }
+            return WAIT;
+        }
+        if (paused) ST_RLX(ctrl, C_PAUSED, 0);
+        ST_RLX(ctrl, C_LIMIT, w + high - fill);
+        return 0;
+    }
+    int dropping = w >= capacity && LD_SC(ctrl, READER0 + R_POS) <= w - capacity;
+    if (dropping) {
+        ST_RLX(ctrl, C_DROPPED, LD_RLX(ctrl, C_DROPPED) + 1);
+        if (!paused) {
+            ST_RLX(ctrl, C_PAUSED, 1);
+            ST_RLX(ctrl, C_FULL_COUNT, LD_RLX(ctrl, C_FULL_COUNT) + 1);
+        }
+    } else if (paused) {
+        ST_RLX(ctrl, C_PAUSED, 0);
+    }
+    return 0;
+}
+
+static void put(u64 *ctrl, const Py_buffer *slots, const char *frame, i64 gen, i64 w, i64 utterance, i64 flags,
+                i64 fmt, i64 nbytes) {
+    i64 capacity = slots->shape[0];
+    Py_ssize_t row = slots->shape[1] * slots->itemsize;
+    i64 line = STAMP0 + (w % capacity) * STAMP_STRIDE;
+    ST_RLX(ctrl, line, stamp_writing(gen, w));
+    __atomic_thread_fence(__ATOMIC_RELEASE);
+    ST_RLX(ctrl, line + S_UTTERANCE, utterance);
+    ST_RLX(ctrl, line + S_UTTERANCE + 1, flags);
+    ST_RLX(ctrl, line + S_UTTERANCE + 2, fmt);
+    ST_RLX(ctrl, line + S_BYTES, nbytes > 0 ? nbytes : (i64)row);
+    memcpy((char *)slots->buf + (w % capacity) * row, frame, (size_t)row);
+    ST_REL(ctrl, line, stamp_published(gen, w));
+    ST_SC(ctrl, C_WRITE_SEQ, w + 1);
+}
+
+static i64 advance_(u64 *ctrl, i64 reader, i64 new_pos) {
+    if (reader < 0) return 0;
+    i64 p = READER0 + reader * LINE_WORDS + R_POS;
+    if (new_pos > LD_RLX(ctrl, p)) ST_SC(ctrl, p, new_pos);
+    if (LD_SC(ctrl, C_WRITER_WAITING) != 0 && new_pos >= LD_ACQ(ctrl, C_WAKE_AT) &&
+        XCHG_SC(ctrl, C_WRITER_WAITING, 0) != 0) {
+        ADD_SC(ctrl, C_SPACE_EVENT, 1);
+        return 1;
+    }
+    return 0;
+}
+
+static i64 open_(u64 *ctrl, i64 capacity, i64 seq, i64 gen) {
+    i64 s1 = LD_ACQ(ctrl, STAMP0 + (seq % capacity) * STAMP_STRIDE);
+    i64 v = verdict(s1, gen, seq);
+    return v == 0 ? s1 : v;
+}
+
+static int intact(u64 *ctrl, i64 capacity, i64 seq, i64 s1) {
+    __atomic_thread_fence(__ATOMIC_ACQUIRE);
+    return LD_RLX(ctrl, STAMP0 + (seq % capacity) * STAMP_STRIDE) == s1;
+}
+
+static i64 get(u64 *ctrl, const Py_buffer *slots, i64 seq, char *out, i64 gen) {
+    i64 capacity = slots->shape[0];
+    Py_ssize_t row = slots->shape[1] * slots->itemsize;
+    i64 s1 = open_(ctrl, capacity, seq, gen);
+    if (s1 < 0) return s1;
+    memcpy(out, (const char *)slots->buf + (seq % capacity) * row, (size_t)row);
+    return intact(ctrl, capacity, seq, s1) ? 0 : OVERRUN;
+}
+
+static i64 readable_(u64 *ctrl, i64 capacity, i64 seq, i64 gen, i64 spins) {
+    i64 slot = STAMP0 + (seq % capacity) * STAMP_STRIDE;
+    i64 v = NOT_READY;
+    for (i64 i = 0; i < spins + 1; i++) {
+        v = verdict(LD_ACQ(ctrl, slot), gen, seq);
+        if (v != NOT_READY) break;
+        cpu_relax();
+    }
+    return v;
+}
+
+/* a gating reader index is -1 (none) or 0..MAX_GATING_READERS-1 */
+#define READER_OK(r) ((r) >= -1 && (r) < MAX_GATING_READERS)
+
+static PyObject *k_ld(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!nargs_ok("ld", nargs, 2)) return NULL;
+    Py_buffer c;
+    i64 i;
+    if (get_i64s(args, 1, 1, &i) < 0 || get_ctrl(args[0], &c) < 0) return NULL;
+    if (i < 0 || i >= CTRL_LEN(c)) {
+        PyBuffer_Release(&c);
+        PyErr_SetString(PyExc_IndexError, "control word index out of range");
+        return NULL;
+    }
+    i64 r = LD_ACQ(CTRL(c), i);
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+}
+
+static PyObject *k_min_gating_position(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!nargs_ok("min_gating_position", nargs, 1)) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    i64 r = min_gating(CTRL(c));
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+}
+
+static PyObject *k_write_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, slots, frame, gen, utterance, flags, fmt, nbytes) */
+    if (!nargs_ok("write_frame", nargs, 8)) return NULL;
+    i64 a[5];
+    if (get_i64s(args, 3, 5, a) < 0) return NULL;
+    i64 gen = a[0], utterance = a[1], flags = a[2], fmt = a[3], nbytes = a[4];
+    Py_buffer c, s, f;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    if (get_slots(args[1], &s, 1) < 0) goto fail_c;
+    if (get_frames(args[2], &f, &s, 1, 0) < 0) goto fail_s;
+    i64 r;
+    if (f.shape[0] != s.shape[1] || utterance < 0 || flags < 0 || fmt < 0 || nbytes < 0 ||
+        nbytes > s.shape[1] * s.itemsize || !FITS(c, s.shape[0])) {
+        r = BAD_ARGUMENT;
+    } else {
+        u64 *ctrl = CTRL(c);
+        r = admit(ctrl, s.shape[0], gen);
+        if (r == 0) {
+            i64 w = LD_RLX(ctrl, C_WRITE_SEQ);
+            put(ctrl, &s, f.buf, gen, w, utterance, flags, fmt, nbytes);
+            r = (w << 1) | (LD_SC(ctrl, C_READERS_WAITING) != 0 ? 1 : 0);
+        }
+    }
+    PyBuffer_Release(&f);
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+fail_s:
+    PyBuffer_Release(&s);
+fail_c:
+    PyBuffer_Release(&c);
+    return NULL;
+}
+
+static PyObject *k_write_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, slots, block, gen) */
+    if (!nargs_ok("write_block", nargs, 4)) return NULL;
+    i64 gen;
+    if (get_i64s(args, 3, 1, &gen) < 0) return NULL;
+    Py_buffer c, s, b;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    if (get_slots(args[1], &s, 1) < 0) goto fail_c;
+    if (get_frames(args[2], &b, &s, 2, 0) < 0) goto fail_s;
+    i64 r;
+    if (b.shape[1] != s.shape[1] || !FITS(c, s.shape[0])) {
+        r = BAD_ARGUMENT;
+    } else {
+        u64 *ctrl = CTRL(c);
+        Py_ssize_t row = s.shape[1] * s.itemsize;
+        i64 n = 0;
+        r = 0;
+        for (Py_ssize_t i = 0; i < b.shape[0]; i++) {
+            i64 admitted = admit(ctrl, s.shape[0], gen);
+            if (admitted != 0) {
+                if (n == 0) r = admitted;
+                break;
+            }
+            put(ctrl, &s, (const char *)b.buf + i * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), 0, 0, 0, 0);
+            n++;
+        }
+        if (r == 0) r = (n << 1) | (LD_SC(ctrl, C_READERS_WAITING) != 0 ? 1 : 0);
+    }
+    PyBuffer_Release(&b);
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+fail_s:
+    PyBuffer_Release(&s);
+fail_c:
+    PyBuffer_Release(&c);
+    return NULL;
+}
+
+static PyObject *k_advance(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, reader, new_pos) */
+    if (!nargs_ok("advance", nargs, 3)) return NULL;
+    i64 a[2];
+    if (get_i64s(args, 1, 2, a) < 0) return NULL;
+    if (!READER_OK(a[0])) {
+        PyErr_SetString(PyExc_IndexError, "no such gating reader");
+        return NULL;
+    }
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    i64 r = advance_(CTRL(c), a[0], a[1]);
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+}
+
+/* the reads: (ctrl, slots, seq, out, [label,] gen, reader) */
+static PyObject *read_common(const char *name, PyObject *const *args, Py_ssize_t nargs, int labelled, int block) {
+    Py_ssize_t want = labelled ? 7 : 6;
+    if (!nargs_ok(name, nargs, want)) return NULL;
+    i64 seq, ints[2];
+    if (get_i64s(args, 2, 1, &seq) < 0 || get_i64s(args, want - 2, 2, ints) < 0) return NULL;
+    i64 gen = ints[0], reader = ints[1];
+    Py_buffer c, s, o, l;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    if (get_slots(args[1], &s, 0) < 0) goto fail_c;
+    if (get_frames(args[3], &o, &s, block ? 2 : 1, 1) < 0) goto fail_s;
+    if (labelled) {
+        if (get_buf(args[4], &l, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto fail_o;
+        const char *f = elem_format(&l);
+        if (l.ndim != 1 || l.itemsize != 8 || !(strcmp(f, "q") == 0 || strcmp(f, "l") == 0)) {
+            PyBuffer_Release(&l);
+            PyErr_SetString(PyExc_TypeError, "label must be an int64 array");
+            goto fail_o;
+        }
+    }
+    u64 *ctrl = CTRL(c);
+    i64 capacity = s.shape[0];
+    i64 r;
+    if (o.shape[block ? 1 : 0] != s.shape[1] || seq < 0 || !READER_OK(reader) || !FITS(c, capacity) ||
+        (labelled && l.shape[0] != LABEL_WORDS)) {
+        r = BAD_ARGUMENT;
+    } else if (block) {
+        Py_ssize_t row = s.shape[1] * s.itemsize;
+        i64 n = 0;
+        r = 0;
+        for (Py_ssize_t i = 0; i < o.shape[0]; i++) {
+            i64 got = get(ctrl, &s, seq + i, (char *)o.buf + i * row, gen);
+            if (got != 0) {
+                if (n == 0) r = got;
+                break;
+            }
+            n++;
+        }
+        if (r == 0) r = (n << 1) | advance_(ctrl, reader, seq + n);
+    } else if (labelled) {
+        i64 s1 = open_(ctrl, capacity, seq, gen);
+        if (s1 < 0) {
+            r = s1;
+        } else {
+            i64 line = STAMP0 + (seq % capacity) * STAMP_STRIDE;
+            i64 *label = (i64 *)l.buf;
+            for (int i = 0; i < LABEL_WORDS; i++) label[i] = LD_RLX(ctrl, line + S_UTTERANCE + i);
+            Py_ssize_t row = s.shape[1] * s.itemsize;
+            memcpy(o.buf, (const char *)s.buf + (seq % capacity) * row, (size_t)row);
+            r = intact(ctrl, capacity, seq, s1) ? advance_(ctrl, reader, seq + 1) : OVERRUN;
+        }
+    } else {
+        r = get(ctrl, &s, seq, o.buf, gen);
+        if (r == 0) r = advance_(ctrl, reader, seq + 1);
+    }
+    if (labelled) PyBuffer_Release(&l);
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+fail_o:
+    PyBuffer_Release(&o);
+fail_s:
+    PyBuffer_Release(&s);
+fail_c:
+    PyBuffer_Release(&c);
+    return NULL;
+}
+
+static PyObject *k_read_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return read_common("read_frame", args, nargs, 0, 0);
+}
+
+static PyObject *k_read_labelled(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return read_common("read_labelled", args, nargs, 1, 0);
+}
+
+static PyObject *k_read_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return read_common("read_block", args, nargs, 0, 1);
+}
+
+static PyObject *k_readable(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, capacity, seq, gen, spins) */
+    if (!nargs_ok("readable", nargs, 5)) return NULL;
+    i64 a[4];
+    if (get_i64s(args, 1, 4, a) < 0) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    i64 r = FITS(c, a[0]) && a[1] >= 0 ? readable_(CTRL(c), a[0], a[1], a[2], a[3]) : BAD_ARGUMENT;
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(r);
+}
+
+static PyObject *k_begin_reader_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, capacity, seq, gen): the futex word to sleep on, or -1 if seq is ready now */
+    if (!nargs_ok("begin_reader_wait", nargs, 4)) return NULL;
+    i64 a[3];
+    if (get_i64s(args, 1, 3, a) < 0) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    if (!FITS(c, a[0]) || a[1] < 0) {
+        PyBuffer_Release(&c);
+        PyErr_SetString(PyExc_ValueError, "capacity or sequence out of range for this ring");
+        return NULL;
+    }
+    u64 *ctrl = CTRL(c);
+    i64 word = LD_SC(ctrl, C_WRITE_SEQ) & 0xFFFFFFFF;
+    ADD_SC(ctrl, C_READERS_WAITING, 1);
+    if (readable_(ctrl, a[0], a[1], a[2], 0) != NOT_READY || LD_ACQ(ctrl, C_STATE) != LEASED) {
+        ADD_SC(ctrl, C_READERS_WAITING, UINT64_MAX);
+        word = -1;
+    }
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(word);
+}
+
+static PyObject *k_end_reader_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!nargs_ok("end_reader_wait", nargs, 1)) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    ADD_SC(CTRL(c), C_READERS_WAITING, UINT64_MAX);
+    PyBuffer_Release(&c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *k_begin_writer_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl): the futex word to sleep on, or -1 if there is room now */
+    if (!nargs_ok("begin_writer_wait", nargs, 1)) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    u64 *ctrl = CTRL(c);
+    i64 word = LD_SC(ctrl, C_SPACE_EVENT) & 0xFFFFFFFF;
+    i64 w = LD_RLX(ctrl, C_WRITE_SEQ);
+    ST_RLX(ctrl, C_WAKE_AT, w - LD_ACQ(ctrl, C_LOW));
+    ST_SC(ctrl, C_WRITER_WAITING, 1);
+    if (w - min_gating(ctrl) <= LD_ACQ(ctrl, C_LOW) || LD_ACQ(ctrl, C_STATE) != LEASED) {
+        ST_RLX(ctrl, C_WRITER_WAITING, 0);
+        word = -1;
+    }
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(word);
+}
+
+static PyObject *k_space_after_spin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, spins): did the gating readers bring the fill to the low watermark? */
+    if (!nargs_ok("space_after_spin", nargs, 2)) return NULL;
+    i64 spins;
+    if (get_i64s(args, 1, 1, &spins) < 0) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    u64 *ctrl = CTRL(c);
+    i64 target = LD_RLX(ctrl, C_WRITE_SEQ) - LD_ACQ(ctrl, C_LOW);
+    int room = 0;
+    for (i64 i = 0; i < spins + 1; i++) {
+        if (min_gating(ctrl) >= target || LD_ACQ(ctrl, C_STATE) != LEASED) {
+            room = 1;
+            break;
+        }
+        cpu_relax();
+    }
+    PyBuffer_Release(&c);
+    return PyBool_FromLong(room);
+}
+
+static PyObject *k_end_writer_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!nargs_ok("end_writer_wait", nargs, 1)) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    ST_RLX(CTRL(c), C_WRITER_WAITING, 0);
+    PyBuffer_Release(&c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *k_claim_gating(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, start, pid): a free gating-reader slot (1..) for a reader at start, or -1 */
+    if (!nargs_ok("claim_gating", nargs, 3)) return NULL;
+    i64 a[2];
+    if (get_i64s(args, 1, 2, a) < 0) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    u64 *ctrl = CTRL(c);
+    i64 slot = -1;
+    for (int g = 1; g < MAX_GATING_READERS; g++) {
+        int base = READER0 + g * LINE_WORDS;
+        u64 expected = 0;
+        if (__atomic_compare_exchange_n(&ctrl[base + R_ACTIVE], &expected, (u64)R_CLAIMING, 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            ST_SC(ctrl, base + R_PID, a[1]);
+            ST_SC(ctrl, base + R_POS, a[0]);
+            ST_SC(ctrl, base + R_ACTIVE, 1);
+            ST_SC(ctrl, C_LIMIT, 0); /* make the writer look at the readers again */
+            slot = g;
+            break;
+        }
+    }
+    PyBuffer_Release(&c);
+    return PyLong_FromLongLong(slot);
+}
+
+static PyObject *word_op(const char *name, PyObject *const *args, Py_ssize_t nargs, int bump) {
+    if (!nargs_ok(name, nargs, bump ? 2 : 3)) return NULL;
+    i64 a[2] = {0, 0};
+    if (get_i64s(args, 1, bump ? 1 : 2, a) < 0) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    if (a[0] < 0 || a[0] >= CTRL_LEN(c)) {
+        PyBuffer_Release(&c);
+        PyErr_SetString(PyExc_IndexError, "control word index out of range");
+        return NULL;
+    }
+    if (bump)
+        ADD_SC(CTRL(c), a[0], 1);
+    else
+        ST_SC(CTRL(c), a[0], a[1]);
+    PyBuffer_Release(&c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *k_store(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return word_op("store", args, nargs, 0);
+}
+
+static PyObject *k_bump(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return word_op("bump", args, nargs, 1);
+}
+
+static PyObject *k_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, gen, policy, high, low): prepare a ring for a new lease, new generation first */
+    if (!nargs_ok("reset", nargs, 5)) return NULL;
+    i64 a[4];
+    if (get_i64s(args, 1, 4, a) < 0) return NULL;
+    Py_buffer c;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    u64 *ctrl = CTRL(c);
+    ST_SC(ctrl, C_GENERATION, a[0]);
+    for (Py_ssize_t i = STAMP0; i < CTRL_LEN(c); i++) ST_RLX(ctrl, i, 0);
+    for (int g = 0; g < MAX_GATING_READERS; g++) {
+        int base = READER0 + g * LINE_WORDS;
+        ST_RLX(ctrl, base + R_POS, 0);
+        ST_RLX(ctrl, base + R_ACTIVE, g == 0 ? 1 : 0);
+    }
+    ST_RLX(ctrl, C_WRITE_SEQ, 0);
+    ST_RLX(ctrl, C_LIMIT, 0);
+    ST_RLX(ctrl, C_WRITER_WAITING, 0);
+    ST_RLX(ctrl, C_PAUSED, 0);
+    ST_RLX(ctrl, C_DROPPED, 0);
+    ST_RLX(ctrl, C_FULL_COUNT, 0);
+    ST_RLX(ctrl, C_POLICY, a[1]);
+    ST_RLX(ctrl, C_HIGH, a[2]);
+    ST_RLX(ctrl, C_LOW, a[3]);
+    ST_SC(ctrl, C_STATE, LEASED);
+    PyBuffer_Release(&c);
+    Py_RETURN_NONE;
+}
+
+static PyObject *k_warm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (dtype): nothing to compile here; the numba kernels' warm() takes the same argument */
+    if (!nargs_ok("warm", nargs, 1)) return NULL;
+    Py_RETURN_NONE;
+}
+
+#define FAST(name) {#name, (PyCFunction)(void (*)(void))k_##name, METH_FASTCALL, NULL}
+static PyMethodDef methods[] = {
+    FAST(ld),
+    FAST(min_gating_position),
+    FAST(write_frame),
+    FAST(write_block),
+    FAST(advance),
+    FAST(read_frame),
+    FAST(read_labelled),
+    FAST(read_block),
+    FAST(readable),
+    FAST(begin_reader_wait),
+    FAST(end_reader_wait),
+    FAST(begin_writer_wait),
+    FAST(space_after_spin),
+    FAST(end_writer_wait),
+    FAST(claim_gating),
+    FAST(store),
+    FAST(bump),
+    FAST(reset),
+    FAST(warm),
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ring",
+                                    "The frame ring's kernels in C (see ringaudio/kernels/ring.py).", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__ring(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    struct {
+        const char *name;
+        long long value;
+    } constants[] = {
+        {"WAIT", WAIT},
+        {"CLOSED", CLOSED},
+        {"BAD_ARGUMENT", BAD_ARGUMENT},
+        {"NOT_READY", NOT_READY},
+        {"OVERRUN", OVERRUN},
+        /* the layout this was built for, checked against ringaudio.ring.layout by the tests */
+        {"LINE_WORDS", LINE_WORDS},
+        {"MAX_GATING_READERS", MAX_GATING_READERS},
+        {"C_WRITE_SEQ", C_WRITE_SEQ},
+        {"C_LIMIT", C_LIMIT},
+        {"C_WRITER_WAITING", C_WRITER_WAITING},
+        {"C_WAKE_AT", C_WAKE_AT},
+        {"C_SPACE_EVENT", C_SPACE_EVENT},
+        {"C_READERS_WAITING", C_READERS_WAITING},
+        {"C_STATE", C_STATE},
+        {"C_GENERATION", C_GENERATION},
+        {"C_POLICY", C_POLICY},
+        {"C_HIGH", C_HIGH},
+        {"C_LOW", C_LOW},
+        {"C_PAUSED", C_PAUSED},
+        {"C_DROPPED", C_DROPPED},
+        {"C_FULL_COUNT", C_FULL_COUNT},
+        {"READER0", READER0},
+        {"R_ACTIVE", R_ACTIVE},
+        {"R_POS", R_POS},
+        {"R_PID", R_PID},
+        {"R_CLAIMING", R_CLAIMING},
+        {"STAMP0", STAMP0},
+        {"STAMP_STRIDE", STAMP_STRIDE},
+        {"S_UTTERANCE", S_UTTERANCE},
+        {"S_BYTES", S_BYTES},
+        {"LABEL_WORDS", LABEL_WORDS},
+        {"LEASED", LEASED},
+        {"BLOCK", BLOCK},
+        {"GEN_SHIFT", GEN_SHIFT},
+        {"GEN_MASK", GEN_MASK},
+    };
+    for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++) {
+        if (PyModule_AddObject(m, constants[i].name, PyLong_FromLongLong(constants[i].value)) < 0) {
+            Py_DECREF(m);
+            return NULL;
+        }
+    }
+    return m;
+}

@@ -1,0 +1,54 @@
+"""What the server side of the pool and a worker process share: the picklable spec and job, the
+worker's constants, and its entry point.
+
+Importing this module loads no numba and no DSP: the server process builds specs and jobs and
+starts workers from here, and the worker's own modules load in the worker (on ``worker_entry``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from ..ring import RingHandle
+
+HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
+EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs, picklable."""
+
+    backend: str
+    voice: str
+    speed: int
+    synthetic_rtf: float
+    synthetic_rate: int
+    output_sample_rate: int
+    frame_samples: int
+    resample_quality: str
+    clause_chars: int
+    log_level: str = "INFO"
+    lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
+    opus_bitrate: int = 32_000  # audio.opus_bitrate, for jobs in Opus
+    adaptive: bool = False  # audio.adaptive_quality: frames go through a LevelStage (levels.py)
+
+
+@dataclass(frozen=True)
+class Job:
+    session_id: str
+    utterance_id: int
+    text: str
+    ring: RingHandle
+    voice: str | None = None
+    request_id: str | None = None
+    encoding: str = "s16le"  # what the worker writes into the ring: s16le PCM, or one Opus packet per frame
+    level: tuple[int, int] | None = None  # (rate, frame_ms) to start at (adaptive quality; None: the base)
+
+
+def worker_entry(conn: Connection, spec: WorkerSpec) -> None:
+    """The worker process's target: loads the worker (numba, resampler, backends) in the child only."""
+    from .worker import worker_main
+
+    worker_main(conn, spec)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -47,6 +48,7 @@ def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config
     )
     parser.add_argument("--instance", default="", help="this server's name: its session ids start with it")
     parser.add_argument("--siblings", default=None, help=argparse.SUPPRESS)  # set by --processes for its processes
+    parser.add_argument("--family", default="", help=argparse.SUPPRESS)  # ... with the token of their socket names
     args = parser.parse_args(argv)
     if not 1 <= args.processes <= 64:
         raise ConfigError(f"--processes: {args.processes} is not within 1..64")
@@ -54,6 +56,8 @@ def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config
         check_instance(args.instance)
     if args.siblings is not None and args.processes > 1:
         raise ConfigError("--processes: a process of a --processes server cannot start processes of its own")
+    if not re.fullmatch(r"[0-9a-f]{0,32}", args.family):
+        raise ConfigError("--family: not a token of up to 32 hex digits")
     args.siblings = tuple(check_instance(n) for n in args.siblings.split(",") if n) if args.siblings else ()
     flags = {"worker.workers": args.workers, "worker.backend": args.backend, "log_level": args.log_level}
     # the flags given are the last layer, checked like the others
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return supervisor.run()
     # the WebSocket library's DEBUG lines trace every frame it sends: "frame sent" is ours, once
     logging.getLogger("ringaudio.websockets").setLevel(max(logging.INFO, logging.getLogger("ringaudio").level))
-    app = App(cfg, host=args.host, port=args.port, instance=args.instance, siblings=args.siblings)
+    app = App(cfg, host=args.host, port=args.port, instance=args.instance, siblings=args.siblings, family=args.family)
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

@@ -90,7 +90,7 @@ class App(Siblings, Scheduling):
                 if self.siblings:  # where siblings relay listens and ask for /metrics
                     private = await unix_serve(
                         self._handler,
-                        private_address(port, self.instance),
+                        private_address(port, self.instance, self.family),
                         process_request=self._process_request,
                         create_connection=self._connection_class(private=True),
                         **options,

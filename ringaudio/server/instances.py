@@ -5,7 +5,8 @@ A server may have an instance name (``--instance a``; ``--processes N`` names it
 front — the kernel's ``SO_REUSEPORT`` balancing, HAProxy — can tell from a ``listen`` which server
 holds the stream: HAProxy routes ``/?listen=a-…`` to instance ``a``; a process of one
 ``--processes`` server relays it to its sibling over the sibling's private socket (an abstract Unix
-socket named after the port and the instance: nothing in the file system, gone with the process).
+socket named after the port, a random token of the supervisor's and the instance: nothing in the
+file system, gone with the process).
 
 Pure functions, but for reading a Unix socket peer's credentials.
 """
@@ -19,7 +20,8 @@ import struct
 from ..errors import ConfigError
 
 NAME = re.compile(r"[a-z0-9]{1,16}")
-SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?(\s.*)$")
+# a sample line: name, label set (quoted values may hold any character, escaped quotes included), rest
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^"}]|"(?:[^"\\]|\\.)*")*\})?(\s.*)$')
 
 
 def check_instance(name: str) -> str:
@@ -34,9 +36,11 @@ def process_names(n: int, base: str = "") -> list[str]:
     return [check_instance(f"{base}p{i}") for i in range(n)]
 
 
-def private_address(port: int, instance: str) -> str:
-    """The abstract Unix socket a process of a ``--processes`` server also listens on."""
-    return f"\0ringaudio-{port}-{instance}"
+def private_address(port: int, instance: str, family: str) -> str:
+    """The abstract Unix socket a process of a ``--processes`` server also listens on. ``family`` is
+    a random token the supervisor gives its processes: another local user cannot take the name
+    first (abstract names have no permissions) and make a process crash-loop on its bind."""
+    return f"\0ringaudio-{port}-{family}-{instance}"
 
 
 def peer_uid(sock: socket.socket) -> int:
@@ -68,9 +72,14 @@ def label(line: str, instance: str) -> str:
     return f"{name}{{{labels[1:-1]},{tag}}}{rest}"
 
 
-def merge_expositions(texts: dict[str, str]) -> str:
+UP = "tts_process_up"
+
+
+def merge_expositions(texts: dict[str, str], missing: tuple[str, ...] = ()) -> str:
     """One Prometheus text exposition from several processes' (instance → text): each family's
-    ``# HELP``/``# TYPE`` once, then every process's samples of it, each labelled with its process."""
+    ``# HELP``/``# TYPE`` once, then every process's samples of it, each labelled with its process;
+    and ``tts_process_up`` saying which answered (1) and which (``missing``) did not (0), so a
+    sibling that did not answer is seen, not just absent."""
     families: dict[str, list[str]] = {}  # family -> its header lines, then samples
     headers: dict[str, int] = {}  # family -> how many header lines it has
     for instance, text in texts.items():
@@ -88,4 +97,10 @@ def merge_expositions(texts: dict[str, str]) -> str:
                         headers[family] = headers.get(family, 0) + 1
                 continue
             families.setdefault(family, []).append(label(line, instance))
+    families[UP] = [
+        f"# HELP {UP} Whether this process of a --processes server answered the merged scrape (1) or not (0).",
+        f"# TYPE {UP} gauge",
+        *(f'{UP}{{process="{n}"}} 1' for n in texts),
+        *(f'{UP}{{process="{n}"}} 0' for n in missing),
+    ]
     return "".join(line + "\n" for lines in families.values() for line in lines)

@@ -42,6 +42,7 @@ class Relay:
         down: ServerConnection,
         port: int,
         instance: str,
+        family: str,
         session_id: str,
         key: str,
         token: str | None,
@@ -49,7 +50,7 @@ class Relay:
         on_listening: Callable[[], None],
     ) -> None:
         self.down = down
-        self.address = private_address(port, instance)
+        self.address = private_address(port, instance, family)
         self.instance = instance
         self.query = urlencode({"listen": session_id, "key": key})
         self.token = token

@@ -113,6 +113,7 @@ class ServerBase:
         port: int = 8080,
         instance: str = "",
         siblings: tuple[str, ...] = (),
+        family: str = "",
     ) -> None:
         self.config = config
         self.host = host
@@ -121,6 +122,7 @@ class ServerBase:
         # --processes server (same port, SO_REUSEPORT; each also on its private socket)
         self.instance = instance
         self.siblings = siblings
+        self.family = family  # the token in the siblings' private socket names (instances.private_address)
         self.token = os.environ.get("RINGAUDIO_TOKEN") or None
         # with a token, /metrics and /healthz (which list live session ids) need it too, unless public
         self.public_metrics = self.token is None or config.server.public_metrics

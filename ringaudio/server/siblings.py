@@ -65,7 +65,15 @@ class Siblings(Http, Sending):
             logs.event(log, logging.INFO, "listen relayed", s.id, to=cmd.session_id, process=where)
 
         s.relay = Relay(
-            s.ws, self.port, where, cmd.session_id, cmd.key, self.token, self.config.server.max_message_bytes, listening
+            s.ws,
+            self.port,
+            where,
+            self.family,
+            cmd.session_id,
+            cmd.key,
+            self.token,
+            self.config.server.max_message_bytes,
+            listening,
         )
         self._spawn(self._run_relay(s, s.relay))
         return True
@@ -89,12 +97,16 @@ class Siblings(Http, Sending):
         answers = await asyncio.gather(*(self._fetch(name, path) for name in self.siblings))
         bodies = {self.instance: response.body}
         bodies.update((n, b) for n, b in zip(self.siblings, answers, strict=True) if b is not None)
+        missing = tuple(n for n, b in zip(self.siblings, answers, strict=True) if b is None)
+        if missing:
+            logs.event(log, logging.WARNING, "siblings did not answer", None, path=path, processes=list(missing))
         if path == "/metrics":
-            text = merge_expositions({n: b.decode() for n, b in bodies.items()}).encode()
+            text = merge_expositions({n: b.decode() for n, b in bodies.items()}, missing).encode()
             return Response(200, "OK", Headers([("Content-Type", response.headers["Content-Type"])]), text)
         views = {n: json.loads(b) for n, b in bodies.items()}
         merged = dict(views[self.instance])
         merged["processes"] = {n: {"uptime_s": v["uptime_s"], "workers": v["workers"]} for n, v in views.items()}
+        merged["processes"].update((n, {"answered": False}) for n in missing)
         merged["sessions"] = [{**x, "process": n} for n, v in views.items() for x in v.get("sessions", [])]
         return self._json_response(HTTPStatus.OK, merged)
 
@@ -105,7 +117,7 @@ class Siblings(Http, Sending):
         auth = f"Authorization: Bearer {self.token}\r\n" if self.token else ""
         try:
             async with asyncio.timeout(FETCH_TIMEOUT):
-                await asyncio.get_running_loop().sock_connect(sock, private_address(self.port, instance))
+                await asyncio.get_running_loop().sock_connect(sock, private_address(self.port, instance, self.family))
                 if peer_uid(sock) != os.getuid():  # an abstract name anyone may bind: no token for them
                     raise OSError(f"{instance}'s socket is held by another user")
                 reader, writer = await asyncio.open_unix_connection(sock=sock, limit=FETCH_MAX_BYTES)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import secrets
 import signal
 import socket
 import subprocess
@@ -42,9 +43,9 @@ def _child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
 
 
-def child_argv(argv: Sequence[str], instance: str, siblings: Sequence[str], port: int) -> list[str]:
+def child_argv(argv: Sequence[str], instance: str, siblings: Sequence[str], port: int, family: str) -> list[str]:
     """A process's command line: the supervisor's arguments without ``--processes`` and ``--port``,
-    with its name, its siblings' names and the port they share."""
+    with its name, its siblings' names, the port they share and their sockets' token."""
     out: list[str] = []
     skip = False
     for arg in argv:
@@ -52,12 +53,12 @@ def child_argv(argv: Sequence[str], instance: str, siblings: Sequence[str], port
             skip = False
             continue
         name = arg.split("=", 1)[0]
-        if name in ("--processes", "--port", "--instance"):
+        if name in ("--processes", "--port", "--instance", "--siblings", "--family"):
             skip = "=" not in arg
             continue
         out.append(arg)
     others = ",".join(s for s in siblings if s != instance)
-    return [*out, "--port", str(port), "--instance", instance, "--siblings", others]
+    return [*out, "--port", str(port), "--instance", instance, "--siblings", others, "--family", family]
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -71,11 +72,11 @@ def reserve_port(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _listening(port: int, instance: str, pid: int) -> bool:
+def _listening(port: int, instance: str, family: str, pid: int) -> bool:
     """Is the process ``pid`` listening on its private socket (it, not whoever took the name)?"""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        probe.connect(private_address(port, instance))
+        probe.connect(private_address(port, instance, family))
         return peer_pid(probe) == pid
     except OSError:
         return False
@@ -90,13 +91,15 @@ class Supervisor:
         self.names = process_names(processes, instance)
         self.reservation = reserve_port(host, port)
         self.port: int = self.reservation.getsockname()[1]
+        self.family = secrets.token_hex(8)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.deaths: deque[float] = deque(maxlen=MAX_DEATHS)
         self.stopping = False
         self.exit_code = 0
 
     def spawn(self, name: str) -> None:
-        cmd = [sys.executable, "-m", "ringaudio.server", *child_argv(self.argv, name, self.names, self.port)]
+        argv = child_argv(self.argv, name, self.names, self.port, self.family)
+        cmd = [sys.executable, "-m", "ringaudio.server", *argv]
         self.procs[name] = subprocess.Popen(cmd, preexec_fn=_child_setup, process_group=0)
 
     def wait_ready(self, name: str, deadline: float) -> bool:
@@ -104,7 +107,7 @@ class Supervisor:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 return False
-            if _listening(self.port, name, proc.pid):
+            if _listening(self.port, name, self.family, proc.pid):
                 return True
             if signal.sigtimedwait([signal.SIGTERM, signal.SIGINT], 0.05) is not None:
                 self.stopping = True

@@ -253,3 +253,35 @@ def test_an_abbreviated_flag_is_refused_rather_than_read_as_another() -> None:
         timeout=60,
     )
     assert done.returncode == 2 and "unrecognized arguments: --proc" in done.stderr
+
+
+def test_a_squatted_socket_name_does_not_keep_the_processes_from_starting() -> None:
+    """Abstract Unix socket names have no permissions: another local user could take a guessable
+    one first. Each run's names carry a random token of the supervisor's, so the processes start
+    (and reach each other) with the plain names already taken."""
+    import socket
+
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    squatters = []
+    for name in ("p0", "p1"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(f"\0ringaudio-{port}-{name}")
+        s.listen()
+        squatters.append(s)
+    srv = ServerProcess(args=("--processes", "2", "--port", str(port)))
+    try:
+        (ready,) = srv.logged("server listening")
+        assert ready["processes"] == 2 and ready["port"] == port
+        with open("/proc/net/unix") as f:
+            names = {line.split()[-1] for line in f if f"@ringaudio-{port}-" in line}
+        tokens = {n.split("-")[2] for n in names if n.count("-") == 3}
+        assert len(tokens) == 1 and len(next(iter(tokens))) == 16  # both processes' names, one token
+        text = urllib.request.urlopen(srv.http + "/metrics", timeout=5).read().decode()
+        assert 'process="p0"' in text and 'process="p1"' in text  # they reach each other
+    finally:
+        assert srv.stop() == 0
+        for s in squatters:
+            s.close()

@@ -123,6 +123,20 @@ def test_int16_conversions_round_and_clip() -> None:
         int16_to_float32(np.zeros(3, np.float32))
 
 
+def test_int16_conversion_is_the_exact_rounding_of_the_scaled_sample_and_finds_the_first_bad_one() -> None:
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(20_000) * 0.6).astype(np.float32)
+    x[:8] = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 32767.5, -32768.5], np.float32) / 32768  # ties: to even
+    expected = np.clip(np.rint(x.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
+    assert np.array_equal(float32_to_int16(x), expected)
+    for bad in (np.nan, np.inf, -np.inf):
+        y = x.copy()
+        y[[4321, 9000]] = bad
+        with pytest.raises(NonFiniteSamples) as caught:
+            float32_to_int16(y)
+        assert caught.value.index == 4321  # the first one
+
+
 @pytest.mark.parametrize("rate", [0, 11_025, 96_000, -48_000, 48_000.0, "48000", None, True])
 def test_unknown_rates_are_refused(rate: object) -> None:
     with pytest.raises(UnsupportedRate) as info:

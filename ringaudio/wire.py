@@ -54,6 +54,7 @@ __all__ = [
     "Listen",
     "ProtocolError",  # what parse() and decode_header() raise; defined in ringaudio.errors
     "Synthesize",
+    "audio_message",
     "decode_header",
     "encode_header",
     "error_code",
@@ -137,6 +138,14 @@ def error_code(exc: BaseException) -> ErrorCode:
 
 def encode_header(sequence: int, timestamp_us: int, utterance_id: int = 0, flags: int = 0) -> bytes:
     return HEADER.pack(MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
+
+
+def audio_message(flags: int, utterance_id: int, sequence: int, timestamp_us: int, payload: Any) -> bytes:
+    """One audio frame as the whole WebSocket message a client gets: ``ws_binary_prefix``, the
+    audio header, the payload (bytes-like). The C ring kernels build the same bytes in one call
+    (``read_message``); this is the reference, and what other paths use."""
+    head = HEADER.pack(MAGIC, VERSION, flags, utterance_id & 0xFFFFFFFF, sequence, timestamp_us)
+    return ws_binary_prefix(HEADER_SIZE + len(payload)) + head + bytes(payload)
 
 
 def ws_binary_prefix(length: int) -> bytes:

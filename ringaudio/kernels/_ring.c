@@ -648,6 +648,91 @@ static PyObject *k_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_RETURN_NONE;
 }
 
+/* -- the server's read: a frame as the WebSocket message that carries it ---------------------------- */
+/* ringaudio/wire.py's audio header: struct "<HBBIQQ" (magic, version, flags, utterance id, sequence,
+ * timestamp in µs), behind RFC 6455's header of an unmasked, final binary frame */
+#define WIRE_MAGIC 0x5241
+#define WIRE_VERSION 1
+#define WIRE_HEADER 24
+
+static inline void put_le(char *p, u64 v, int n) {
+    for (int i = 0; i < n; i++) p[i] = (char)((v >> (8 * i)) & 0xFF);
+}
+
+static PyObject *k_read_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, slots, seq, gen, reader, now_us) -> (message, utterance, flags, format, wake), or a code:
+     * frame seq read as the whole WebSocket message a client gets for it (its payload is the label's
+     * byte count of the slot), copied once, straight from the slot into the message */
+    if (!nargs_ok("read_message", nargs, 6)) return NULL;
+    i64 a[4];
+    if (get_i64s(args, 2, 4, a) < 0) return NULL;
+    i64 seq = a[0], gen = a[1], reader = a[2], now_us = a[3];
+    Py_buffer c, s;
+    if (get_ctrl(args[0], &c) < 0) return NULL;
+    if (get_slots(args[1], &s, 0) < 0) {
+        PyBuffer_Release(&c);
+        return NULL;
+    }
+    u64 *ctrl = CTRL(c);
+    i64 capacity = s.shape[0];
+    Py_ssize_t row = s.shape[1] * s.itemsize;
+    PyObject *result = NULL;
+    i64 r;
+    if (seq < 0 || !READER_OK(reader) || !FITS(c, capacity)) {
+        r = BAD_ARGUMENT;
+        goto code;
+    }
+    i64 s1 = open_(ctrl, capacity, seq, gen);
+    if (s1 < 0) {
+        r = s1;
+        goto code;
+    }
+    i64 line = STAMP0 + (seq % capacity) * STAMP_STRIDE;
+    i64 utterance = LD_RLX(ctrl, line + S_UTTERANCE);
+    i64 flags = LD_RLX(ctrl, line + S_UTTERANCE + 1);
+    i64 fmt = LD_RLX(ctrl, line + S_UTTERANCE + 2);
+    i64 nbytes = LD_RLX(ctrl, line + S_BYTES);
+    if (nbytes < 0 || nbytes > row) nbytes = row; /* a torn label: the stamp check below refuses it */
+    i64 length = WIRE_HEADER + nbytes;
+    int prefix = length < 126 ? 2 : length < 65536 ? 4 : 10;
+    PyObject *msg = PyBytes_FromStringAndSize(NULL, prefix + length);
+    if (msg == NULL) goto done;
+    char *m = PyBytes_AS_STRING(msg);
+    m[0] = (char)0x82;
+    if (prefix == 2) {
+        m[1] = (char)length;
+    } else if (prefix == 4) {
+        m[1] = 126;
+        m[2] = (char)(length >> 8);
+        m[3] = (char)length;
+    } else {
+        m[1] = 127;
+        for (int i = 0; i < 8; i++) m[2 + i] = (char)((u64)length >> (8 * (7 - i)));
+    }
+    char *h = m + prefix;
+    put_le(h, WIRE_MAGIC, 2);
+    put_le(h + 2, WIRE_VERSION, 1);
+    put_le(h + 3, (u64)flags, 1);
+    put_le(h + 4, (u64)utterance & 0xFFFFFFFF, 4);
+    put_le(h + 8, (u64)seq, 8);
+    put_le(h + 16, (u64)now_us, 8);
+    memcpy(h + WIRE_HEADER, (const char *)s.buf + (seq % capacity) * row, (size_t)nbytes);
+    if (!intact(ctrl, capacity, seq, s1)) {
+        Py_DECREF(msg);
+        r = OVERRUN;
+        goto code;
+    }
+    i64 wake = advance_(ctrl, reader, seq + 1);
+    result = Py_BuildValue("(NLLLL)", msg, (long long)utterance, (long long)flags, (long long)fmt, (long long)wake);
+    goto done;
+code:
+    result = PyLong_FromLongLong(r);
+done:
+    PyBuffer_Release(&s);
+    PyBuffer_Release(&c);
+    return result;
+}
+
 static PyObject *k_warm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     /* (dtype): nothing to compile here; the numba kernels' warm() takes the same argument */
     if (!nargs_ok("warm", nargs, 1)) return NULL;
@@ -664,6 +749,7 @@ static PyMethodDef methods[] = {
     FAST(read_frame),
     FAST(read_labelled),
     FAST(read_block),
+    FAST(read_message),
     FAST(readable),
     FAST(begin_reader_wait),
     FAST(end_reader_wait),
@@ -725,6 +811,9 @@ PyMODINIT_FUNC PyInit__ring(void) {
         {"BLOCK", BLOCK},
         {"GEN_SHIFT", GEN_SHIFT},
         {"GEN_MASK", GEN_MASK},
+        {"WIRE_MAGIC", WIRE_MAGIC},
+        {"WIRE_VERSION", WIRE_VERSION},
+        {"WIRE_HEADER", WIRE_HEADER},
     };
     for (size_t i = 0; i < sizeof constants / sizeof constants[0]; i++) {
         if (PyModule_AddObject(m, constants[i].name, PyLong_FromLongLong(constants[i].value)) < 0) {

@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 import numpy as np
 import psutil
 
+from .. import wire
 from ..errors import FrameFormatError, FrameNotReady, FrameOverrun, ReaderSlotsFull, RingClosed
 from ..kernels.backend import hot as k
 from ..kernels.backend import slow as ks
@@ -20,6 +21,7 @@ from .view import SPIN_LOADS, WAIT_TICK, RingView, check_seq, deadline
 
 _read_frame = k.read_frame
 _read_labelled = k.read_labelled
+_read_message = getattr(k, "read_message", None)  # the C kernels' (the numba set has none: see read_message)
 _wake = futex.wake
 NOT_READY = k.NOT_READY
 OVERRUN = k.OVERRUN
@@ -43,6 +45,7 @@ class RingReading(RingView):
     NOT_READY = NOT_READY  # what read_labelled returns for a frame not written yet ...
     OVERRUN = OVERRUN  # ... and for one overwritten before (or while) it was read
     _default: RingReader  # the ring's own gating reader (slot 0), made by the ring's constructor
+    _scratch: tuple[np.ndarray, np.ndarray] | None = None  # read_message's buffers on the numba kernels
 
     def read(self, seq: int, out: np.ndarray | None = None, timeout: float | None = 0.0) -> np.ndarray:
         """Copy frame ``seq`` (into ``out`` if given) through the default reader.
@@ -80,6 +83,33 @@ class RingReading(RingView):
             self._check_frames(out, 1, "out")
             raise FrameFormatError("out must be a flat, writable, C-contiguous frame (mono rings only)")
         return int(r)
+
+    def read_message(self, seq: int, now_us: int, slot: int = 0) -> tuple[bytes, int, int, int] | int:
+        """The server's read: frame ``seq`` as the whole WebSocket message a client gets for it
+        (RFC 6455 binary frame header, the audio header of :mod:`ringaudio.wire` stamped with
+        ``now_us``, the label's payload bytes), with its utterance id, flags and format word; or,
+        as :meth:`read_labelled`, ``NOT_READY`` or ``OVERRUN``. One kernel call and one copy on the
+        C kernels; the numba set reads the label and packs in Python, to the same bytes."""
+        if _read_message is not None:
+            try:
+                r = _read_message(self._ctrl, self._slots, seq, self.generation, slot, now_us)
+            except (TypeError, AttributeError, OverflowError):
+                r = k.BAD_ARGUMENT
+            if r.__class__ is tuple:
+                if r[4]:
+                    _wake(self._space_addr)
+                return r[:4]  # type: ignore[no-any-return]
+            if r != k.BAD_ARGUMENT:
+                return int(r)
+        scratch = self._scratch
+        if scratch is None:
+            scratch = self._scratch = (np.empty(self._frame_size, self.dtype), np.zeros(layout.LABEL_WORDS, np.int64))
+        out, label = scratch
+        got = self.read_labelled(seq, out, label, slot)  # raises for bad arguments and a closed ring
+        if got != 0:
+            return got
+        uid, flags, fmt, nbytes = (int(x) for x in label)
+        return wire.audio_message(flags, uid, seq, now_us, out.view(np.uint8)[:nbytes]), uid, flags, fmt
 
     def try_read(self, seq: int, out: np.ndarray) -> bool:
         """Copy frame ``seq`` into ``out`` through the default reader if it is written: True when

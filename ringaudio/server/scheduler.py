@@ -15,6 +15,7 @@ import contextlib
 import logging
 import time
 
+import numpy as np
 from websockets.asyncio.server import broadcast
 from websockets.protocol import State
 
@@ -24,10 +25,10 @@ from ..errors import RingClosed
 from ..stream import FLAG_FIRST
 from . import backlog
 from .formats import SEND_AS_IS, SEND_F32, Formats
+from .pacing import batch_slack
 from .session import Session
 
 log = logging.getLogger("ringaudio.server")
-SLACK = 0.001  # sessions due within this much are served in the same pass (s)
 BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
@@ -110,7 +111,7 @@ class Scheduling(Formats):
             except Exception:  # the scheduler of every session must not die of one event
                 log.exception("worker event failed")
             now = time.monotonic()
-            due = schedule.pop_due(now + SLACK)
+            due = schedule.pop_due(now + self.slack)
             if due:
                 now_us = int(time.time() * 1e6)
                 for s in due:
@@ -133,6 +134,7 @@ class Scheduling(Formats):
                     log.exception("watch failed")
             if now - folded > 1.0:
                 folded = now
+                self.slack = batch_slack(len(self.sessions))
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
                 self._reap_idle(now)
@@ -209,24 +211,36 @@ class Scheduling(Formats):
             s.slow = False
             logs.event(log, logging.INFO, "Client consuming again", s.id, sequence=source.position)
         pacer = s.pacer
-        # a session is taken up to SLACK early (with the others due then): its frame counts as due
-        allowance = pacer.allowance(now, SLACK)
+        # a session is taken up to self.slack early (with the others due then): its frame counts as due
+        allowance = pacer.allowance(now, self.slack)
         sent = 0
         frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
         events = source.events
+        # frames as they are over a plain connection: each read is the whole message (one kernel call)
+        whole = s.raw and s.send_mode == SEND_AS_IS
         for _ in range(allowance + MAX_EVENT_ROUNDS):
             if sent >= allowance:
                 break
             # A read returns a frame, or None; what it queued as events goes out next, after the frame
             # it returned (an utterance.end) or before the one the next read returns (an overrun, an
             # utterance.start, a failure after the frames it wrote).
-            got = source.read_into(pcm, now)
+            if whole:
+                message = source.read_message(now, now_us)
+                got = None if message is None else message[1:]
+            else:
+                got = source.read_into(pcm, now)
             if got is not None:
                 seq, uid, flags = got
                 if source.format_word != s.ring_format:  # a new format (or the client asked for one)
                     self._reformat(s, source.format_word)
+                    if whole and s.send_mode != SEND_AS_IS:  # sent converted from now on: the long way
+                        whole = False
+                        n, msg = source.payload_bytes, message[0]  # type: ignore[index]
+                        s.pcm.view(np.uint8)[:n] = np.frombuffer(msg, np.uint8, n, len(msg) - n)
                 mode = s.send_mode
-                if mode == SEND_AS_IS:
+                if whole:
+                    transport.write(message[0])  # type: ignore[index]
+                elif mode == SEND_AS_IS:
                     _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
                     if s.raw:
                         transport.write(bytes(frame))  # a copy: the transport may keep it while the buffer is reused

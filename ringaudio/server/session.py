@@ -27,7 +27,7 @@ from ..errors import RingClosed
 from ..stream import Source, Stream
 from . import web
 from .metrics import Metrics
-from .pacing import Pacer
+from .pacing import Pacer, batch_slack
 from .quality import Quality
 from .relay import Relay
 from .schedule import Schedule
@@ -137,6 +137,7 @@ class ServerBase:
         self.stopping = asyncio.Event()  # from here on: a signal that comes before run() is not lost
         self.frame_samples = config.frame_samples
         self.period = config.frame_duration_ms / 1000
+        self.slack = batch_slack(0)  # how early a due session is served with the others (pacing.batch_slack)
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2

@@ -7,7 +7,8 @@ The bookkeeping is the pure state machine of :mod:`ringaudio.stream.core`; itera
 from ..errors import StreamError
 from ..wire import FLAG_FIRST, FLAG_LAST
 from .core import Event, Frame, StreamState
-from .source import Label, Listener, Source, Stream, StreamOwner
+from .reading import Label
+from .source import Listener, Source, Stream, StreamOwner
 
 __all__ = [
     "FLAG_FIRST",

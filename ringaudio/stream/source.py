@@ -28,11 +28,10 @@ import numpy as np
 from .. import opus
 from ..errors import CodecError, RingClosed, StreamError
 from ..ring import FrameRing, layout
-from ..ring.reader import NOT_READY
 from . import iterate
 from .core import Event, Frame, StreamState
+from .reading import Reading
 
-Label = tuple[int, int, int]  # (sequence, utterance_id, flags)
 ENCODINGS = ("s16le", "opus")  # what a worker writes into a stream's ring
 
 
@@ -52,7 +51,7 @@ class StreamOwner(Protocol):
     def release_stream(self, stream: Stream) -> None: ...
 
 
-class Source:
+class Source(Reading):
     """A reader of a stream's ring: the owner's (gating, slot 0) or a listener's (non-gating)."""
 
     owner: bool = False  # the session's own stream (it may say, cancel, be listened to)
@@ -61,17 +60,13 @@ class Source:
         self.ring = ring
         self.state = state
         self.frame_samples = frame_samples
-        self.inbox: deque[dict[str, Any]] = deque()  # appended from any thread, applied by the reader
+        self.inbox = deque()  # appended from any thread, applied by the reader
         self.ended = False  # set at once by close (any thread); the state follows at the next read
         self._slot = slot
         self._label = np.zeros(layout.LABEL_WORDS, np.int64)
-        # A frame copied out of the ring whose events had to go first: kept here and handed out by the
-        # next read (not re-read: the gating position already said it was read, so a writer may
-        # overwrite its slot). Copied only at utterance boundaries.
-        self._held = np.zeros(frame_samples, ring.dtype)
-        self._held_label: tuple[int, int, int] | None = None
+        self._held = np.zeros(frame_samples, ring.dtype)  # a frame held back (see Reading)
+        self._held_label = None
         self._held_payload = (0, 0)
-        # the format word and payload size of the frame read_into returned last (its label's)
         self.format_word = 0
         self.payload_bytes = 0
         self._nudge = threading.Event()  # set on every delivery and on resume: a blocked iterator's sleep
@@ -109,46 +104,6 @@ class Source:
         except RingClosed:
             return False
 
-    def read_into(self, out: np.ndarray, now: float) -> Label | None:
-        """Read the next frame (by sequence) into ``out``: its label, or None — when paused,
-        cancelling, not written yet, or when events must go first (they are in :attr:`events`:
-        send them, then read again). An overrun (``drop_oldest``, or a lapped listener) queues an
-        ``overrun`` event with exactly what was lost; reading goes on from the oldest frame left."""
-        if self.inbox:
-            self._apply()
-        st = self.state
-        if st.blocked or st.due():
-            return None
-        held = self._held_label
-        if held is not None:
-            seq, uid, flags = held
-            if seq == st.cursor and st.frame(seq, uid, flags, now, self._held_payload[0] >> 32):
-                self._held_label = None
-                np.copyto(out, self._held)
-                self.format_word, self.payload_bytes = self._held_payload
-                return held
-            if seq != st.cursor:  # the cursor moved on (a cancel cut past it): it is not to be heard
-                self._held_label = None
-            return None
-        seq = st.cursor
-        r = self.ring.read_labelled(seq, out, self._label, self._slot)
-        if r == 0:
-            label = self._label
-            uid, flags = int(label[0]), int(label[1])
-            if st.frame(seq, uid, flags, now, int(label[2]) >> 32):
-                self.format_word, self.payload_bytes = int(label[2]), int(label[3])
-                return (seq, uid, flags)
-            np.copyto(self._held, out)
-            self._held_label = (seq, uid, flags)
-            self._held_payload = (int(label[2]), int(label[3]))
-            return None
-        if r == NOT_READY:
-            return None
-        oldest = self.ring.oldest(seq)
-        st.gap(seq, oldest)
-        self._skipped(oldest)
-        return None
-
     def pop_events(self) -> list[Event]:
         """Every event due now, in order (each comes before the next frame :meth:`read_into` returns)."""
         if self.inbox:
@@ -162,9 +117,6 @@ class Source:
         st = self.state
         st.due()
         return st.events.popleft() if st.events else None
-
-    def _skipped(self, seq: int) -> None:
-        """The reader jumped to ``seq`` without reading what is before it."""
 
     # -- flow control -------------------------------------------------------------------------------------
     def pause(self) -> None:

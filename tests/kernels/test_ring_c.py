@@ -256,3 +256,40 @@ def test_a_numba_writer_and_a_c_reader_share_a_ring_across_processes(monkeypatch
         child.join(60)
         assert child.exitcode == 0
         assert corrupt == 0 and ring.write_seq == n and ring.dropped == 0
+
+
+@pytest.mark.parametrize("nbytes", [0, 1920, 80, 7])
+def test_a_frame_read_as_its_message_is_the_wires_message_on_both_kernel_sets(
+    nbytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``read_message`` (the server's read): RFC 6455 prefix, audio header, the label's payload
+    bytes, straight from the slot; the numba kernels' path builds the same bytes in Python."""
+    from ringaudio import wire
+    from ringaudio.ring import reader
+
+    with FrameRing.create(capacity=4) as ring:
+        pcm = (np.arange(960) * 37 % 20011).astype(np.int16)
+        ring.write(pcm, utterance=(1 << 33) + 5, flags=1, fmt=12345, nbytes=nbytes)
+        payload = pcm.tobytes()[: nbytes or 1920]
+        want = (wire.audio_message(1, 5, 0, 777, payload), (1 << 33) + 5, 1, 12345)
+        assert ring.read_message(0, 777, slot=-1) == want
+        assert ring.read_message(1, 777, slot=-1) == ring.NOT_READY
+        monkeypatch.setattr(reader, "_read_message", None)
+        assert ring.read_message(0, 777, slot=-1) == want
+        assert ring.read_message(1, 777, slot=-1) == ring.NOT_READY
+        assert c.WIRE_MAGIC == wire.MAGIC and c.WIRE_VERSION == wire.VERSION and c.WIRE_HEADER == wire.HEADER_SIZE
+
+
+def test_a_lapped_message_read_is_an_overrun() -> None:
+    with FrameRing.create(capacity=4, overflow="drop_oldest") as ring:
+        for seq in range(9):
+            ring.write(frame_of(seq))
+        assert ring.read_message(2, 0, slot=-1) == ring.OVERRUN
+        msg = ring.read_message(8, 0, slot=-1)
+        assert isinstance(msg, tuple) and not bad(np.frombuffer(msg[0], np.int16, offset=4 + 24), 8)
+
+
+def frame_of(seq: int) -> np.ndarray:
+    out = np.empty(960, np.int16)
+    fill(out, seq)
+    return out

@@ -34,3 +34,12 @@ def test_pacer_early_take_gets_its_frame_and_keeps_the_cadence() -> None:
         sends.append(now)
     intervals = np.diff(sends)
     assert np.allclose(intervals, period, atol=1e-9)  # early every time: no drift, no double takes
+
+
+def test_the_batching_slack_grows_with_the_open_sessions_within_its_bounds() -> None:
+    from ringaudio.server.pacing import SLACK_MAX, SLACK_MIN, batch_slack
+
+    slacks = [batch_slack(n) for n in (0, 1, 100, 250, 499, 500, 5000)]
+    assert slacks[0] == SLACK_MIN and slacks[-1] == SLACK_MAX == batch_slack(500)
+    assert slacks == sorted(slacks) and abs(batch_slack(100) - 0.0018) < 1e-9  # 1.8 ms at 100
+    assert batch_slack(-3) == SLACK_MIN

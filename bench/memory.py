@@ -2,10 +2,11 @@
 
 Each stage runs in a fresh interpreter that does everything the stages before it did, then reports
 its RSS, PSS and USS (``/proc/self/smaps_rollup``); the differences say what each step costs:
-the interpreter, NumPy, the WebSocket stack (websockets + uvloop), prometheus_client, numba's import,
-the ring kernels loaded from numba's on-disk cache (compiled once first, so no stage compiles), the
-whole server package imported, and finally an idle ``python -m ringaudio.server`` with its worker
-(started and measured by :mod:`bench.footprint`, not here). Prints a markdown table and writes
+the interpreter, NumPy, the WebSocket stack (websockets + uvloop), prometheus_client, the whole
+server package (which loads no numba: its ring kernels are C), then what a worker adds: numba's
+import and the resampler's kernels loaded from numba's on-disk cache (compiled once first, so no
+stage compiles). An idle ``python -m ringaudio.server`` with its worker is measured by
+:mod:`bench.footprint`, not here. Prints a markdown table and writes
 ``bench/results/memory-<date>.json``.
 """
 
@@ -24,12 +25,14 @@ STAGES: list[tuple[str, str]] = [
     ("+ numpy", "import numpy"),
     ("+ websockets, uvloop", "import websockets.asyncio.server, uvloop"),
     ("+ prometheus_client", "import prometheus_client"),
-    ("+ numba (import)", "import numba"),
+    # the server stops here: its ring kernels are C (ringaudio.kernels._ring), it never loads numba
+    ("+ ringaudio.server (all of it)", "import ringaudio.server.app, sys\nassert 'numba' not in sys.modules"),
+    # what a worker adds: numba, and its kernels loaded from numba's on-disk cache
+    ("+ numba (import): a worker", "import numba"),
     (
-        "+ ring kernels (from the cache)",
-        "import numpy as np\nfrom ringaudio.kernels.ring_slow import warm\nwarm(np.dtype(np.int16))",
+        "+ resampler kernels (from the cache)",
+        "from ringaudio.resample import warm\nwarm(((22_050, 48_000),))",
     ),
-    ("+ ringaudio.server", "import ringaudio.server.app"),
 ]
 
 PROBE = """

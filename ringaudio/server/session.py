@@ -24,13 +24,13 @@ from .. import wire as P
 from ..config import Config
 from ..engine import Engine
 from ..errors import RingClosed
+from ..schedule import Schedule
 from ..stream import Source, Stream
 from . import web
 from .metrics import Metrics
 from .pacing import Pacer, batch_slack
 from .quality import Quality
 from .relay import Relay
-from .schedule import Schedule
 
 CONSUMED_SAMPLES = 48  # (time, frames consumed) samples kept: 12 s at one per backlog refresh
 RTT_SAMPLES = 8

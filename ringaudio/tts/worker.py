@@ -37,6 +37,7 @@ from ..errors import ConfigError, RingAudioError, RingClosed
 from ..kernels.backend import slow as ring_slow
 from ..resample import warm
 from ..ring import FrameRing, RingArena, RingHandle
+from ..schedule import Schedule
 from .backends import Backend, BackendError, EspeakBackend, SyntheticBackend
 from .job import ActiveJob
 from .spec import EXIT_UNGUARDED_MAIN, HEARTBEAT_S, Job, WorkerSpec
@@ -60,6 +61,7 @@ class Worker:
         self.backend = make_backend(spec)
         self.arenas: dict[str, RingArena] = {}
         self.jobs: dict[str, ActiveJob] = {}
+        self.due: Schedule[ActiveJob] = Schedule()  # when each job looks again (its retry_at), a heap
         self.last_sent = 0.0
 
     def send(self, kind: str, **fields: Any) -> None:
@@ -97,7 +99,8 @@ class Worker:
             self.event(job, "failed", code="ring_unavailable", message=str(exc))
             return
         try:
-            self.jobs[job.session_id] = ActiveJob(job, ring, self.backend, self.spec)
+            active = self.jobs[job.session_id] = ActiveJob(job, ring, self.backend, self.spec)
+            self.due.add(active, active.retry_at)
         except RingAudioError as exc:  # a level or an encoding this worker cannot make (no libopus, ...)
             self.event(job, "failed", code=getattr(exc, "code", "synthesis_failed"), message=str(exc))
             return
@@ -105,6 +108,8 @@ class Worker:
 
     def cancel(self, session_id: str, quiet: bool = False) -> None:
         active = self.jobs.pop(session_id, None)
+        if active is not None:
+            self.due.discard(active)
         if active is None:
             if not quiet:  # it finished (or failed) just before the cancel came: answer all the same
                 self.send(
@@ -125,6 +130,7 @@ class Worker:
 
     def finish(self, active: ActiveJob) -> None:
         self.jobs.pop(active.job.session_id, None)
+        self.due.discard(active)
         active.ring.close()
         audio = active.audio_seconds()
         rtf = active.synthesis_s / audio if audio else 0.0
@@ -147,6 +153,7 @@ class Worker:
 
     def fail(self, active: ActiveJob, code: str, exc: BaseException) -> None:
         self.jobs.pop(active.job.session_id, None)
+        self.due.discard(active)
         active.close()
         active.ring.close()
         if code == "ring_closed":  # the session closed (a client hung up mid-utterance): nothing is wrong
@@ -190,18 +197,24 @@ class Worker:
             # the emptiest rings first: a job just started (nothing buffered) goes before jobs
             # topping up rings that still hold hundreds of ms; a job that arrives meanwhile is
             # picked up after at most a few steps
-            due = [a for a in self.jobs.values() if a.retry_at <= now]  # the others are paced or held
-            for n, active in enumerate(sorted(due, key=ActiveJob.buffered)):
+            # the jobs due now, from the heap (the others are paced or held: not looked at)
+            due = sorted(self.due.pop_due(now), key=ActiveJob.buffered)
+            for n, active in enumerate(due):
                 self.step(active, now)
+                if self.jobs.get(active.job.session_id) is active:  # not finished, failed or cancelled
+                    self.due.add(active, active.retry_at)
                 if n % 8 == 7 and self.conn.poll():
+                    for rest in due[n + 1 :]:  # not stepped: still due, after the control messages
+                        self.due.add(rest, now)
                     break
 
     def _idle_timeout(self, now: float) -> float:
         """How long the loop may sleep on its pipe: until the next heartbeat with no jobs, 0 if one
         may run now."""
         until = self.last_sent + HEARTBEAT_S
-        if self.jobs:
-            until = min(until, min(a.retry_at for a in self.jobs.values()))
+        soonest = self.due.next_due()
+        if soonest is not None:
+            until = min(until, soonest)
         return max(0.0, until - now)
 
     def step(self, active: ActiveJob, now: float) -> None:

@@ -1,8 +1,8 @@
-"""The scheduler's heap of due times (``ringaudio.server.schedule``), pure: time is passed in."""
+"""The scheduler's heap of due times (``ringaudio.schedule``), pure: time is passed in."""
 
 from __future__ import annotations
 
-from ringaudio.server.schedule import Schedule
+from ringaudio.schedule import Schedule
 
 
 def test_schedule_takes_only_what_is_due_each_once() -> None:

@@ -1,5 +1,6 @@
-"""When to look at each session next: a min-heap of due times, so the scheduler touches only the
-sessions that are due instead of walking all of them on every tick. Pure: time is passed in."""
+"""When to look at each item next: a min-heap of due times, so the server's scheduler touches only
+the sessions that are due, and a worker only the jobs that are, instead of walking all of them on
+every pass. Pure: time is passed in."""
 
 from __future__ import annotations
 

@@ -126,6 +126,7 @@ class Scheduling(Formats):
                         continue
                     if again is not None:
                         schedule.add(s, again)
+                self._write_out()
             if now - watched >= WATCH_EVERY:
                 watched = now
                 try:
@@ -216,8 +217,11 @@ class Scheduling(Formats):
         sent = 0
         frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
         events = source.events
-        # frames as they are over a plain connection: each read is the whole message (one kernel call)
+        # frames as they are over a plain connection: each read is the whole message (one kernel call),
+        # written with the pass's others at its end (_write_out)
         whole = s.raw and s.send_mode == SEND_AS_IS
+        out = self._out
+        self._out_owner, self._out_from = s, len(out)
         for _ in range(allowance + MAX_EVENT_ROUNDS):
             if sent >= allowance:
                 break
@@ -235,11 +239,12 @@ class Scheduling(Formats):
                     self._reformat(s, source.format_word)
                     if whole and s.send_mode != SEND_AS_IS:  # sent converted from now on: the long way
                         whole = False
+                        self._write_own(s)
                         n, msg = source.payload_bytes, message[0]  # type: ignore[index]
                         s.pcm.view(np.uint8)[:n] = np.frombuffer(msg, np.uint8, n, len(msg) - n)
                 mode = s.send_mode
                 if whole:
-                    transport.write(message[0])  # type: ignore[index]
+                    out.append((transport, message[0]))  # type: ignore[index]
                 elif mode == SEND_AS_IS:
                     _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
                     if s.raw:

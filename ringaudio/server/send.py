@@ -115,7 +115,25 @@ class Sending(ServerBase):
         self.metrics.budget_closes.inc()
         self._close_soon(s, 1008, "send budget exceeded: the client does not read")
 
+    def _write_out(self) -> None:
+        """The pass's frames, one session's after another, each session's in order: the sends of a
+        pass go out back to back (the clients' side of loopback is woken once for many)."""
+        for transport, message in self._out:
+            transport.write(message)
+        self._out.clear()
+        self._out_owner = None
+
+    def _write_own(self, s: Session) -> None:
+        """Before anything else goes to ``s`` during its own pump: the frames it has in the pass."""
+        out = self._out
+        if self._out_owner is s and len(out) > self._out_from:
+            for transport, message in out[self._out_from :]:
+                transport.write(message)
+            del out[self._out_from :]
+
     def _send_text(self, s: Session, text: str) -> None:
+        if self._out_owner is s:
+            self._write_own(s)
         if s.closing:
             return
         transport = s.ws.transport

@@ -138,6 +138,11 @@ class ServerBase:
         self.frame_samples = config.frame_samples
         self.period = config.frame_duration_ms / 1000
         self.slack = batch_slack(0)  # how early a due session is served with the others (pacing.batch_slack)
+        # a pass's frames, written together at its end (send._write_out); those of the session being
+        # pumped (from _out_from on) go out first if anything else is sent to it meanwhile
+        self._out: list[tuple[Any, bytes]] = []
+        self._out_owner: Session | None = None
+        self._out_from = 0
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2

@@ -119,7 +119,10 @@ class Sending(ServerBase):
         """The pass's frames, one session's after another, each session's in order: the sends of a
         pass go out back to back (the clients' side of loopback is woken once for many)."""
         for transport, message in self._out:
-            transport.write(message)
+            try:
+                transport.write(message)
+            except Exception:  # a transport closed under the pass: its session ends; the others go on
+                log.exception("frame write failed")
         self._out.clear()
         self._out_owner = None
 

@@ -5,7 +5,7 @@
  * Ordering uses the compiler's __atomic builtins on the shared uint64 words, which GCC and Clang
  * lower per target as LLVM does for the numba kernels: on x86-64 an acquire load is a plain mov and
  * a seq_cst store an xchg; on AArch64 ldar/stlr and dmb. The layout constants below are
- * ringaudio/ring/layout.py's; tests/ring/test_kernels_c.py checks each against it and drives both
+ * ringaudio/ring/layout.py's; tests/kernels/test_ring_c.py checks each against it and drives both
  * kernel sets through the same operations on twin rings, comparing every result and word.
  *
  * Unlike the numba kernels these check every index against the arrays they were given (a wrong

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
@@ -16,7 +17,7 @@ from .. import logs
 from ..config import Config
 from ..errors import ConfigError, RingAudioError
 from .app import App
-from .instances import check_instance
+from .instances import FAMILY_ENV, check_instance
 from .supervise import Supervisor
 
 
@@ -48,7 +49,6 @@ def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config
     )
     parser.add_argument("--instance", default="", help="this server's name: its session ids start with it")
     parser.add_argument("--siblings", default=None, help=argparse.SUPPRESS)  # set by --processes for its processes
-    parser.add_argument("--family", default="", help=argparse.SUPPRESS)  # ... with the token of their socket names
     args = parser.parse_args(argv)
     if not 1 <= args.processes <= 64:
         raise ConfigError(f"--processes: {args.processes} is not within 1..64")
@@ -56,8 +56,9 @@ def configure(argv: list[str] | None = None) -> tuple[argparse.Namespace, Config
         check_instance(args.instance)
     if args.siblings is not None and args.processes > 1:
         raise ConfigError("--processes: a process of a --processes server cannot start processes of its own")
+    args.family = os.environ.get(FAMILY_ENV, "") if args.siblings is not None else ""
     if not re.fullmatch(r"[0-9a-f]{0,32}", args.family):
-        raise ConfigError("--family: not a token of up to 32 hex digits")
+        raise ConfigError(f"{FAMILY_ENV}: not a token of up to 32 hex digits")
     args.siblings = tuple(check_instance(n) for n in args.siblings.split(",") if n) if args.siblings else ()
     flags = {"worker.workers": args.workers, "worker.backend": args.backend, "log_level": args.log_level}
     # the flags given are the last layer, checked like the others

@@ -36,6 +36,9 @@ def process_names(n: int, base: str = "") -> list[str]:
     return [check_instance(f"{base}p{i}") for i in range(n)]
 
 
+FAMILY_ENV = "RINGAUDIO_FAMILY"  # the supervisor's token, in its processes' environment
+
+
 def private_address(port: int, instance: str, family: str) -> str:
     """The abstract Unix socket a process of a ``--processes`` server also listens on. ``family`` is
     a random token the supervisor gives its processes: another local user cannot take the name

@@ -130,9 +130,13 @@ class Sending(ServerBase):
         """Before anything else goes to ``s`` during its own pump: the frames it has in the pass."""
         out = self._out
         if self._out_owner is s and len(out) > self._out_from:
-            for transport, message in out[self._out_from :]:
-                transport.write(message)
-            del out[self._out_from :]
+            mine = out[self._out_from :]
+            del out[self._out_from :]  # first: a write that raises must not leave them to go twice
+            for transport, message in mine:
+                try:
+                    transport.write(message)
+                except Exception:  # as in _write_out: its session ends, the scheduler goes on
+                    log.exception("frame write failed")
 
     def _send_text(self, s: Session, text: str) -> None:
         if self._out_owner is s:

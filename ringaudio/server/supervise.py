@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -24,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from .. import __version__, logs
-from .instances import peer_pid, private_address, process_names
+from .instances import FAMILY_ENV, peer_pid, private_address, process_names
 
 log = logging.getLogger("ringaudio.server")
 READY_TIMEOUT_S = 180.0  # a first start compiles the kernels
@@ -43,9 +44,11 @@ def _child_setup() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
 
 
-def child_argv(argv: Sequence[str], instance: str, siblings: Sequence[str], port: int, family: str) -> list[str]:
+def child_argv(argv: Sequence[str], instance: str, siblings: Sequence[str], port: int) -> list[str]:
     """A process's command line: the supervisor's arguments without ``--processes`` and ``--port``,
-    with its name, its siblings' names, the port they share and their sockets' token."""
+    with its name, its siblings' names and the port they share. (Their sockets' token goes in the
+    environment, FAMILY_ENV: a command line is readable by every local user, an environment only
+    by the process's own.)"""
     out: list[str] = []
     skip = False
     for arg in argv:
@@ -53,12 +56,12 @@ def child_argv(argv: Sequence[str], instance: str, siblings: Sequence[str], port
             skip = False
             continue
         name = arg.split("=", 1)[0]
-        if name in ("--processes", "--port", "--instance", "--siblings", "--family"):
+        if name in ("--processes", "--port", "--instance", "--siblings"):
             skip = "=" not in arg
             continue
         out.append(arg)
     others = ",".join(s for s in siblings if s != instance)
-    return [*out, "--port", str(port), "--instance", instance, "--siblings", others, "--family", family]
+    return [*out, "--port", str(port), "--instance", instance, "--siblings", others]
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -98,9 +101,10 @@ class Supervisor:
         self.exit_code = 0
 
     def spawn(self, name: str) -> None:
-        argv = child_argv(self.argv, name, self.names, self.port, self.family)
+        argv = child_argv(self.argv, name, self.names, self.port)
         cmd = [sys.executable, "-m", "ringaudio.server", *argv]
-        self.procs[name] = subprocess.Popen(cmd, preexec_fn=_child_setup, process_group=0)
+        env = {**os.environ, FAMILY_ENV: self.family}
+        self.procs[name] = subprocess.Popen(cmd, preexec_fn=_child_setup, process_group=0, env=env)
 
     def wait_ready(self, name: str, deadline: float) -> bool:
         proc = self.procs[name]

@@ -279,6 +279,11 @@ def test_a_squatted_socket_name_does_not_keep_the_processes_from_starting() -> N
             names = {line.split()[-1] for line in f if f"@ringaudio-{port}-" in line}
         tokens = {n.split("-")[2] for n in names if n.count("-") == 3}
         assert len(tokens) == 1 and len(next(iter(tokens))) == 16  # both processes' names, one token
+        import psutil
+
+        (token,) = tokens
+        processes = psutil.Process(srv.proc.pid).children(recursive=True)
+        assert len(processes) >= 2 and not any(token in " ".join(p.cmdline()) for p in processes)  # not readable
         text = urllib.request.urlopen(srv.http + "/metrics", timeout=5).read().decode()
         assert 'process="p0"' in text and 'process="p1"' in text  # they reach each other
     finally:

@@ -44,3 +44,13 @@ def test_the_pumped_sessions_frames_go_first_when_something_else_is_sent_to_it()
     assert batch._out == [(earlier, b"e1")]
     Sending._write_own(batch, object())  # type: ignore[arg-type]  # not the pumped session: nothing moves
     assert batch._out == [(earlier, b"e1")]
+
+
+def test_a_failing_write_of_the_pumped_session_is_not_repeated_and_does_not_raise() -> None:
+    closed, mine = Transport(fail=True), Transport()
+    session = object()
+    batch = Pass([(closed, b"c1"), (mine, b"m1")], owner=session, start=0)
+    Sending._write_own(batch, session)  # type: ignore[arg-type]
+    assert mine.got == [b"m1"] and batch._out == []
+    Sending._write_own(batch, session)  # type: ignore[arg-type]  # again (an error event follows): nothing twice
+    assert mine.got == [b"m1"]

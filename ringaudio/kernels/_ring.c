@@ -149,11 +149,9 @@ static int get_frames(PyObject *o, Py_buffer *v, const Py_buffer *slots, int ndi
 static int get_i64s(PyObject *const *args, Py_ssize_t first, Py_ssize_t n, i64 *out) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *a = args[first + i];
-        if (!PyLong_Check(a)) {
-            if (PyBool_Check(a) || !PyIndex_Check(a)) {
-                PyErr_Format(PyExc_TypeError, "argument %zd must be an integer", first + i + 1);
-                return -1;
-            }
+        if (!PyLong_Check(a) && !PyIndex_Check(a)) { /* an int, or what has __index__ (numpy's ints) */
+            PyErr_Format(PyExc_TypeError, "argument %zd must be an integer", first + i + 1);
+            return -1;
         }
         long long x = PyLong_AsLongLong(a);
         if (x == -1 && PyErr_Occurred()) return -1;

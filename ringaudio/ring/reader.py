@@ -147,6 +147,7 @@ class RingReading(RingView):
         Spins briefly on the slot's stamp, then sleeps on the write cursor's
         futex; raises :class:`RingClosed` if the ring is closed meanwhile.
         """
+        seq = check_seq(seq)  # (a negative one would read as "readable" on the C kernels: refused here)
         if k.readable(self._live_ctrl(), self.capacity, seq, self.generation, SPIN_LOADS) != k.NOT_READY:
             return True
         until = deadline(timeout)

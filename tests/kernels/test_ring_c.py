@@ -224,6 +224,16 @@ def test_the_c_kernels_refuse_what_they_cannot_take() -> None:
         c.ld(ctrl, -1)
     with pytest.raises(TypeError):
         c.read_frame(ctrl, slots, 0, out, 1)  # one argument short
+    with pytest.raises(TypeError):
+        c.read_frame(ctrl, slots, 0.0, out, 1, 0)  # a float is not a sequence number
+    assert c.read_frame(ctrl, slots, np.int64(0), out, np.uint8(1), 0) == c.NOT_READY  # numpy's ints are
+
+
+def test_waiting_for_a_negative_sequence_is_refused_whatever_the_kernels() -> None:
+    from ringaudio.errors import InvalidSequence
+
+    with FrameRing.create(capacity=4) as ring, pytest.raises(InvalidSequence):
+        ring.wait(-1, timeout=0.1)
 
 
 CTX = mp.get_context("spawn")

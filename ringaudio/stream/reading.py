@@ -48,39 +48,26 @@ class Reading:
         cancelling, not written yet, or when events must go first (they are in :attr:`events`:
         send them, then read again). An overrun (``drop_oldest``, or a lapped listener) queues an
         ``overrun`` event with exactly what was lost; reading goes on from the oldest frame left."""
-        if self.inbox:
-            self._apply()
-        st = self.state
-        if st.blocked or st.due():
+        if not self._may_read():
             return None
-        held = self._held_label
-        if held is not None:
-            seq, uid, flags = held
-            if seq == st.cursor and st.frame(seq, uid, flags, now, self._held_payload[0] >> 32):
-                self._held_label = None
+        if self._held_label is not None:
+            held = self._release_held(now)
+            if held is not None:
                 np.copyto(out, self._held)
-                self.format_word, self.payload_bytes = self._held_payload
-                return held
-            if seq != st.cursor:  # the cursor moved on (a cancel cut past it): it is not to be heard
-                self._held_label = None
-            return None
+            return held
+        st = self.state
         seq = st.cursor
         r = self.ring.read_labelled(seq, out, self._label, self._slot)
-        if r == 0:
-            label = self._label
-            uid, flags = int(label[0]), int(label[1])
-            if st.frame(seq, uid, flags, now, int(label[2]) >> 32):
-                self.format_word, self.payload_bytes = int(label[2]), int(label[3])
-                return (seq, uid, flags)
-            np.copyto(self._held, out)
-            self._held_label = (seq, uid, flags)
-            self._held_payload = (int(label[2]), int(label[3]))
+        if r != 0:
+            self._missed(seq, r)
             return None
-        if r == NOT_READY:
-            return None
-        oldest = self.ring.oldest(seq)
-        st.gap(seq, oldest)
-        self._skipped(oldest)
+        label = self._label
+        uid, flags, fmt, nbytes = int(label[0]), int(label[1]), int(label[2]), int(label[3])
+        if st.frame(seq, uid, flags, now, fmt >> 32):
+            self.format_word, self.payload_bytes = fmt, nbytes
+            return (seq, uid, flags)
+        np.copyto(self._held, out)
+        self._hold(seq, uid, flags, fmt, nbytes)
         return None
 
     def read_message(self, now: float, now_us: int) -> tuple[bytes, int, int, int] | None:
@@ -88,36 +75,63 @@ class Reading:
         WebSocket message that carries it (``ring.read_message``: one copy, header stamped with
         ``now_us``), and its sequence, utterance id and flags; None as for read_into. A frame whose
         events must go first is held the same way (read_into or this hands it out next)."""
+        if not self._may_read():
+            return None
+        if self._held_label is not None:
+            held = self._release_held(now)
+            if held is None:
+                return None
+            seq, uid, flags = held
+            payload = self._held.view(np.uint8)[: self.payload_bytes or self._held.nbytes]
+            return wire.audio_message(flags, uid, seq, now_us, payload), seq, uid, flags
+        st = self.state
+        seq = st.cursor
+        r = self.ring.read_message(seq, now_us, self._slot)
+        if r.__class__ is not tuple:
+            self._missed(seq, r)  # type: ignore[arg-type]
+            return None
+        msg, uid, flags, fmt = r  # type: ignore[misc]
+        nbytes = len(msg) - wire.HEADER_SIZE - _WS_PREFIX[msg[1]]
+        if st.frame(seq, uid, flags, now, fmt >> 32):
+            self.format_word, self.payload_bytes = fmt, nbytes
+            return msg, seq, uid, flags
+        self._held.view(np.uint8)[:nbytes] = np.frombuffer(msg, np.uint8, nbytes, len(msg) - nbytes)
+        self._hold(seq, uid, flags, fmt, nbytes)
+        return None
+
+    # -- what both reads share ------------------------------------------------------------------------
+    def _may_read(self) -> bool:
+        """Apply what the worker sent; False when nothing is read now (paused, cancelling, ended, or
+        events that must go first)."""
         if self.inbox:
             self._apply()
         st = self.state
-        if st.blocked or st.due():
-            return None
-        if self._held_label is not None:
-            seq, uid, flags = self._held_label
-            if seq == st.cursor and st.frame(seq, uid, flags, now, self._held_payload[0] >> 32):
-                self._held_label = None
-                self.format_word, self.payload_bytes = self._held_payload
-                payload = self._held.view(np.uint8)[: self.payload_bytes or self._held.nbytes]
-                return wire.audio_message(flags, uid, seq, now_us, payload), seq, uid, flags
-            if seq != st.cursor:
-                self._held_label = None
-            return None
-        seq = st.cursor
-        r = self.ring.read_message(seq, now_us, self._slot)
-        if r.__class__ is tuple:
-            msg, uid, flags, fmt = r  # type: ignore[misc]
-            nbytes = len(msg) - wire.HEADER_SIZE - _WS_PREFIX[msg[1]]
-            if st.frame(seq, uid, flags, now, fmt >> 32):
-                self.format_word, self.payload_bytes = fmt, nbytes
-                return msg, seq, uid, flags
-            self._held.view(np.uint8)[:nbytes] = np.frombuffer(msg, np.uint8, nbytes, len(msg) - nbytes)
-            self._held_label = (seq, uid, flags)
-            self._held_payload = (fmt, nbytes)
-            return None
-        if r == NOT_READY:
-            return None
-        oldest = self.ring.oldest(seq)
-        st.gap(seq, oldest)
-        self._skipped(oldest)
+        return not (st.blocked or st.due())
+
+    def _release_held(self, now: float) -> Label | None:
+        """The held frame's label if it goes out now (its payload is in ``_held``), else None; a held
+        frame the cursor moved past (a cancel cut past it) is dropped, not to be heard."""
+        assert self._held_label is not None
+        seq, uid, flags = held = self._held_label
+        st = self.state
+        if seq == st.cursor and st.frame(seq, uid, flags, now, self._held_payload[0] >> 32):
+            self._held_label = None
+            self.format_word, self.payload_bytes = self._held_payload
+            return held
+        if seq != st.cursor:
+            self._held_label = None
         return None
+
+    def _hold(self, seq: int, uid: int, flags: int, fmt: int, nbytes: int) -> None:
+        """Frame ``seq`` (its payload already in ``_held``) waits for the events that go first."""
+        self._held_label = (seq, uid, flags)
+        self._held_payload = (fmt, nbytes)
+
+    def _missed(self, seq: int, r: int) -> None:
+        """A read of ``seq`` that got no frame: not written yet (nothing to do) or overrun (the gap is
+        queued as an event and reading goes on from the oldest frame left)."""
+        if r == NOT_READY:
+            return
+        oldest = self.ring.oldest(seq)
+        self.state.gap(seq, oldest)
+        self._skipped(oldest)

@@ -166,6 +166,44 @@ static int nargs_ok(const char *name, Py_ssize_t nargs, Py_ssize_t want) {
     return 0;
 }
 
+/* The buffers one call holds, released together on every way out: each take_* acquires the next one,
+ * or returns NULL with the exception set, and the caller's one release() frees what was taken. */
+typedef struct {
+    Py_buffer v[4];
+    int n;
+} Bufs;
+
+static void release(Bufs *b) {
+    while (b->n > 0) PyBuffer_Release(&b->v[--b->n]);
+}
+
+static Py_buffer *taken(Bufs *b, int status) {
+    if (status < 0) return NULL;
+    return &b->v[b->n++];
+}
+
+static Py_buffer *take_ctrl(Bufs *b, PyObject *o) { return taken(b, get_ctrl(o, &b->v[b->n])); }
+
+static Py_buffer *take_slots(Bufs *b, PyObject *o, int writable) {
+    return taken(b, get_slots(o, &b->v[b->n], writable));
+}
+
+static Py_buffer *take_frames(Bufs *b, PyObject *o, const Py_buffer *slots, int ndim, int writable) {
+    return taken(b, get_frames(o, &b->v[b->n], slots, ndim, writable));
+}
+
+static Py_buffer *take_label(Bufs *b, PyObject *o) {
+    Py_buffer *l = &b->v[b->n];
+    if (get_buf(o, l, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    const char *f = elem_format(l);
+    if (l->ndim != 1 || l->itemsize != 8 || !(strcmp(f, "q") == 0 || strcmp(f, "l") == 0)) {
+        PyBuffer_Release(l);
+        PyErr_SetString(PyExc_TypeError, "label must be an int64 array");
+        return NULL;
+    }
+    return taken(b, 0);
+}
+
 #define CTRL(v) ((u64 *)(v).buf)
 #define CTRL_LEN(v) ((v).shape[0])
 /* does ctrl hold the stamp lines of `capacity` slots? */
@@ -231,6 +269,25 @@ static void put(u64 *ctrl, const Py_buffer *slots, const char *frame, i64 gen, i
     ST_REL(ctrl, line, stamp_published(gen, w));
     ST_SC(ctrl, C_WRITE_SEQ, w + 1);
 }
+
+/* the writes: admit and put up to `count` rows of `src` (from the write sequence on), each labelled
+ * alike; how many went in, and in *refusal why the first did not (0 if all did) */
+static i64 put_rows(u64 *ctrl, const Py_buffer *slots, const char *src, i64 count, i64 gen, i64 utterance, i64 flags,
+                    i64 fmt, i64 nbytes, i64 *refusal) {
+    Py_ssize_t row = slots->shape[1] * slots->itemsize;
+    *refusal = 0;
+    for (i64 i = 0; i < count; i++) {
+        i64 admitted = admit(ctrl, slots->shape[0], gen);
+        if (admitted != 0) {
+            *refusal = admitted;
+            return i;
+        }
+        put(ctrl, slots, src + i * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), utterance, flags, fmt, nbytes);
+    }
+    return count;
+}
+
+static inline i64 readers_waiting(u64 *ctrl) { return LD_SC(ctrl, C_READERS_WAITING) != 0 ? 1 : 0; }
 
 static i64 advance_(u64 *ctrl, i64 reader, i64 new_pos) {
     if (reader < 0) return 0;
@@ -308,32 +365,26 @@ static PyObject *k_write_frame(PyObject *self, PyObject *const *args, Py_ssize_t
     i64 a[5];
     if (get_i64s(args, 3, 5, a) < 0) return NULL;
     i64 gen = a[0], utterance = a[1], flags = a[2], fmt = a[3], nbytes = a[4];
-    Py_buffer c, s, f;
-    if (get_ctrl(args[0], &c) < 0) return NULL;
-    if (get_slots(args[1], &s, 1) < 0) goto fail_c;
-    if (get_frames(args[2], &f, &s, 1, 0) < 0) goto fail_s;
+    Bufs b = {.n = 0};
+    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 1) : NULL;
+    Py_buffer *f = s ? take_frames(&b, args[2], s, 1, 0) : NULL;
+    if (f == NULL) {
+        release(&b);
+        return NULL;
+    }
     i64 r;
-    if (f.shape[0] != s.shape[1] || utterance < 0 || flags < 0 || fmt < 0 || nbytes < 0 ||
-        nbytes > s.shape[1] * s.itemsize || !FITS(c, s.shape[0])) {
+    if (f->shape[0] != s->shape[1] || utterance < 0 || flags < 0 || fmt < 0 || nbytes < 0 ||
+        nbytes > s->shape[1] * s->itemsize || !FITS(*c, s->shape[0])) {
         r = BAD_ARGUMENT;
     } else {
-        u64 *ctrl = CTRL(c);
-        r = admit(ctrl, s.shape[0], gen);
-        if (r == 0) {
-            i64 w = LD_RLX(ctrl, C_WRITE_SEQ);
-            put(ctrl, &s, f.buf, gen, w, utterance, flags, fmt, nbytes);
-            r = (w << 1) | (LD_SC(ctrl, C_READERS_WAITING) != 0 ? 1 : 0);
-        }
+        u64 *ctrl = CTRL(*c);
+        i64 w = LD_RLX(ctrl, C_WRITE_SEQ);
+        i64 refusal;
+        r = put_rows(ctrl, s, f->buf, 1, gen, utterance, flags, fmt, nbytes, &refusal) ? (w << 1) | readers_waiting(ctrl)
+                                                                                 : refusal;
     }
-    PyBuffer_Release(&f);
-    PyBuffer_Release(&s);
-    PyBuffer_Release(&c);
+    release(&b);
     return PyLong_FromLongLong(r);
-fail_s:
-    PyBuffer_Release(&s);
-fail_c:
-    PyBuffer_Release(&c);
-    return NULL;
 }
 
 static PyObject *k_write_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -341,38 +392,24 @@ static PyObject *k_write_block(PyObject *self, PyObject *const *args, Py_ssize_t
     if (!nargs_ok("write_block", nargs, 4)) return NULL;
     i64 gen;
     if (get_i64s(args, 3, 1, &gen) < 0) return NULL;
-    Py_buffer c, s, b;
-    if (get_ctrl(args[0], &c) < 0) return NULL;
-    if (get_slots(args[1], &s, 1) < 0) goto fail_c;
-    if (get_frames(args[2], &b, &s, 2, 0) < 0) goto fail_s;
+    Bufs b = {.n = 0};
+    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 1) : NULL;
+    Py_buffer *f = s ? take_frames(&b, args[2], s, 2, 0) : NULL;
+    if (f == NULL) {
+        release(&b);
+        return NULL;
+    }
     i64 r;
-    if (b.shape[1] != s.shape[1] || !FITS(c, s.shape[0])) {
+    if (f->shape[1] != s->shape[1] || !FITS(*c, s->shape[0])) {
         r = BAD_ARGUMENT;
     } else {
-        u64 *ctrl = CTRL(c);
-        Py_ssize_t row = s.shape[1] * s.itemsize;
-        i64 n = 0;
-        r = 0;
-        for (Py_ssize_t i = 0; i < b.shape[0]; i++) {
-            i64 admitted = admit(ctrl, s.shape[0], gen);
-            if (admitted != 0) {
-                if (n == 0) r = admitted;
-                break;
-            }
-            put(ctrl, &s, (const char *)b.buf + i * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), 0, 0, 0, 0);
-            n++;
-        }
-        if (r == 0) r = (n << 1) | (LD_SC(ctrl, C_READERS_WAITING) != 0 ? 1 : 0);
+        u64 *ctrl = CTRL(*c);
+        i64 refusal;
+        i64 n = put_rows(ctrl, s, f->buf, f->shape[0], gen, 0, 0, 0, 0, &refusal);
+        r = n == 0 && refusal != 0 ? refusal : (n << 1) | readers_waiting(ctrl);
     }
-    PyBuffer_Release(&b);
-    PyBuffer_Release(&s);
-    PyBuffer_Release(&c);
+    release(&b);
     return PyLong_FromLongLong(r);
-fail_s:
-    PyBuffer_Release(&s);
-fail_c:
-    PyBuffer_Release(&c);
-    return NULL;
 }
 
 static PyObject *k_advance(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -398,31 +435,26 @@ static PyObject *read_common(const char *name, PyObject *const *args, Py_ssize_t
     i64 seq, ints[2];
     if (get_i64s(args, 2, 1, &seq) < 0 || get_i64s(args, want - 2, 2, ints) < 0) return NULL;
     i64 gen = ints[0], reader = ints[1];
-    Py_buffer c, s, o, l;
-    if (get_ctrl(args[0], &c) < 0) return NULL;
-    if (get_slots(args[1], &s, 0) < 0) goto fail_c;
-    if (get_frames(args[3], &o, &s, block ? 2 : 1, 1) < 0) goto fail_s;
-    if (labelled) {
-        if (get_buf(args[4], &l, PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) goto fail_o;
-        const char *f = elem_format(&l);
-        if (l.ndim != 1 || l.itemsize != 8 || !(strcmp(f, "q") == 0 || strcmp(f, "l") == 0)) {
-            PyBuffer_Release(&l);
-            PyErr_SetString(PyExc_TypeError, "label must be an int64 array");
-            goto fail_o;
-        }
+    Bufs b = {.n = 0};
+    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 0) : NULL;
+    Py_buffer *o = s ? take_frames(&b, args[3], s, block ? 2 : 1, 1) : NULL;
+    Py_buffer *l = o && labelled ? take_label(&b, args[4]) : NULL;
+    if (o == NULL || (labelled && l == NULL)) {
+        release(&b);
+        return NULL;
     }
-    u64 *ctrl = CTRL(c);
-    i64 capacity = s.shape[0];
+    u64 *ctrl = CTRL(*c);
+    i64 capacity = s->shape[0];
+    Py_ssize_t row = s->shape[1] * s->itemsize;
     i64 r;
-    if (o.shape[block ? 1 : 0] != s.shape[1] || seq < 0 || !READER_OK(reader) || !FITS(c, capacity) ||
-        (labelled && l.shape[0] != LABEL_WORDS)) {
+    if (o->shape[block ? 1 : 0] != s->shape[1] || seq < 0 || !READER_OK(reader) || !FITS(*c, capacity) ||
+        (labelled && l->shape[0] != LABEL_WORDS)) {
         r = BAD_ARGUMENT;
     } else if (block) {
-        Py_ssize_t row = s.shape[1] * s.itemsize;
         i64 n = 0;
         r = 0;
-        for (Py_ssize_t i = 0; i < o.shape[0]; i++) {
-            i64 got = get(ctrl, &s, seq + i, (char *)o.buf + i * row, gen);
+        for (Py_ssize_t i = 0; i < o->shape[0]; i++) {
+            i64 got = get(ctrl, s, seq + i, (char *)o->buf + i * row, gen);
             if (got != 0) {
                 if (n == 0) r = got;
                 break;
@@ -436,28 +468,17 @@ static PyObject *read_common(const char *name, PyObject *const *args, Py_ssize_t
             r = s1;
         } else {
             i64 line = STAMP0 + (seq % capacity) * STAMP_STRIDE;
-            i64 *label = (i64 *)l.buf;
+            i64 *label = (i64 *)l->buf;
             for (int i = 0; i < LABEL_WORDS; i++) label[i] = LD_RLX(ctrl, line + S_UTTERANCE + i);
-            Py_ssize_t row = s.shape[1] * s.itemsize;
-            memcpy(o.buf, (const char *)s.buf + (seq % capacity) * row, (size_t)row);
+            memcpy(o->buf, (const char *)s->buf + (seq % capacity) * row, (size_t)row);
             r = intact(ctrl, capacity, seq, s1) ? advance_(ctrl, reader, seq + 1) : OVERRUN;
         }
     } else {
-        r = get(ctrl, &s, seq, o.buf, gen);
+        r = get(ctrl, s, seq, o->buf, gen);
         if (r == 0) r = advance_(ctrl, reader, seq + 1);
     }
-    if (labelled) PyBuffer_Release(&l);
-    PyBuffer_Release(&o);
-    PyBuffer_Release(&s);
-    PyBuffer_Release(&c);
+    release(&b);
     return PyLong_FromLongLong(r);
-fail_o:
-    PyBuffer_Release(&o);
-fail_s:
-    PyBuffer_Release(&s);
-fail_c:
-    PyBuffer_Release(&c);
-    return NULL;
 }
 
 static PyObject *k_read_frame(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -665,18 +686,18 @@ static PyObject *k_read_message(PyObject *self, PyObject *const *args, Py_ssize_
     i64 a[4];
     if (get_i64s(args, 2, 4, a) < 0) return NULL;
     i64 seq = a[0], gen = a[1], reader = a[2], now_us = a[3];
-    Py_buffer c, s;
-    if (get_ctrl(args[0], &c) < 0) return NULL;
-    if (get_slots(args[1], &s, 0) < 0) {
-        PyBuffer_Release(&c);
+    Bufs b = {.n = 0};
+    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 0) : NULL;
+    if (s == NULL) {
+        release(&b);
         return NULL;
     }
-    u64 *ctrl = CTRL(c);
-    i64 capacity = s.shape[0];
-    Py_ssize_t row = s.shape[1] * s.itemsize;
+    u64 *ctrl = CTRL(*c);
+    i64 capacity = s->shape[0];
+    Py_ssize_t row = s->shape[1] * s->itemsize;
     PyObject *result = NULL;
     i64 r;
-    if (seq < 0 || !READER_OK(reader) || !FITS(c, capacity)) {
+    if (seq < 0 || !READER_OK(reader) || !FITS(*c, capacity)) {
         r = BAD_ARGUMENT;
         goto code;
     }
@@ -714,7 +735,7 @@ static PyObject *k_read_message(PyObject *self, PyObject *const *args, Py_ssize_
     put_le(h + 4, (u64)utterance & 0xFFFFFFFF, 4);
     put_le(h + 8, (u64)seq, 8);
     put_le(h + 16, (u64)now_us, 8);
-    memcpy(h + WIRE_HEADER, (const char *)s.buf + (seq % capacity) * row, (size_t)nbytes);
+    memcpy(h + WIRE_HEADER, (const char *)s->buf + (seq % capacity) * row, (size_t)nbytes);
     if (!intact(ctrl, capacity, seq, s1)) {
         Py_DECREF(msg);
         r = OVERRUN;
@@ -726,8 +747,7 @@ static PyObject *k_read_message(PyObject *self, PyObject *const *args, Py_ssize_
 code:
     result = PyLong_FromLongLong(r);
 done:
-    PyBuffer_Release(&s);
-    PyBuffer_Release(&c);
+    release(&b);
     return result;
 }
 

@@ -169,7 +169,7 @@ class Scheduling(Formats):
         pack and one transport write per frame, metrics appended to plain lists.
         """
         source = s.source
-        if source is None or source.paused:
+        if source is None or source.state.paused:
             return None
         ws = s.ws
         transport = ws.transport
@@ -230,21 +230,23 @@ class Scheduling(Formats):
             # utterance.start, a failure after the frames it wrote).
             if whole:
                 message = source.read_message(now, now_us)
-                got = None if message is None else message[1:]
+                if got := message is not None:
+                    msg, seq, uid, flags = message  # type: ignore[misc]
             else:
-                got = source.read_into(pcm, now)
-            if got is not None:
-                seq, uid, flags = got
+                label = source.read_into(pcm, now)
+                if got := label is not None:
+                    seq, uid, flags = label  # type: ignore[misc]
+            if got:
                 if source.format_word != s.ring_format:  # a new format (or the client asked for one)
                     self._reformat(s, source.format_word)
                     if whole and s.send_mode != SEND_AS_IS:  # sent converted from now on: the long way
                         whole = False
                         self._write_own(s)
-                        n, msg = source.payload_bytes, message[0]  # type: ignore[index]
+                        n = source.payload_bytes
                         s.pcm.view(np.uint8)[:n] = np.frombuffer(msg, np.uint8, n, len(msg) - n)
                 mode = s.send_mode
                 if whole:
-                    out.append((transport, message[0]))  # type: ignore[index]
+                    out.append((transport, msg))
                 elif mode == SEND_AS_IS:
                     _pack(frame, offset, P.MAGIC, P.VERSION, flags, uid & 0xFFFFFFFF, seq, now_us)
                     if s.raw:
@@ -268,7 +270,7 @@ class Scheduling(Formats):
                 sent_at[seq] = now
             if events:
                 self._flush(s)
-            elif got is None:
+            elif not got:
                 break
         if sent:
             self.metrics.totals.frames_sent += sent

@@ -29,6 +29,14 @@ PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you r
 RTT_EVERY = 3.0  # how often each session's round trip is measured (s)
 
 
+def _write_all(messages: list[tuple[asyncio.WriteTransport, bytes]]) -> None:
+    for transport, message in messages:
+        try:
+            transport.write(message)
+        except Exception:  # a transport closed under the pass: its session ends; the others go on
+            log.exception("frame write failed")
+
+
 class Sending(ServerBase):
     async def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> None:
         """The closing handshake, bounded: a client that does not answer (or read) is cut off."""
@@ -118,29 +126,21 @@ class Sending(ServerBase):
     def _write_out(self) -> None:
         """The pass's frames, one session's after another, each session's in order: the sends of a
         pass go out back to back (the clients' side of loopback is woken once for many)."""
-        for transport, message in self._out:
-            try:
-                transport.write(message)
-            except Exception:  # a transport closed under the pass: its session ends; the others go on
-                log.exception("frame write failed")
-        self._out.clear()
+        out = self._out
+        self._out = []  # first: a write that raises must not leave them to go twice
         self._out_owner = None
+        _write_all(out)
 
     def _write_own(self, s: Session) -> None:
         """Before anything else goes to ``s`` during its own pump: the frames it has in the pass."""
         out = self._out
         if self._out_owner is s and len(out) > self._out_from:
             mine = out[self._out_from :]
-            del out[self._out_from :]  # first: a write that raises must not leave them to go twice
-            for transport, message in mine:
-                try:
-                    transport.write(message)
-                except Exception:  # as in _write_out: its session ends, the scheduler goes on
-                    log.exception("frame write failed")
+            del out[self._out_from :]  # first, as in _write_out
+            _write_all(mine)
 
     def _send_text(self, s: Session, text: str) -> None:
-        if self._out_owner is s:
-            self._write_own(s)
+        self._write_own(s)
         if s.closing:
             return
         transport = s.ws.transport

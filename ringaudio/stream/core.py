@@ -155,9 +155,17 @@ class StreamState:
         """The reader copied frame ``seq`` (the cursor) labelled ``uid``/``flags``. True: deliver it
         (the cursor moves on; an ``utterance.end`` after it is queued); False: events that must
         come first were queued — send them and read ``seq`` again."""
+        u = self._current
+        marks = self.marks
+        if not flags and u is not None and u.utterance_id == uid and (not marks or marks[0].position > self.cursor):
+            # the common case first: a frame inside the utterance being read, no mark reached
+            self.cursor = seq + 1
+            self.last_read = seq
+            u.delivered += 1
+            u.delivered_us += frame_us or self.frame_ms * 1000
+            return True
         if self.due():
             return False
-        u = self._current
         if u is None or u.utterance_id != uid:
             if u is not None:  # its last frame never reached this reader (lost to an overrun)
                 self._end(u, u.worker_last if u.worker_last is not None else self.last_read)

@@ -20,6 +20,7 @@ Label = tuple[int, int, int]  # (sequence, utterance_id, flags)
 
 # the RFC 6455 header's size of a server's binary frame, by its second byte (the length code)
 _WS_PREFIX = tuple(2 if code < 126 else 4 if code == 126 else 10 for code in range(128))
+_HEADERS = tuple(wire.HEADER_SIZE + n for n in _WS_PREFIX)  # ... and with the audio header
 
 
 class Reading:
@@ -75,7 +76,11 @@ class Reading:
         WebSocket message that carries it (``ring.read_message``: one copy, header stamped with
         ``now_us``), and its sequence, utterance id and flags; None as for read_into. A frame whose
         events must go first is held the same way (read_into or this hands it out next)."""
-        if not self._may_read():
+        # the server's per-frame path: _may_read, inline
+        if self.inbox:
+            self._apply()
+        st = self.state
+        if st.paused or st.cancelling or st.ended or (st.marks and st.due()):
             return None
         if self._held_label is not None:
             held = self._release_held(now)
@@ -84,17 +89,17 @@ class Reading:
             seq, uid, flags = held
             payload = self._held.view(np.uint8)[: self.payload_bytes or self._held.nbytes]
             return wire.audio_message(flags, uid, seq, now_us, payload), seq, uid, flags
-        st = self.state
         seq = st.cursor
         r = self.ring.read_message(seq, now_us, self._slot)
         if r.__class__ is not tuple:
             self._missed(seq, r)  # type: ignore[arg-type]
             return None
         msg, uid, flags, fmt = r  # type: ignore[misc]
-        nbytes = len(msg) - wire.HEADER_SIZE - _WS_PREFIX[msg[1]]
         if st.frame(seq, uid, flags, now, fmt >> 32):
-            self.format_word, self.payload_bytes = fmt, nbytes
+            self.format_word = fmt
+            self.payload_bytes = len(msg) - _HEADERS[msg[1]]
             return msg, seq, uid, flags
+        nbytes = len(msg) - _HEADERS[msg[1]]
         self._held.view(np.uint8)[:nbytes] = np.frombuffer(msg, np.uint8, nbytes, len(msg) - nbytes)
         self._hold(seq, uid, flags, fmt, nbytes)
         return None

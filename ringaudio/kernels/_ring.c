@@ -16,6 +16,11 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __unix__
+#include <errno.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#endif
 
 #define LINE_WORDS 8
 #define MAX_GATING_READERS 4
@@ -678,6 +683,34 @@ static inline void put_le(char *p, u64 v, int n) {
     for (int i = 0; i < n; i++) p[i] = (char)((v >> (8 * i)) & 0xFF);
 }
 
+/* the RFC 6455 header's size for a binary frame of this length */
+static inline int ws_prefix(i64 length) { return length < 126 ? 2 : length < 65536 ? 4 : 10; }
+
+/* the whole message at m: RFC 6455 header (prefix bytes), audio header, the payload's
+ * length - WIRE_HEADER bytes from the slot */
+static void put_message(char *m, int prefix, i64 length, i64 utterance, i64 flags, i64 seq, i64 now_us,
+                        const char *payload) {
+    m[0] = (char)0x82;
+    if (prefix == 2) {
+        m[1] = (char)length;
+    } else if (prefix == 4) {
+        m[1] = 126;
+        m[2] = (char)(length >> 8);
+        m[3] = (char)length;
+    } else {
+        m[1] = 127;
+        for (int i = 0; i < 8; i++) m[2 + i] = (char)((u64)length >> (8 * (7 - i)));
+    }
+    char *h = m + prefix;
+    put_le(h, WIRE_MAGIC, 2);
+    put_le(h + 2, WIRE_VERSION, 1);
+    put_le(h + 3, (u64)flags, 1);
+    put_le(h + 4, (u64)utterance & 0xFFFFFFFF, 4);
+    put_le(h + 8, (u64)seq, 8);
+    put_le(h + 16, (u64)now_us, 8);
+    memcpy(h + WIRE_HEADER, payload, (size_t)(length - WIRE_HEADER));
+}
+
 static PyObject *k_read_message(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     /* (ctrl, slots, seq, gen, reader, now_us) -> (message, utterance, flags, format, wake), or a code:
      * frame seq read as the whole WebSocket message a client gets for it (its payload is the label's
@@ -713,29 +746,11 @@ static PyObject *k_read_message(PyObject *self, PyObject *const *args, Py_ssize_
     i64 nbytes = LD_RLX(ctrl, line + S_BYTES);
     if (nbytes < 0 || nbytes > row) nbytes = row; /* a torn label: the stamp check below refuses it */
     i64 length = WIRE_HEADER + nbytes;
-    int prefix = length < 126 ? 2 : length < 65536 ? 4 : 10;
+    int prefix = ws_prefix(length);
     PyObject *msg = PyBytes_FromStringAndSize(NULL, prefix + length);
     if (msg == NULL) goto done;
-    char *m = PyBytes_AS_STRING(msg);
-    m[0] = (char)0x82;
-    if (prefix == 2) {
-        m[1] = (char)length;
-    } else if (prefix == 4) {
-        m[1] = 126;
-        m[2] = (char)(length >> 8);
-        m[3] = (char)length;
-    } else {
-        m[1] = 127;
-        for (int i = 0; i < 8; i++) m[2 + i] = (char)((u64)length >> (8 * (7 - i)));
-    }
-    char *h = m + prefix;
-    put_le(h, WIRE_MAGIC, 2);
-    put_le(h + 2, WIRE_VERSION, 1);
-    put_le(h + 3, (u64)flags, 1);
-    put_le(h + 4, (u64)utterance & 0xFFFFFFFF, 4);
-    put_le(h + 8, (u64)seq, 8);
-    put_le(h + 16, (u64)now_us, 8);
-    memcpy(h + WIRE_HEADER, (const char *)s->buf + (seq % capacity) * row, (size_t)nbytes);
+    put_message(PyBytes_AS_STRING(msg), prefix, length, utterance, flags, seq, now_us,
+                (const char *)s->buf + (seq % capacity) * row);
     if (!intact(ctrl, capacity, seq, s1)) {
         Py_DECREF(msg);
         r = OVERRUN;
@@ -750,6 +765,101 @@ done:
     release(&b);
     return result;
 }
+
+#ifdef __unix__
+/* send_frames' codes beside NOT_READY and OVERRUN: why it stopped before its budget */
+#define LONG_WAY 1 /* the next frame is not like the last (label, flags, size) or would not fit: read it the long way */
+#define AT_LIMIT 2 /* the next frame is at the limit (an event is due there) */
+#define BLOCKED 3  /* the socket took less than all: the rest comes back to be queued */
+#define SEND_CAP 65536
+
+static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, slots, seq, gen, reader, now_us, fd, utterance, format, nbytes, limit, budget)
+     *   -> (frames, code, rest, wake), or BAD_ARGUMENT:
+     * the server's steady state in one call. Frames seq, seq + 1, ... (at most budget, none at or past
+     * limit), each labelled utterance with no flags, the format word and payload size of the frame
+     * read before them, are read as their WebSocket messages (headers stamped with now_us) into one
+     * buffer and written to the socket fd with one non-blocking send. It stops at the first frame not
+     * like that (code LONG_WAY), not written yet (NOT_READY) or overwritten (OVERRUN): that frame is
+     * not read, and the caller reads it the long way. frames were read (the gating position moved
+     * past them); whatever of them the socket did not take is rest (bytes, code BLOCKED), for the
+     * caller to queue before anything else it sends there. */
+    static char out[SEND_CAP];
+    if (!nargs_ok("send_frames", nargs, 12)) return NULL;
+    i64 a[10];
+    if (get_i64s(args, 2, 10, a) < 0) return NULL;
+    i64 seq = a[0], gen = a[1], reader = a[2], now_us = a[3], fd = a[4], utterance = a[5], fmt = a[6],
+        nbytes = a[7], limit = a[8], budget = a[9];
+    Bufs b = {.n = 0};
+    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 0) : NULL;
+    if (s == NULL) {
+        release(&b);
+        return NULL;
+    }
+    u64 *ctrl = CTRL(*c);
+    i64 capacity = s->shape[0];
+    Py_ssize_t row = s->shape[1] * s->itemsize;
+    PyObject *result = NULL;
+    if (seq < 0 || !READER_OK(reader) || !FITS(*c, capacity) || fd < 0 || fd > INT32_MAX || nbytes < 0 ||
+        nbytes > row) {
+        result = PyLong_FromLongLong(BAD_ARGUMENT);
+        goto done;
+    }
+    i64 length = WIRE_HEADER + nbytes;
+    int prefix = ws_prefix(length);
+    size_t size = (size_t)(prefix + length), used = 0;
+    i64 n = 0, code = 0;
+    for (; n < budget; n++) {
+        i64 q = seq + n;
+        if (q >= limit) {
+            code = AT_LIMIT;
+            break;
+        }
+        if (used + size > SEND_CAP) {
+            code = LONG_WAY;
+            break;
+        }
+        i64 s1 = open_(ctrl, capacity, q, gen);
+        if (s1 < 0) {
+            code = s1;
+            break;
+        }
+        i64 line = STAMP0 + (q % capacity) * STAMP_STRIDE;
+        if (LD_RLX(ctrl, line + S_UTTERANCE) != utterance || LD_RLX(ctrl, line + S_UTTERANCE + 1) != 0 ||
+            LD_RLX(ctrl, line + S_UTTERANCE + 2) != fmt || LD_RLX(ctrl, line + S_BYTES) != nbytes) {
+            code = LONG_WAY; /* (a torn label too: the long way re-reads it) */
+            break;
+        }
+        put_message(out + used, prefix, length, utterance, 0, q, now_us, (const char *)s->buf + (q % capacity) * row);
+        if (!intact(ctrl, capacity, q, s1)) {
+            code = OVERRUN;
+            break;
+        }
+        used += size;
+    }
+    i64 wake = n ? advance_(ctrl, reader, seq + n) : 0;
+    size_t sent = 0;
+    while (sent < used) {
+        ssize_t w = send((int)fd, out + sent, used - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w > 0)
+            sent += (size_t)w;
+        else if (!(w < 0 && errno == EINTR))
+            break; /* EAGAIN, or a broken connection: the transport's own write meets it */
+    }
+    PyObject *rest;
+    if (sent < used) {
+        rest = PyBytes_FromStringAndSize(out + sent, (Py_ssize_t)(used - sent));
+        if (rest == NULL) goto done;
+        code = BLOCKED;
+    } else {
+        rest = Py_NewRef(Py_None);
+    }
+    result = Py_BuildValue("(LLNL)", (long long)n, (long long)code, rest, (long long)wake);
+done:
+    release(&b);
+    return result;
+}
+#endif
 
 static PyObject *k_warm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     /* (dtype): nothing to compile here; the numba kernels' warm() takes the same argument */
@@ -768,6 +878,9 @@ static PyMethodDef methods[] = {
     FAST(read_labelled),
     FAST(read_block),
     FAST(read_message),
+#ifdef __unix__
+    FAST(send_frames),
+#endif
     FAST(readable),
     FAST(begin_reader_wait),
     FAST(end_reader_wait),
@@ -798,6 +911,11 @@ PyMODINIT_FUNC PyInit__ring(void) {
         {"BAD_ARGUMENT", BAD_ARGUMENT},
         {"NOT_READY", NOT_READY},
         {"OVERRUN", OVERRUN},
+#ifdef __unix__
+        {"LONG_WAY", LONG_WAY},
+        {"AT_LIMIT", AT_LIMIT},
+        {"BLOCKED", BLOCKED},
+#endif
         /* the layout this was built for, checked against ringaudio.ring.layout by the tests */
         {"LINE_WORDS", LINE_WORDS},
         {"MAX_GATING_READERS", MAX_GATING_READERS},

@@ -189,7 +189,8 @@ class Scheduling(Formats):
             if probe.outq == 0 and s.kernel_backlog > s.send_limit and not s.probing:
                 # all acknowledged and only the client's window says it has not read: ask it
                 self._spawn(self._ping(s))
-        unconsumed = transport.get_write_buffer_size() + s.kernel_backlog
+        buffered = transport.get_write_buffer_size()
+        unconsumed = buffered + s.kernel_backlog
         if unconsumed > s.send_limit:  # sent and not read: hold the rest back (block: the ring fills)
             s.over_at = now
             if not s.slow:  # a new episode: one line for it, not one per frame it holds back
@@ -222,7 +223,22 @@ class Scheduling(Formats):
         whole = s.raw and s.send_mode == SEND_AS_IS
         out = self._out
         self._out_owner, self._out_from = s, len(out)
-        for _ in range(allowance + MAX_EVENT_ROUNDS):
+        rounds = allowance + MAX_EVENT_ROUNDS
+        if whole and not buffered and allowance and s.sock is not None and not self.debug_frames:
+            # the steady state, in one kernel call: frames like the last one read, straight to the
+            # socket (nothing is queued for it, so nothing can be overtaken); it stops at whatever
+            # needs a look (a boundary, a flag, an event, an overrun) for the loop below to read
+            sent, rest, waiting = source.send_frames(s.sock.fileno(), now_us, allowance)
+            if sent:
+                if rest is not None:
+                    out.append((transport, rest))
+                if len(sent_at) > 512:
+                    sent_at.clear()
+                for seq in range(source.state.cursor - sent, source.state.cursor):
+                    sent_at[seq] = now
+            if waiting and not events:
+                rounds = 0  # the next frame is not written yet: nothing more to read now
+        for _ in range(rounds):
             if sent >= allowance:
                 break
             # A read returns a frame, or None; what it queued as events goes out next, after the frame

@@ -189,6 +189,27 @@ class StreamState:
                 self._end(u, seq)
         return True
 
+    def steady(self) -> tuple[int, int] | None:
+        """(utterance id, sequence limit) while frames may be taken in bulk with :meth:`taken`: the
+        reader is inside an utterance, nothing blocks it and no event is waiting; frames before the
+        limit (the next mark's position, or none) that carry that id and no flags need no look
+        from :meth:`frame`. None otherwise."""
+        u = self._current
+        if u is None or self.paused or self.cancelling or self.ended or self.events:
+            return None
+        marks = self.marks
+        return u.utterance_id, marks[0].position if marks else 1 << 62
+
+    def taken(self, n: int, frame_us: int) -> None:
+        """``n`` frames of the :meth:`steady` utterance, from the cursor on, were delivered: what
+        :meth:`frame` does for each in its common case."""
+        u = self._current
+        assert u is not None
+        self.cursor += n
+        self.last_read = self.cursor - 1
+        u.delivered += n
+        u.delivered_us += n * (frame_us or self.frame_ms * 1000)
+
     def gap(self, expected: int, oldest: int) -> None:
         """Frames ``expected .. oldest - 1`` were overwritten before this reader read them."""
         self.events.append(Event("overrun", {"expected": expected, "received": oldest, "lost": oldest - expected}))

@@ -104,6 +104,31 @@ class Reading:
         self._hold(seq, uid, flags, fmt, nbytes)
         return None
 
+    def send_frames(self, fd: int, now_us: int, budget: int) -> tuple[int, bytes | None, bool]:
+        """The server's steady state: up to ``budget`` frames of the utterance being read, each
+        like the frame read last, sent as their WebSocket messages straight to the socket ``fd``
+        (``ring.send_frames``: one kernel call, one send) — only when nothing needs a look between
+        them (:meth:`StreamState.steady`, nothing in the inbox, no frame held).
+
+        Returns ``(frames, rest, waiting)``: how many were sent, what of them the socket did not
+        take (queue it before anything else to that socket) and whether the next frame is not
+        written yet. Whatever it stopped at (a new utterance, a flag, an event due, an overrun) is
+        for :meth:`read_message` to read next."""
+        if self.inbox or self._held_label is not None or not self.payload_bytes:
+            return 0, None, False
+        st = self.state
+        steady = st.steady()
+        if steady is None:
+            return 0, None, False
+        uid, limit = steady
+        fmt = self.format_word
+        n, code, rest = self.ring.send_frames(
+            st.cursor, now_us, self._slot, fd, (uid, fmt, self.payload_bytes), limit, budget
+        )
+        if n:
+            st.taken(n, fmt >> 32)
+        return n, rest, code == NOT_READY
+
     # -- what both reads share ------------------------------------------------------------------------
     def _may_read(self) -> bool:
         """Apply what the worker sent; False when nothing is read now (paused, cancelling, ended, or

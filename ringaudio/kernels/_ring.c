@@ -21,6 +21,12 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #endif
+#ifdef __linux__
+#include <limits.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #define LINE_WORDS 8
 #define MAX_GATING_READERS 4
@@ -775,7 +781,7 @@ done:
 
 static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     /* (ctrl, slots, seq, gen, reader, now_us, fd, utterance, format, nbytes, limit, budget)
-     *   -> (frames, code, rest, wake), or BAD_ARGUMENT:
+     *   -> (frames, code, rest), or BAD_ARGUMENT:
      * the server's steady state in one call. Frames seq, seq + 1, ... (at most budget, none at or past
      * limit), each labelled utterance with no flags, the format word and payload size of the frame
      * read before them, are read as their WebSocket messages (headers stamped with now_us) into one
@@ -783,7 +789,8 @@ static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t
      * like that (code LONG_WAY), not written yet (NOT_READY) or overwritten (OVERRUN): that frame is
      * not read, and the caller reads it the long way. frames were read (the gating position moved
      * past them); whatever of them the socket did not take is rest (bytes, code BLOCKED), for the
-     * caller to queue before anything else it sends there. */
+     * caller to queue before anything else it sends there. A writer waiting for the space they free is
+ * woken here (on Linux: the futex wake of ringaudio/ring/futex.py; elsewhere writers poll). */
     static char out[SEND_CAP];
     if (!nargs_ok("send_frames", nargs, 12)) return NULL;
     i64 a[10];
@@ -837,7 +844,11 @@ static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t
         }
         used += size;
     }
-    i64 wake = n ? advance_(ctrl, reader, seq + n) : 0;
+    if (n && advance_(ctrl, reader, seq + n)) {
+#ifdef __linux__
+        syscall(SYS_futex, &ctrl[C_SPACE_EVENT], FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#endif
+    }
     size_t sent = 0;
     while (sent < used) {
         ssize_t w = send((int)fd, out + sent, used - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -854,7 +865,7 @@ static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t
     } else {
         rest = Py_NewRef(Py_None);
     }
-    result = Py_BuildValue("(LLNL)", (long long)n, (long long)code, rest, (long long)wake);
+    result = Py_BuildValue("(LLN)", (long long)n, (long long)code, rest);
 done:
     release(&b);
     return result;

@@ -22,7 +22,8 @@ from .view import SPIN_LOADS, WAIT_TICK, RingView, check_seq, deadline
 _read_frame = k.read_frame
 _read_labelled = k.read_labelled
 _read_message = getattr(k, "read_message", None)  # the C kernels' (the numba set has none: see read_message)
-_send_frames = getattr(k, "send_frames", None)  # the C kernels' on a POSIX system (see send_frames)
+# the C kernels' on a POSIX system where writers are woken by futex (see send_frames)
+_send_frames = getattr(k, "send_frames", None) if futex.AVAILABLE else None
 _wake = futex.wake
 NOT_READY = k.NOT_READY
 OVERRUN = k.OVERRUN
@@ -116,24 +117,24 @@ class RingReading(RingView):
         uid, flags, fmt, nbytes = (int(x) for x in label)
         return wire.audio_message(flags, uid, seq, now_us, out.view(np.uint8)[:nbytes]), uid, flags, fmt
 
-    SENDS = _send_frames is not None  # can send_frames send (the C kernels on a POSIX system)?
+    SENDS = _send_frames is not None  # can send_frames send?
 
     def send_frames(
-        self, seq: int, now_us: int, slot: int, fd: int, like: tuple[int, int, int], limit: int, budget: int
+        self, seq: int, now_us: int, slot: int, fd: int, uid: int, fmt: int, nbytes: int, limit: int, budget: int
     ) -> tuple[int, int, bytes | None]:
         """The server's steady state in one kernel call: frames ``seq``, ``seq + 1``, ... (at most
-        ``budget``, none at or past ``limit``), each like the frame read before them (``like``:
-        its utterance id, format word and payload size, and no flags), read as their WebSocket
+        ``budget``, none at or past ``limit``), each like the frame read before them (utterance id
+        ``uid``, format word ``fmt``, ``nbytes`` of payload, no flags), read as their WebSocket
         messages (see :meth:`read_message`) and written to the non-blocking socket ``fd`` at once.
 
-        Returns ``(frames, code, rest)``: how many were read (``slot``'s reader moved past them),
-        why it stopped short (0: the budget; ``NOT_READY``; ``OVERRUN``; ``LONG_WAY``, the next
-        frame is not like them; ``AT_LIMIT``) and what of them the socket did not take (bytes,
-        code ``BLOCKED``: the caller queues them before anything else it sends there). The frame
-        it stopped at is not read. Without the C kernels, or for arguments they refuse, (0, LONG_WAY, None)."""
+        Returns ``(frames, code, rest)``: how many were read (``slot``'s reader moved past them, a
+        writer waiting for the space woken), why it stopped short (0: the budget; ``NOT_READY``;
+        ``OVERRUN``; ``LONG_WAY``, the next frame is not like them; ``AT_LIMIT``) and what of them
+        the socket did not take (bytes, code ``BLOCKED``: the caller queues them before anything
+        else it sends there). The frame it stopped at is not read. Without the C kernels (or a
+        futex to wake a writer with), or for arguments they refuse: (0, LONG_WAY, None)."""
         if _send_frames is None:
             return 0, LONG_WAY, None
-        uid, fmt, nbytes = like
         try:
             r = _send_frames(
                 self._ctrl, self._slots, seq, self.generation, slot, now_us, fd, uid, fmt, nbytes, limit, budget
@@ -142,10 +143,7 @@ class RingReading(RingView):
             return 0, LONG_WAY, None
         if r.__class__ is not tuple:
             return 0, LONG_WAY, None
-        n, code, rest, wake = r
-        if wake:
-            _wake(self._space_addr)
-        return n, code, rest
+        return r  # type: ignore[no-any-return]
 
     def try_read(self, seq: int, out: np.ndarray) -> bool:
         """Copy frame ``seq`` into ``out`` through the default reader if it is written: True when

@@ -41,6 +41,11 @@ class Pacer:
     def spend(self, frames: int) -> None:
         self.tokens -= frames
 
+    def spent(self, frames: int, now: float) -> float:
+        """:meth:`spend`, then :meth:`next_due` (one call on the per-frame path)."""
+        self.tokens -= frames
+        return now + max(0.0, 1.0 - self.tokens) * self.period
+
     def next_due(self, now: float) -> float:
         """When the next frame may go (the bucket holds a whole token again)."""
         return now + max(0.0, 1.0 - self.tokens) * self.period

@@ -169,7 +169,10 @@ class Scheduling(Formats):
         pack and one transport write per frame, metrics appended to plain lists.
         """
         source = s.source
-        if source is None or source.state.paused:
+        if source is None:
+            return None
+        st = source.state
+        if st.paused:
             return None
         ws = s.ws
         transport = ws.transport
@@ -217,7 +220,7 @@ class Scheduling(Formats):
         allowance = pacer.allowance(now, self.slack)
         sent = 0
         frame, pcm, offset, sent_at = s.frame, s.pcm, s.offset, s.sent_at
-        events = source.events
+        events = st.events
         # frames as they are over a plain connection: each read is the whole message (one kernel call),
         # written with the pass's others at its end (_write_out)
         whole = s.raw and s.send_mode == SEND_AS_IS
@@ -234,7 +237,7 @@ class Scheduling(Formats):
                     out.append((transport, rest))
                 if len(sent_at) > 512:
                     sent_at.clear()
-                for seq in range(source.state.cursor - sent, source.state.cursor):
+                for seq in range(st.cursor - sent, st.cursor):
                     sent_at[seq] = now
             if waiting and not events:
                 rounds = 0  # the next frame is not written yet: nothing more to read now
@@ -291,7 +294,7 @@ class Scheduling(Formats):
         if sent:
             self.metrics.totals.frames_sent += sent
             s.frames_sent += sent
-            pacer.spend(sent)
+            due = pacer.spent(sent, now)
             if s.last_send:
                 interval = (now - s.last_send) * 1000
                 self._intervals(interval)
@@ -299,6 +302,8 @@ class Scheduling(Formats):
                     self._jitters(abs(interval - s.last_interval))
                 s.last_interval = interval
             s.last_send = now
-        if sent == allowance:
+            if sent == allowance:
+                return due
+        elif not allowance:
             return pacer.next_due(now)
         return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle

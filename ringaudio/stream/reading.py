@@ -123,7 +123,7 @@ class Reading:
         uid, limit = steady
         fmt = self.format_word
         n, code, rest = self.ring.send_frames(
-            st.cursor, now_us, self._slot, fd, (uid, fmt, self.payload_bytes), limit, budget
+            st.cursor, now_us, self._slot, fd, uid, fmt, self.payload_bytes, limit, budget
         )
         if n:
             st.taken(n, fmt >> 32)

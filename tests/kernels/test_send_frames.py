@@ -57,11 +57,11 @@ def test_frames_like_the_last_go_out_in_one_send_and_move_the_gating_reader(
     with FrameRing.create(capacity=16) as ring:
         for seq in range(5):
             ring.write(pcm(seq), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
-        assert ring.send_frames(1, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 3) == (3, 0, None)
+        assert ring.send_frames(1, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 3) == (3, 0, None)
         assert received(b) == b"".join(message(q) for q in (1, 2, 3))
         assert gating(ring) == 4
         # the budget is not reached: the frame after the last one written is not ready
-        assert ring.send_frames(4, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 8) == (1, reader.NOT_READY, None)
+        assert ring.send_frames(4, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 8) == (1, reader.NOT_READY, None)
         assert received(b) == message(4)
         assert gating(ring) == 5
 
@@ -82,7 +82,7 @@ def test_a_frame_not_like_the_last_is_left_unread_for_the_long_way(
     with FrameRing.create(capacity=16) as ring:
         ring.write(pcm(0), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
         ring.write(pcm(1), **label)
-        assert ring.send_frames(0, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 4) == (1, reader.LONG_WAY, None)
+        assert ring.send_frames(0, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 4) == (1, reader.LONG_WAY, None)
         assert received(b) == message(0)
         assert gating(ring) == 1  # frame 1 is not read: the long way reads it
         got = ring.read_message(1, NOW_US)
@@ -94,9 +94,9 @@ def test_nothing_at_or_past_the_limit_is_sent(pair: tuple[socket.socket, socket.
     with FrameRing.create(capacity=16) as ring:
         for seq in range(6):
             ring.write(pcm(seq), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
-        assert ring.send_frames(0, NOW_US, 0, a.fileno(), LIKE, 2, 6) == (2, reader.AT_LIMIT, None)
+        assert ring.send_frames(0, NOW_US, 0, a.fileno(), *LIKE, 2, 6) == (2, reader.AT_LIMIT, None)
         assert received(b) == message(0) + message(1)
-        assert ring.send_frames(2, NOW_US, 0, a.fileno(), LIKE, 2, 6) == (0, reader.AT_LIMIT, None)
+        assert ring.send_frames(2, NOW_US, 0, a.fileno(), *LIKE, 2, 6) == (0, reader.AT_LIMIT, None)
         assert received(b) == b""
 
 
@@ -109,7 +109,7 @@ def test_what_the_socket_does_not_take_comes_back_and_nothing_is_lost(
         for seq in range(40):
             ring.write(pcm(seq), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
         sent = b""
-        n, code, rest = ring.send_frames(0, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 30)
+        n, code, rest = ring.send_frames(0, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 30)
         assert n == 30 and code == reader.BLOCKED and rest  # the socket took some, not all
         sent += received(b)
         # a full socket takes nothing more: the whole of what was read comes back
@@ -124,7 +124,7 @@ def test_what_the_socket_does_not_take_comes_back_and_nothing_is_lost(
                 a.send(b"y" * 1024)
             except BlockingIOError:
                 break
-        n2, code2, rest2 = ring.send_frames(30, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 2)
+        n2, code2, rest2 = ring.send_frames(30, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 2)
         whole = message(30) + message(31)
         assert (n2, code2) == (2, reader.BLOCKED) and rest2 and whole.endswith(rest2)
         taken = received(b)  # the y's, then whatever of the two frames the socket did take
@@ -140,8 +140,8 @@ def test_a_lapped_listener_gets_an_overrun_and_sends_nothing(pair: tuple[socket.
     with FrameRing.create(capacity=4, overflow="drop_oldest") as ring:
         for seq in range(9):
             ring.write(pcm(seq), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
-        assert ring.send_frames(2, NOW_US, -1, a.fileno(), LIKE, 1 << 62, 4) == (0, reader.OVERRUN, None)
-        assert ring.send_frames(6, NOW_US, -1, a.fileno(), LIKE, 1 << 62, 4) == (3, reader.NOT_READY, None)
+        assert ring.send_frames(2, NOW_US, -1, a.fileno(), *LIKE, 1 << 62, 4) == (0, reader.OVERRUN, None)
+        assert ring.send_frames(6, NOW_US, -1, a.fileno(), *LIKE, 1 << 62, 4) == (3, reader.NOT_READY, None)
         assert received(b) == b"".join(message(q) for q in (6, 7, 8))
 
 
@@ -151,8 +151,8 @@ def test_arguments_the_kernel_refuses_send_nothing_and_read_nothing(pair: tuple[
         ring.write(pcm(0), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
         for args in [(-1, LIKE, 0), (a.fileno(), (UID, FMT, 1 << 20), 0), (a.fileno(), LIKE, 9)]:
             fd, like, slot = args
-            assert ring.send_frames(0, NOW_US, slot, fd, like, 1 << 62, 4) == (0, reader.LONG_WAY, None)
-        assert ring.send_frames(-5, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 4) == (0, reader.LONG_WAY, None)
+            assert ring.send_frames(0, NOW_US, slot, fd, *like, 1 << 62, 4) == (0, reader.LONG_WAY, None)
+        assert ring.send_frames(-5, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 4) == (0, reader.LONG_WAY, None)
         assert received(b) == b"" and gating(ring) == 0
 
 
@@ -161,8 +161,30 @@ def test_a_broken_connection_hands_everything_back(pair: tuple[socket.socket, so
     b.close()
     with FrameRing.create(capacity=4) as ring:
         ring.write(pcm(0), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
-        assert ring.send_frames(0, NOW_US, 0, a.fileno(), LIKE, 1 << 62, 4) == (
+        assert ring.send_frames(0, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 4) == (
             1,
             reader.BLOCKED,
             message(0),
         )  # for the transport's own write to meet the error (and close the connection)
+
+
+def test_a_writer_waiting_for_the_space_is_told(pair: tuple[socket.socket, socket.socket]) -> None:
+    """Reading past where a waiting writer asked to be woken clears its flag and bumps the space
+    event (the word a writer sleeps on), as every read does."""
+    from ringaudio.kernels import _ring as c  # type: ignore[attr-defined]
+    from ringaudio.ring import layout
+
+    a, b = pair
+    with FrameRing.create(capacity=8) as ring:
+        for seq in range(4):
+            ring.write(pcm(seq), utterance=UID, flags=0, fmt=FMT, nbytes=1920)
+        ctrl = ring._ctrl
+        event = int(ctrl[layout.C_SPACE_EVENT])
+        c.store(ctrl, layout.C_WAKE_AT, 3)
+        c.store(ctrl, layout.C_WRITER_WAITING, 1)
+        assert ring.send_frames(0, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 2)[0] == 2
+        assert int(ctrl[layout.C_WRITER_WAITING]) == 1  # not yet where it asked
+        assert ring.send_frames(2, NOW_US, 0, a.fileno(), *LIKE, 1 << 62, 2)[0] == 2
+        assert int(ctrl[layout.C_WRITER_WAITING]) == 0 and int(ctrl[layout.C_SPACE_EVENT]) == event + 1
+        assert received(b) == b"".join(message(q) for q in range(4))
+        del ctrl  # (no view of the ring may outlive it)

@@ -43,3 +43,12 @@ def test_the_batching_slack_grows_with_the_open_sessions_within_its_bounds() -> 
     assert slacks[0] == SLACK_MIN and slacks[-1] == SLACK_MAX == batch_slack(500)
     assert slacks == sorted(slacks) and abs(batch_slack(100) - 0.0018) < 1e-9  # 1.8 ms at 100
     assert batch_slack(-3) == SLACK_MIN
+
+
+def test_spent_is_spend_then_next_due() -> None:
+    one, two = Pacer(period=0.02, prebuffer=3, now=0.0), Pacer(period=0.02, prebuffer=3, now=0.0)
+    for now in (0.0, 0.013, 0.031, 0.05, 0.2):
+        n = one.allowance(now)
+        assert two.allowance(now) == n
+        one.spend(n)
+        assert two.spent(n, now) == one.next_due(now) and two.tokens == one.tokens

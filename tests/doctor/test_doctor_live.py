@@ -48,7 +48,9 @@ class Client:
 
     def _run(self) -> None:
         try:
-            with connect(self.url, max_size=None, max_queue=4, open_timeout=10) as ws:
+            # a client that stopped reading never reads the server's close frame behind its backlog:
+            # do not wait the default 10 s for it when the test is done with the session
+            with connect(self.url, max_size=None, max_queue=4, open_timeout=10, close_timeout=1) as ws:
                 hello = json.loads(ws.recv(10))
                 self.session_id = hello["session_id"]
                 self._ready.set()

@@ -22,11 +22,11 @@ from ..conftest import long_runs
 from .conftest import ServerProcess, start
 from .test_server import run
 
-SENTENCE = "This is a sentence that keeps the voice busy for a while. "  # about 2.9 s of synthetic speech
+SENTENCE = "This is a sentence that keeps the voice busy for a while. "  # about 3.9 s of synthetic speech
 
 
 def text_of(seconds: float) -> str:
-    return SENTENCE * max(1, round(seconds / 2.9))
+    return SENTENCE * max(1, round(seconds / 3.9))
 
 
 def server(overflow: str, **env: str) -> ServerProcess:
@@ -41,7 +41,7 @@ def since_open(srv: ServerProcess, message: str) -> list[tuple[float, dict[str, 
 
 @pytest.mark.parametrize("overflow", ["drop_oldest", "block"])
 def test_a_healthy_client_loses_nothing_and_raises_no_alarm(overflow: str) -> None:
-    seconds = 60 if long_runs() else 12
+    seconds = 60 if long_runs() else 8  # many laps of the 1 s ring, and over twice the 3 s a slow client takes
     srv = server(overflow)
     try:
         stats: Stats = run(speak(srv.url, [text_of(seconds)], timeout=seconds * 3))

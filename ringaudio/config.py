@@ -48,6 +48,7 @@ DEFAULTS: dict[str, Any] = {
         "public_metrics": False,  # with a token set, /metrics and /healthz need it unless this is true
         "send_budget_kb": 256,  # KiB of outbound messages a session may have queued before it is closed
         "close_timeout_s": 2,  # a closing handshake longer than this aborts the transport
+        "kernel_lanes": True,  # steady sessions served by one C call per pass (false: each pumped in Python)
     },
     "audio": {
         "frame_duration_ms": 20,
@@ -115,6 +116,7 @@ class ServerSettings:
     public_metrics: bool = False
     send_budget_kb: int = 256
     close_timeout_s: float = 2.0
+    kernel_lanes: bool = True
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,7 @@ def load(
         public_metrics=c.boolean(srv["public_metrics"], "server.public_metrics"),
         send_budget_kb=c.integer(srv["send_budget_kb"], "server.send_budget_kb", 16, 65_536),
         close_timeout_s=c.number(srv["close_timeout_s"], "server.close_timeout_s", 0.1, 30),
+        kernel_lanes=c.boolean(srv["kernel_lanes"], "server.kernel_lanes"),
     )
     return Config(
         frame_queue_size=queue,

@@ -18,6 +18,8 @@
 #include <string.h>
 #ifdef __unix__
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #endif
@@ -779,6 +781,74 @@ done:
 #define BLOCKED 3  /* the socket took less than all: the rest comes back to be queued */
 #define SEND_CAP 65536
 
+/* frames seq, seq + 1, ... (at most budget, none at or past limit) like the frame read before them
+ * (labelled utterance, no flags, format word fmt, nbytes of payload) as their WebSocket messages into
+ * out (*used bytes): how many, and in *code why it stopped short (0: the budget) */
+static i64 gather(u64 *ctrl, const Py_buffer *s, i64 seq, i64 gen, i64 utterance, i64 fmt, i64 nbytes, i64 limit,
+                  i64 budget, i64 now_us, char *out, size_t *used, i64 *code) {
+    i64 capacity = s->shape[0];
+    Py_ssize_t row = s->shape[1] * s->itemsize;
+    i64 length = WIRE_HEADER + nbytes;
+    int prefix = ws_prefix(length);
+    size_t size = (size_t)(prefix + length);
+    i64 n = 0;
+    *code = 0;
+    *used = 0;
+    for (; n < budget; n++) {
+        i64 q = seq + n;
+        if (q >= limit) {
+            *code = AT_LIMIT;
+            break;
+        }
+        if (*used + size > SEND_CAP) {
+            *code = LONG_WAY;
+            break;
+        }
+        i64 s1 = open_(ctrl, capacity, q, gen);
+        if (s1 < 0) {
+            *code = s1;
+            break;
+        }
+        i64 line = STAMP0 + (q % capacity) * STAMP_STRIDE;
+        if (LD_RLX(ctrl, line + S_UTTERANCE) != utterance || LD_RLX(ctrl, line + S_UTTERANCE + 1) != 0 ||
+            LD_RLX(ctrl, line + S_UTTERANCE + 2) != fmt || LD_RLX(ctrl, line + S_BYTES) != nbytes) {
+            *code = LONG_WAY; /* (a torn label too: the long way re-reads it) */
+            break;
+        }
+        put_message(out + *used, prefix, length, utterance, 0, q, now_us, (const char *)s->buf + (q % capacity) * row);
+        if (!intact(ctrl, capacity, q, s1)) {
+            *code = OVERRUN;
+            break;
+        }
+        *used += size;
+    }
+    return n;
+}
+
+/* the reader moved past seq + n: wake a writer waiting for that space */
+static void moved(u64 *ctrl, i64 reader, i64 to) {
+    if (advance_(ctrl, reader, to)) {
+#ifdef __linux__
+        syscall(SYS_futex, &ctrl[C_SPACE_EVENT], FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
+#endif
+    }
+}
+
+/* what the non-blocking socket fd takes of out[0:used] */
+static size_t send_out(int fd, const char *out, size_t used) {
+    size_t sent = 0;
+    while (sent < used) {
+        ssize_t w = send(fd, out + sent, used - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (w > 0)
+            sent += (size_t)w;
+        else if (!(w < 0 && errno == EINTR))
+            break; /* EAGAIN, or a broken connection: the transport's own write meets it */
+    }
+    return sent;
+}
+
+static char send_buffer[SEND_CAP];
+
 static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     /* (ctrl, slots, seq, gen, reader, now_us, fd, utterance, format, nbytes, limit, budget)
      *   -> (frames, code, rest), or BAD_ARGUMENT:
@@ -790,8 +860,7 @@ static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t
      * not read, and the caller reads it the long way. frames were read (the gating position moved
      * past them); whatever of them the socket did not take is rest (bytes, code BLOCKED), for the
      * caller to queue before anything else it sends there. A writer waiting for the space they free is
- * woken here (on Linux: the futex wake of ringaudio/ring/futex.py; elsewhere writers poll). */
-    static char out[SEND_CAP];
+     * woken here (on Linux: the futex wake of ringaudio/ring/futex.py; elsewhere writers poll). */
     if (!nargs_ok("send_frames", nargs, 12)) return NULL;
     i64 a[10];
     if (get_i64s(args, 2, 10, a) < 0) return NULL;
@@ -804,62 +873,20 @@ static PyObject *k_send_frames(PyObject *self, PyObject *const *args, Py_ssize_t
         return NULL;
     }
     u64 *ctrl = CTRL(*c);
-    i64 capacity = s->shape[0];
-    Py_ssize_t row = s->shape[1] * s->itemsize;
     PyObject *result = NULL;
-    if (seq < 0 || !READER_OK(reader) || !FITS(*c, capacity) || fd < 0 || fd > INT32_MAX || nbytes < 0 ||
-        nbytes > row) {
+    if (seq < 0 || !READER_OK(reader) || !FITS(*c, s->shape[0]) || fd < 0 || fd > INT32_MAX || nbytes < 0 ||
+        nbytes > s->shape[1] * s->itemsize) {
         result = PyLong_FromLongLong(BAD_ARGUMENT);
         goto done;
     }
-    i64 length = WIRE_HEADER + nbytes;
-    int prefix = ws_prefix(length);
-    size_t size = (size_t)(prefix + length), used = 0;
-    i64 n = 0, code = 0;
-    for (; n < budget; n++) {
-        i64 q = seq + n;
-        if (q >= limit) {
-            code = AT_LIMIT;
-            break;
-        }
-        if (used + size > SEND_CAP) {
-            code = LONG_WAY;
-            break;
-        }
-        i64 s1 = open_(ctrl, capacity, q, gen);
-        if (s1 < 0) {
-            code = s1;
-            break;
-        }
-        i64 line = STAMP0 + (q % capacity) * STAMP_STRIDE;
-        if (LD_RLX(ctrl, line + S_UTTERANCE) != utterance || LD_RLX(ctrl, line + S_UTTERANCE + 1) != 0 ||
-            LD_RLX(ctrl, line + S_UTTERANCE + 2) != fmt || LD_RLX(ctrl, line + S_BYTES) != nbytes) {
-            code = LONG_WAY; /* (a torn label too: the long way re-reads it) */
-            break;
-        }
-        put_message(out + used, prefix, length, utterance, 0, q, now_us, (const char *)s->buf + (q % capacity) * row);
-        if (!intact(ctrl, capacity, q, s1)) {
-            code = OVERRUN;
-            break;
-        }
-        used += size;
-    }
-    if (n && advance_(ctrl, reader, seq + n)) {
-#ifdef __linux__
-        syscall(SYS_futex, &ctrl[C_SPACE_EVENT], FUTEX_WAKE, INT_MAX, NULL, NULL, 0);
-#endif
-    }
-    size_t sent = 0;
-    while (sent < used) {
-        ssize_t w = send((int)fd, out + sent, used - sent, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (w > 0)
-            sent += (size_t)w;
-        else if (!(w < 0 && errno == EINTR))
-            break; /* EAGAIN, or a broken connection: the transport's own write meets it */
-    }
+    size_t used;
+    i64 code;
+    i64 n = gather(ctrl, s, seq, gen, utterance, fmt, nbytes, limit, budget, now_us, send_buffer, &used, &code);
+    if (n) moved(ctrl, reader, seq + n);
+    size_t sent = send_out((int)fd, send_buffer, used);
     PyObject *rest;
     if (sent < used) {
-        rest = PyBytes_FromStringAndSize(out + sent, (Py_ssize_t)(used - sent));
+        rest = PyBytes_FromStringAndSize(send_buffer + sent, (Py_ssize_t)(used - sent));
         if (rest == NULL) goto done;
         code = BLOCKED;
     } else {
@@ -870,6 +897,289 @@ done:
     release(&b);
     return result;
 }
+
+/* -- lanes: the steady state of many sessions in one call per pass ---------------------------------- */
+/* A lane is one session's steady state held here between passes: its ring (buffers held), its own
+ * descriptor of the socket (a dup, so a descriptor number reused after the server closed the socket
+ * can never get its frames), where it reads, what its frames are like, and its pacing (the token
+ * bucket of ringaudio/server/pacing.py, the same arithmetic). Lanes.run serves every lane that is due:
+ * it sends what the bucket allows as send_frames does and stops a lane (for the server to take back,
+ * with eject) at whatever needs a look: a frame not like the last, a limit, an overrun, a socket that
+ * did not take everything, or the time the server wanted to look at it anyway (visit_at). */
+#define VISIT 4        /* the lane's visit time came: the server looks at the session */
+#define LANE_TIMES 128 /* send times kept per lane, for the sequence numbers acks name */
+
+typedef struct {
+    int fd, stopped;
+    Bufs b; /* ctrl, slots */
+    i64 seq, gen, reader, uid, fmt, nbytes, limit, first;
+    double tokens, last, period, prebuffer, due, visit_at, last_send, last_interval;
+    double times[LANE_TIMES];
+} Lane;
+
+typedef struct {
+    PyObject_HEAD Lane **v; /* by slot; each Lane allocated on its own (Py_buffers must not move) */
+    Py_ssize_t cap, top, count;
+} LanesObject;
+
+static void lane_free(LanesObject *self, Py_ssize_t slot) {
+    Lane *l = self->v[slot];
+    if (l == NULL) return;
+    release(&l->b);
+    close(l->fd);
+    PyMem_Free(l);
+    self->v[slot] = NULL;
+    self->count--;
+    while (self->top > 0 && self->v[self->top - 1] == NULL) self->top--;
+}
+
+static void lanes_dealloc(LanesObject *self) {
+    for (Py_ssize_t i = 0; i < self->top; i++) lane_free(self, i);
+    PyMem_Free(self->v);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int get_f64s(PyObject *const *args, Py_ssize_t first, Py_ssize_t n, double *out) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        out[i] = PyFloat_AsDouble(args[first + i]);
+        if (out[i] == -1.0 && PyErr_Occurred()) return -1;
+    }
+    return 0;
+}
+
+static PyObject *lanes_admit(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (slot, ctrl, slots, fd, seq, gen, reader, utterance, format, nbytes, limit,
+     *  tokens, last, period, prebuffer, due, visit_at, last_send, last_interval) -> None */
+    if (!nargs_ok("admit", nargs, 19)) return NULL;
+    i64 a[8];
+    double f[8];
+    Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
+    if (slot == -1 && PyErr_Occurred()) return NULL;
+    if (get_i64s(args, 3, 8, a) < 0 || get_f64s(args, 11, 8, f) < 0) return NULL;
+    i64 fd = a[0], seq = a[1], reader = a[3], nbytes = a[6];
+    if (slot < 0 || slot > (1 << 20) || (slot < self->top && self->v[slot] != NULL)) {
+        PyErr_Format(PyExc_ValueError, "lane slot %zd is taken or out of range", slot);
+        return NULL;
+    }
+    if (fd < 0 || fd > INT32_MAX || seq < 0 || !READER_OK(reader) || !(f[2] > 0) || !(f[3] >= 1)) {
+        PyErr_SetString(PyExc_ValueError, "bad lane arguments");
+        return NULL;
+    }
+    if (slot >= self->cap) {
+        Py_ssize_t cap = self->cap ? self->cap : 64;
+        while (cap <= slot) cap *= 2;
+        Lane **v = PyMem_Realloc(self->v, (size_t)cap * sizeof(Lane *));
+        if (v == NULL) return PyErr_NoMemory();
+        memset(v + self->cap, 0, (size_t)(cap - self->cap) * sizeof(Lane *));
+        self->v = v;
+        self->cap = cap;
+    }
+    Lane *l = PyMem_Calloc(1, sizeof(Lane));
+    if (l == NULL) return PyErr_NoMemory();
+    Py_buffer *c = take_ctrl(&l->b, args[1]), *s = c ? take_slots(&l->b, args[2], 0) : NULL;
+    if (s == NULL || !FITS(*c, s->shape[0]) || nbytes < 0 || nbytes > s->shape[1] * s->itemsize ||
+        WIRE_HEADER + nbytes + 10 > SEND_CAP) {
+        if (s != NULL) PyErr_SetString(PyExc_ValueError, "bad lane ring or payload size");
+        release(&l->b);
+        PyMem_Free(l);
+        return NULL;
+    }
+    l->fd = fcntl((int)fd, F_DUPFD_CLOEXEC, 0);
+    if (l->fd < 0) {
+        release(&l->b);
+        PyMem_Free(l);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    l->seq = l->first = seq;
+    l->gen = a[2];
+    l->reader = reader;
+    l->uid = a[4];
+    l->fmt = a[5];
+    l->nbytes = nbytes;
+    l->limit = a[7];
+    l->tokens = f[0];
+    l->last = f[1];
+    l->period = f[2];
+    l->prebuffer = f[3];
+    l->due = f[4];
+    l->visit_at = f[5];
+    l->last_send = f[6];
+    l->last_interval = f[7];
+    self->v[slot] = l;
+    self->count++;
+    if (slot >= self->top) self->top = slot + 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *lanes_eject(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (slot) -> (taken, seq, tokens, last, due, last_send, last_interval, times): the lane's state
+     * for the server to carry on from (taken: frames sent since admit; times: the send times of the
+     * last min(taken, LANE_TIMES) of them, as float64 bytes, the first at seq - len) */
+    if (!nargs_ok("eject", nargs, 1)) return NULL;
+    Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
+    if (slot == -1 && PyErr_Occurred()) return NULL;
+    if (slot < 0 || slot >= self->top || self->v[slot] == NULL) {
+        PyErr_Format(PyExc_KeyError, "no lane in slot %zd", slot);
+        return NULL;
+    }
+    Lane *l = self->v[slot];
+    i64 taken = l->seq - l->first, kept = taken < LANE_TIMES ? taken : LANE_TIMES;
+    PyObject *times = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(kept * (i64)sizeof(double)));
+    if (times == NULL) return NULL;
+    double *t = (double *)PyBytes_AS_STRING(times);
+    for (i64 i = 0; i < kept; i++) t[i] = l->times[(l->seq - kept + i) % LANE_TIMES];
+    PyObject *r = Py_BuildValue("(LLdddddN)", (long long)taken, (long long)l->seq, l->tokens, l->last, l->due,
+                                l->last_send, l->last_interval, times);
+    if (r != NULL) lane_free(self, slot);
+    return r;
+}
+
+static int put_f64(const Py_buffer *v, Py_ssize_t *n, double x) {
+    if (*n >= v->shape[0]) return 0;
+    ((double *)v->buf)[(*n)++] = x;
+    return 1;
+}
+
+static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (now, now_us, early, poll, intervals, jitters) -> (frames, intervals, jitters, next_due, stopped):
+     * serve every lane due by now + early (seconds, monotonic): what its bucket allows, a frame due
+     * within early counting as due, as the server's Pacer.allowance. A lane that sent its allowance
+     * is due again when its bucket holds a token; one whose next frame is not written yet, after poll
+     * seconds. intervals and jitters (float64 arrays) get the ms between a lane's sends and their
+     * change, as the server's pump observes them, up to their length. frames: sent in all; next_due:
+     * the earliest due time of a lane left (inf: none); stopped: [(slot, code, rest)] of the lanes
+     * stopped (VISIT, LONG_WAY, AT_LIMIT, OVERRUN, CLOSED, BLOCKED with the bytes the socket did not
+     * take): run skips them until the server ejects them. */
+    if (!nargs_ok("run", nargs, 6)) return NULL;
+    double now = PyFloat_AsDouble(args[0]), early = PyFloat_AsDouble(args[2]), poll = PyFloat_AsDouble(args[3]);
+    long long now_us = PyLong_AsLongLong(args[1]);
+    if (PyErr_Occurred()) return NULL;
+    Bufs b = {.n = 0};
+    Py_buffer *iv = taken(&b, get_buf(args[4], &b.v[0], PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS));
+    Py_buffer *jv = iv ? taken(&b, get_buf(args[5], &b.v[1], PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)) : NULL;
+    if (jv == NULL) {
+        release(&b);
+        return NULL;
+    }
+    if (iv->ndim != 1 || jv->ndim != 1 || iv->itemsize != 8 || jv->itemsize != 8 || strcmp(elem_format(iv), "d") ||
+        strcmp(elem_format(jv), "d")) {
+        release(&b);
+        PyErr_SetString(PyExc_TypeError, "intervals and jitters must be float64 arrays");
+        return NULL;
+    }
+    PyObject *stopped = PyList_New(0);
+    if (stopped == NULL) {
+        release(&b);
+        return NULL;
+    }
+    Py_ssize_t ni = 0, nj = 0;
+    i64 frames = 0;
+    double next = 1.0 / 0.0;
+    for (Py_ssize_t slot = 0; slot < self->top; slot++) {
+        Lane *l = self->v[slot];
+        if (l == NULL || l->stopped) continue;
+        if (l->due > now + early) {
+            if (l->due < next) next = l->due;
+            continue;
+        }
+        i64 code = 0;
+        PyObject *rest = NULL;
+        if (now >= l->visit_at) {
+            code = VISIT;
+        } else {
+            double t = l->tokens + (now - l->last) / l->period;
+            l->tokens = t < l->prebuffer ? t : l->prebuffer;
+            l->last = now;
+            i64 allow = (i64)(l->tokens + early / l->period + 1e-9);
+            if (allow > 0) {
+                u64 *ctrl = CTRL(l->b.v[0]);
+                size_t used;
+                i64 n = gather(ctrl, &l->b.v[1], l->seq, l->gen, l->uid, l->fmt, l->nbytes, l->limit, allow, now_us,
+                               send_buffer, &used, &code);
+                if (n) {
+                    moved(ctrl, l->reader, l->seq + n);
+                    for (i64 i = 0; i < n; i++) l->times[(l->seq + i) % LANE_TIMES] = now;
+                    l->seq += n;
+                    l->tokens -= (double)n;
+                    frames += n;
+                    if (l->last_send != 0) {
+                        double interval = (now - l->last_send) * 1000;
+                        put_f64(iv, &ni, interval);
+                        if (l->last_interval != 0) put_f64(jv, &nj, fabs(interval - l->last_interval));
+                        l->last_interval = interval;
+                    }
+                    l->last_send = now;
+                }
+                size_t sent = send_out(l->fd, send_buffer, used);
+                if (sent < used) {
+                    rest = PyBytes_FromStringAndSize(send_buffer + sent, (Py_ssize_t)(used - sent));
+                    if (rest == NULL) goto fail;
+                    code = BLOCKED;
+                } else if (n == allow) {
+                    code = 0;
+                } else if (code == NOT_READY) {
+                    code = 0;
+                    l->due = now + poll;
+                    if (l->due < next) next = l->due;
+                    continue;
+                }
+            }
+            if (code == 0) {
+                double wait = 1.0 - l->tokens;
+                l->due = now + (wait > 0 ? wait : 0) * l->period;
+                if (l->due < next) next = l->due;
+                continue;
+            }
+        }
+        l->stopped = 1;
+        PyObject *item = Py_BuildValue("(nLN)", slot, (long long)code, rest ? rest : Py_NewRef(Py_None));
+        if (item == NULL || PyList_Append(stopped, item) < 0) {
+            Py_XDECREF(item);
+            goto fail;
+        }
+        Py_DECREF(item);
+    }
+    release(&b);
+    return Py_BuildValue("(LnndN)", (long long)frames, ni, nj, next, stopped);
+fail:
+    release(&b);
+    Py_DECREF(stopped);
+    return NULL;
+}
+
+static PyObject *lanes_len_get(LanesObject *self, void *closure) { return PyLong_FromSsize_t(self->count); }
+
+static PyObject *lanes_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Lanes() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0);
+}
+
+#define LANE_METHOD(name) {#name, (PyCFunction)(void (*)(void))lanes_##name, METH_FASTCALL, NULL}
+static PyMethodDef lanes_methods[] = {
+    LANE_METHOD(admit),
+    LANE_METHOD(eject),
+    LANE_METHOD(run),
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef lanes_getset[] = {
+    {"count", (getter)lanes_len_get, NULL, "lanes held", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject LanesType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "ringaudio.kernels._ring.Lanes",
+    .tp_basicsize = sizeof(LanesObject),
+    .tp_dealloc = (destructor)lanes_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The steady state of many sessions, served in one call per pass (see _ring.c).",
+    .tp_methods = lanes_methods,
+    .tp_getset = lanes_getset,
+    .tp_new = lanes_new,
+};
 #endif
 
 static PyObject *k_warm(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -913,6 +1223,12 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_ring",
 PyMODINIT_FUNC PyInit__ring(void) {
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+#ifdef __unix__
+    if (PyType_Ready(&LanesType) < 0 || PyModule_AddObjectRef(m, "Lanes", (PyObject *)&LanesType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
     struct {
         const char *name;
         long long value;
@@ -926,6 +1242,7 @@ PyMODINIT_FUNC PyInit__ring(void) {
         {"LONG_WAY", LONG_WAY},
         {"AT_LIMIT", AT_LIMIT},
         {"BLOCKED", BLOCKED},
+        {"VISIT", VISIT},
 #endif
         /* the layout this was built for, checked against ringaudio.ring.layout by the tests */
         {"LINE_WORDS", LINE_WORDS},

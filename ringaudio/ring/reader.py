@@ -145,6 +145,13 @@ class RingReading(RingView):
             return 0, LONG_WAY, None
         return r  # type: ignore[no-any-return]
 
+    def lane_buffers(self) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(control words, slots, generation) for a lane of the C kernels (``Lanes.admit``), or None
+        where there is no send_frames."""
+        if _send_frames is None:
+            return None
+        return self._ctrl, self._slots, self.generation
+
     def try_read(self, seq: int, out: np.ndarray) -> bool:
         """Copy frame ``seq`` into ``out`` through the default reader if it is written: True when
         copied, False when not written yet. Anything else (an overrun, bad arguments, a closed ring)

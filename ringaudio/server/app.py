@@ -57,6 +57,8 @@ class App(Siblings, Scheduling):
 
         self.engine.notify = notify
         self.debug_frames = log.isEnabledFor(logging.DEBUG)
+        # a frame log needs every frame to pass through Python
+        self._init_lanes(self.config.server.kernel_lanes and not self.debug_frames)
         try:
             if not await self._start_engine():
                 return
@@ -160,7 +162,18 @@ class App(Siblings, Scheduling):
 
             def connection_lost(self, exc: Exception | None) -> None:
                 app._connections.discard(self)
+                s = app._by_ws.get(self)
+                if s is not None:  # its lane's own descriptor keeps the socket open: let it go now
+                    app._eject(s)
                 super().connection_lost(exc)
+
+            def send_data(self) -> None:
+                # whatever the library writes (our events, its pongs, pings and closes) goes out in
+                # order with the frames: a session in a lane leaves it first
+                s = app._by_ws.get(self)
+                if s is not None and s.lane >= 0:
+                    app._eject(s)
+                super().send_data()
 
             def data_received(self, data: bytes) -> None:
                 super().data_received(data)
@@ -255,6 +268,7 @@ class App(Siblings, Scheduling):
             await self._close(s, 1000, "bye")
 
     def _command_text(self, s: Session, message: str) -> None:
+        self._eject_with_listeners(s)  # a command sees (and may change) the stream as sent so far
         try:
             self._command(s, P.parse(message))
         except P.ProtocolError as exc:
@@ -263,6 +277,9 @@ class App(Siblings, Scheduling):
     async def _close(self, s: Session, code: int, reason: str) -> None:
         if self.sessions.pop(s.id, None) is None:
             return
+        self._eject(s, reschedule=False)
+        for listener in s.listeners:  # their lanes read this stream's ring, which goes back now
+            self._eject(listener)
         s.closing = True
         if s.relay is not None:
             self._spawn(s.relay.close())
@@ -346,6 +363,8 @@ class App(Siblings, Scheduling):
         owner = self.sessions.get(cmd.session_id)
         if owner is None and self._listen_away(s, cmd):
             return
+        if owner is not None:
+            self._eject(owner)  # a listener starts from the owner's position as sent
         stream = owner.stream if owner is not None else None
         if (
             owner is None

@@ -96,14 +96,22 @@ class Scheduling(Formats):
         )
 
     async def _ticker(self) -> None:
+        try:
+            await self._tick()
+        finally:
+            self._eject_all()  # their rings' buffers and socket descriptors go back before the arena
+
+    async def _tick(self) -> None:
         schedule, engine, wake = self.schedule, self.engine, self._wake
         folded = watched = time.monotonic()
+        steady = self._steady
         while not self.stopping.is_set():
             wake.clear()
             try:
                 for stream in engine.poll():  # worker events: utterance ends, failures, cancels
                     s = self.sessions.get(stream.id)
                     if s is not None:
+                        self._eject_with_listeners(s)
                         self._flush(s)
                         for listener in s.listeners:
                             self._flush(listener)
@@ -111,9 +119,10 @@ class Scheduling(Formats):
             except Exception:  # the scheduler of every session must not die of one event
                 log.exception("worker event failed")
             now = time.monotonic()
-            due = schedule.pop_due(now + self.slack)
+            now_us = int(time.time() * 1e6)
+            due = self._run_lanes(now, now_us, self.slack) if self.lanes is not None else []
+            due += schedule.pop_due(now + self.slack)
             if due:
-                now_us = int(time.time() * 1e6)
                 for s in due:
                     try:
                         again = self._pump(s, now, now_us)
@@ -127,10 +136,15 @@ class Scheduling(Formats):
                     if again is not None:
                         schedule.add(s, again)
                 self._write_out()
+                for s, again in steady:  # all steady, nothing queued: the kernel serves it from here
+                    if s.lane < 0 and self._admit(s, again):
+                        schedule.discard(s)
+                steady.clear()
             if now - watched >= WATCH_EVERY:
                 watched = now
                 try:
                     self._watch()
+                    self._measure_rtt(now)  # a few sessions each time (send.RTT_SPREAD)
                 except Exception:  # the scheduler of every session must not die of one session's figures
                     log.exception("watch failed")
             if now - folded > 1.0:
@@ -139,12 +153,13 @@ class Scheduling(Formats):
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
                 self._reap_idle(now)
-                self._measure_rtt(now)
                 if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
                     logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)
                     self.exit_code = 1
                     self.stopping.set()
             next_due = schedule.next_due()
+            if self._lane_next < (next_due if next_due is not None else float("inf")):
+                next_due = self._lane_next
             # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
             # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
             delay = 1.0 if next_due is None else next_due - time.monotonic()
@@ -168,6 +183,8 @@ class Scheduling(Formats):
         The per-frame path of the whole server, so it is written flat: one ring read, one header
         pack and one transport write per frame, metrics appended to plain lists.
         """
+        if s.lane >= 0:  # (scheduled while in a lane: the lane's state first)
+            self._eject(s, reschedule=False)
         source = s.source
         if source is None:
             return None
@@ -227,6 +244,7 @@ class Scheduling(Formats):
         out = self._out
         self._out_owner, self._out_from = s, len(out)
         rounds = allowance + MAX_EVENT_ROUNDS
+        fast = False
         if whole and not buffered and allowance and s.sock is not None and not self.debug_frames:
             # the steady state, in one kernel call: frames like the last one read, straight to the
             # socket (nothing is queued for it, so nothing can be overtaken); it stops at whatever
@@ -241,6 +259,7 @@ class Scheduling(Formats):
                     sent_at[seq] = now
             if waiting and not events:
                 rounds = 0  # the next frame is not written yet: nothing more to read now
+            fast = sent == allowance and rest is None
         for _ in range(rounds):
             if sent >= allowance:
                 break
@@ -303,6 +322,8 @@ class Scheduling(Formats):
                 s.last_interval = interval
             s.last_send = now
             if sent == allowance:
+                if fast and not events and self.lanes is not None:
+                    self._steady.append((s, due))
                 return due
         elif not allowance:
             return pacer.next_due(now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -21,12 +22,14 @@ from .. import logs
 from .. import wire as P
 from ..stream import Event
 from . import backlog
-from .session import ServerBase, Session
+from .lanes import Laning
+from .session import Session
 
 log = logging.getLogger("ringaudio.server")
 _OUTCOMES = {"utterance.end": "ended", "error": "failed", "cancelled": "cancelled"}
 PING_TIMEOUT = 1.0  # how long a held-back client may take to answer "have you read it all?" (s)
-RTT_EVERY = 3.0  # how often each session's round trip is measured (s)
+RTT_EVERY = 3.0  # how often each session's round trip is measured (s) ...
+RTT_SPREAD = 1.0  # s: ... give or take up to this much, so that sessions opened together are not all pinged in one pass
 
 
 def _write_all(messages: list[tuple[asyncio.WriteTransport, bytes]]) -> None:
@@ -37,7 +40,7 @@ def _write_all(messages: list[tuple[asyncio.WriteTransport, bytes]]) -> None:
             log.exception("frame write failed")
 
 
-class Sending(ServerBase):
+class Sending(Laning):
     async def _close_ws(self, ws: ServerConnection, code: int, reason: str) -> None:
         """The closing handshake, bounded: a client that does not answer (or read) is cut off."""
         try:
@@ -90,7 +93,8 @@ class Sending(ServerBase):
         slow, not dead."""
         for s in self.sessions.values():
             if not s.closing and not s.ping_out and now - s.pinged_at >= RTT_EVERY:
-                s.pinged_at = s.ping_out = now
+                s.ping_out = now
+                s.pinged_at = now - RTT_SPREAD * random.random()
                 self._spawn(self._round_trip(s))
 
     async def _round_trip(self, s: Session) -> None:
@@ -162,6 +166,7 @@ class Sending(ServerBase):
 
     def _touch(self, s: Session) -> None:
         """Something changed for this session (and its listeners): look at them now."""
+        self._eject_with_listeners(s)
         now = time.monotonic()
         self.schedule.add(s, now)
         for listener in s.listeners:

@@ -100,6 +100,7 @@ class Session:
     underran_at: float = -1e9  # when they last went up
     over_at: float = -1e9  # when the pump last found it over its send limit
     relay: Relay | None = None  # a listen carried to a sibling process (see .relay)
+    lane: int = -1  # its lane's slot while the kernel serves its steady state (see .lanes), else -1
 
 
 class ServerBase:
@@ -143,6 +144,7 @@ class ServerBase:
         self._out: list[tuple[Any, bytes]] = []
         self._out_owner: Session | None = None
         self._out_from = 0
+        self._steady: list[tuple[Session, float]] = []  # sessions whose pump this pass was all steady
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2

@@ -129,6 +129,28 @@ class Reading:
             st.taken(n, fmt >> 32)
         return n, rest, code == NOT_READY
 
+    def lane(self) -> tuple[Any, ...] | None:
+        """What a lane of the C kernels needs to carry on :meth:`send_frames` from here, pass after
+        pass: ``(ctrl, slots, cursor, generation, reader slot, utterance id, format word, payload
+        bytes, limit)``; None when the next frames need a look (as send_frames would send none)."""
+        if self.inbox or self._held_label is not None or not self.payload_bytes:
+            return None
+        st = self.state
+        steady = st.steady()
+        if steady is None:
+            return None
+        buffers = self.ring.lane_buffers()
+        if buffers is None:
+            return None
+        ctrl, slots, gen = buffers
+        uid, limit = steady
+        return ctrl, slots, st.cursor, gen, self._slot, uid, self.format_word, self.payload_bytes, limit
+
+    def lane_taken(self, n: int) -> None:
+        """A lane sent ``n`` frames from the cursor on (each like the frame read last)."""
+        if n:
+            self.state.taken(n, self.format_word >> 32)
+
     # -- what both reads share ------------------------------------------------------------------------
     def _may_read(self) -> bool:
         """Apply what the worker sent; False when nothing is read now (paused, cancelling, ended, or

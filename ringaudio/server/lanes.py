@@ -1,0 +1,152 @@
+"""Lanes: the steady state of every session that has nothing else to say, served by one kernel call
+per pass (``Lanes.run`` of the C kernels) instead of one Python pump per session.
+
+A session enters a lane after a pump that sent all it was allowed the fast way (``send_frames``),
+with nothing queued on its transport: from then on the kernel paces it (the same token bucket as
+:class:`~.pacing.Pacer`), reads its frames and writes them to its socket. The kernel gives a lane back
+(:meth:`Laning._eject`) at whatever needs a look — a frame not like the last, an event's position,
+an overrun, a socket that did not take everything, or the next look at the client's backlog — and
+the server takes it back before anything else touches the session: a command from its client, a
+worker event, a write of the library's own (a pong, a close) or of ours (an event, a ping), its
+close. A session is in exactly one of: a lane, the schedule, neither (idle or paused).
+
+The invariant that makes it safe: while a session is in a lane nothing but the lane writes to its
+socket, and nothing was queued on its transport when it entered. Every write that does not come from
+the lane takes the session out of it first (``Connection.send_data`` and the pump do), so frames and
+other messages keep their order and a message is never split.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import numpy as np
+
+from ..kernels import backend
+from ..ring import futex
+from .session import ServerBase, Session
+
+log = logging.getLogger("ringaudio.server")
+_Lanes: Any = getattr(backend.hot, "Lanes", None) if futex.AVAILABLE else None
+VISIT_EVERY = 0.25  # s: about how long a lane runs before the server looks at its session again (its backlog)
+# ... spread over ±VISIT_SPREAD of that: sessions that started together would otherwise all come back
+# to Python in the same pass, a burst of pumps that delays every other frame of that pass
+VISIT_SPREAD = 0.4
+
+
+class Laning(ServerBase):
+    lanes: Any = None  # the C kernels' Lanes, once the server runs (None: every session is pumped)
+    _lane_next = float("inf")
+
+    def _init_lanes(self, enabled: bool) -> None:
+        self.lanes: Any = _Lanes() if enabled and _Lanes is not None else None
+        self._lane_of: list[Session | None] = []  # by lane slot
+        self._lane_free: list[int] = []
+        self._lane_intervals = np.zeros(64, np.float64)
+        self._lane_jitters = np.zeros(64, np.float64)
+        self._lane_next = float("inf")  # the earliest due time of a lane, as the last run said
+
+    def _admit(self, s: Session, due: float) -> bool:
+        """Put a session whose last pump was all steady into a lane (True), or leave it (False)."""
+        source, sock, transport = s.source, s.sock, s.ws.transport
+        if self.lanes is None or s.lane >= 0 or source is None or sock is None or transport is None:
+            return False
+        if transport.get_write_buffer_size() or s.slow or transport.is_closing():
+            return False
+        args = source.lane()
+        if args is None:
+            return False
+        if self._lane_free:
+            slot = self._lane_free.pop()
+        else:
+            slot = len(self._lane_of)
+            self._lane_of.append(None)
+            if slot >= len(self._lane_intervals):
+                self._lane_intervals = np.zeros(2 * len(self._lane_intervals), np.float64)
+                self._lane_jitters = np.zeros(2 * len(self._lane_jitters), np.float64)
+        ctrl, slots, seq, gen, reader, uid, fmt, nbytes, limit = args
+        p = s.pacer
+        visit = VISIT_EVERY * (1 + VISIT_SPREAD * (2 * random.random() - 1))
+        try:
+            self.lanes.admit(
+                slot, ctrl, slots, sock.fileno(), seq, gen, reader, uid, fmt, nbytes, limit,
+                p.tokens, p._last, p.period, float(p.prebuffer), due, s.backlog_at + visit,
+                s.last_send, s.last_interval,
+            )  # fmt: skip
+        except (OSError, ValueError, TypeError, OverflowError):
+            self._lane_free.append(slot)
+            return False
+        self._lane_of[slot] = s
+        s.lane = slot
+        if due < self._lane_next:
+            self._lane_next = due
+        return True
+
+    def _eject(self, s: Session, reschedule: bool = True) -> None:
+        """Take a session out of its lane (if it is in one): its stream, pacer, counts and send times
+        carry on from where the lane left them; it is scheduled at the lane's due time unless told
+        not to (the caller looks at it now)."""
+        slot = s.lane
+        if slot < 0:
+            return
+        taken, seq, tokens, last, due, last_send, last_interval, times = self.lanes.eject(slot)
+        s.lane = -1
+        self._lane_of[slot] = None
+        self._lane_free.append(slot)
+        if s.source is not None:
+            s.source.lane_taken(taken)
+        s.frames_sent += taken
+        p = s.pacer
+        p.tokens, p._last = tokens, last
+        s.last_send, s.last_interval = last_send, last_interval
+        if times:
+            sent_at = s.sent_at
+            if len(sent_at) > 512:
+                sent_at.clear()
+            first = seq - len(times) // 8
+            for i, t in enumerate(memoryview(times).cast("d")):
+                sent_at[first + i] = t
+        if reschedule:
+            self.schedule.add(s, due)
+
+    def _eject_with_listeners(self, s: Session) -> None:
+        self._eject(s)
+        for listener in s.listeners:
+            self._eject(listener)
+
+    def _run_lanes(self, now: float, now_us: int, early: float) -> list[Session]:
+        """One pass of every lane due by ``now + early``; the sessions it stopped, taken out of their
+        lanes, for the caller to pump now (a stopped lane's unsent bytes are queued first)."""
+        lanes = self.lanes
+        if lanes is None or not lanes.count:
+            self._lane_next = float("inf")
+            return []
+        intervals, jitters = self._lane_intervals, self._lane_jitters
+        frames, ni, nj, self._lane_next, stopped = lanes.run(now, now_us, early, self.poll_interval, intervals, jitters)
+        if frames:
+            self.metrics.totals.frames_sent += frames
+        if ni:
+            self.metrics.interval.pending.extend(intervals[:ni].tolist())
+        if nj:
+            self.metrics.jitter.pending.extend(jitters[:nj].tolist())
+        out: list[Session] = []
+        for slot, _code, rest in stopped:
+            s = self._lane_of[slot]
+            assert s is not None
+            self._eject(s, reschedule=False)
+            if rest is not None:
+                transport = s.ws.transport
+                if transport is not None:
+                    try:
+                        transport.write(rest)  # before anything else to that socket
+                    except Exception:
+                        log.exception("frame write failed")
+            out.append(s)
+        return out
+
+    def _eject_all(self) -> None:
+        for s in list(self._lane_of):
+            if s is not None:
+                self._eject(s, reschedule=False)

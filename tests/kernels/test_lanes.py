@@ -1,0 +1,217 @@
+"""``Lanes``: many sessions' steady state served in one kernel call per pass, on real rings and sockets.
+
+Each lane paces as the server's :class:`Pacer` does (a burst of the bucket, then one frame per
+period, a frame due within ``early`` counting as due), sends what send_frames would, and stops for
+the server at whatever needs a look."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from ringaudio import FrameRing, wire
+from ringaudio.kernels import backend
+from ringaudio.ring import reader
+from ringaudio.server.pacing import Pacer
+
+Lanes = getattr(backend.hot, "Lanes", None)
+pytestmark = pytest.mark.skipif(Lanes is None or not reader.RingReading.SENDS, reason="no C kernels")
+
+UID, FMT = (1 << 33) + 5, (20000 << 32) | 48000
+NOW_US = 987_654_321
+PERIOD = 0.02
+
+
+def pcm(seq: int) -> np.ndarray:
+    return ((np.arange(960) * 37 + seq * 101) % 20011).astype(np.int16)
+
+
+def message(seq: int, uid: int = UID) -> bytes:
+    return wire.audio_message(0, uid & 0xFFFFFFFF, seq, NOW_US, pcm(seq).tobytes())
+
+
+def received(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunks.append(sock.recv(1 << 20))
+        except BlockingIOError:
+            return b"".join(chunks)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def fill(ring: FrameRing, frames: int, uid: int = UID) -> None:
+    for _ in range(frames):
+        seq = ring.write_seq
+        ring.write(pcm(seq), utterance=uid, flags=0, fmt=FMT, nbytes=1920)
+
+
+def admit(lanes: object, slot: int, ring: FrameRing, fd: int, seq: int, *, tokens: float = 3.0, **kw: float) -> None:
+    ctrl, slots, gen = ring.lane_buffers()  # type: ignore[misc]
+    args = {"limit": 1 << 62, "due": 0.0, "visit_at": 1e9, "last_send": 0.0, "last_interval": 0.0} | kw
+    lanes.admit(  # type: ignore[attr-defined]
+        slot, ctrl, slots, fd, seq, gen, 0, UID, FMT, 1920, int(args["limit"]),
+        tokens, 0.0, PERIOD, 3.0, args["due"], args["visit_at"], args["last_send"], args["last_interval"],
+    )  # fmt: skip
+
+
+def run(lanes: object, now: float, early: float = 0.0) -> tuple[int, int, int, float, list[tuple[int, int, object]]]:
+    iv, jv = np.zeros(8), np.zeros(8)
+    frames, ni, nj, next_due, stopped = lanes.run(now, NOW_US, early, 0.005, iv, jv)  # type: ignore[attr-defined]
+    run.intervals, run.jitters = iv[:ni].tolist(), jv[:nj].tolist()  # type: ignore[attr-defined]
+    return frames, ni, nj, next_due, stopped
+
+
+def test_a_lane_paces_as_the_pacer_does_and_sends_exactly_the_frames(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    pacer = Pacer(PERIOD, 3, 0.0)
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 40)
+        admit(lanes, 0, ring, a.fileno(), 0)
+        sent = 0
+        for now in (0.0, 0.001, 0.021, 0.039, 0.0405, 0.1, 0.2001):
+            frames, *_ = run(lanes, now, early=0.001)
+            want = pacer.allowance(now, 0.001)
+            pacer.spend(want)
+            assert frames == want, now
+            sent += frames
+        assert received(b) == b"".join(message(q) for q in range(sent))
+        assert ring.write_seq - ring.fill == sent  # the gating reader moved past them
+        taken, seq, tokens, _last, _due, last_send, _li, times = lanes.eject(0)
+        assert (taken, seq) == (sent, sent) and tokens == pytest.approx(pacer.tokens)
+        assert last_send == 0.2001 and len(times) == 8 * sent
+        assert lanes.count == 0
+
+
+def test_intervals_and_jitters_are_what_the_pump_observes(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, _b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 10)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=1.0, last_send=9.98, last_interval=20.0)
+        run(lanes, 10.0)
+        assert run.intervals == [pytest.approx(20.0)] and run.jitters == [pytest.approx(0.0)]  # type: ignore[attr-defined]
+        run(lanes, 10.025)
+        assert run.intervals == [pytest.approx(25.0)] and run.jitters == [pytest.approx(5.0)]  # type: ignore[attr-defined]
+        lanes.eject(0)
+
+
+def test_a_lane_stops_at_a_new_utterance_at_its_limit_and_at_its_visit(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 2)
+        fill(ring, 2, uid=UID + 1)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=3.0)
+        admit(lanes, 1, ring, a.fileno(), 0, tokens=3.0, limit=1)
+        admit(lanes, 2, ring, a.fileno(), 0, tokens=3.0, visit_at=0.0)
+        frames, _, _, next_due, stopped = run(lanes, 0.0)
+        assert frames == 2 + 1 and next_due == float("inf")
+        assert stopped == [(0, reader.LONG_WAY, None), (1, reader.AT_LIMIT, None), (2, backend.hot.VISIT, None)]
+        assert received(b) == message(0) + message(1) + message(0)
+        assert run(lanes, 1.0)[0] == 0  # stopped lanes wait for the server
+        assert [lanes.eject(i)[:2] for i in range(3)] == [(2, 2), (1, 1), (0, 0)]
+
+
+def test_a_frame_not_written_yet_is_looked_for_again_after_poll(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 1)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=3.0)
+        frames, _, _, next_due, stopped = run(lanes, 1.0)
+        assert (frames, stopped, next_due) == (1, [], 1.005)
+        assert run(lanes, 1.001)[0] == 0  # not due yet
+        fill(ring, 1)
+        assert run(lanes, 1.005)[0] == 1
+        assert received(b) == message(0) + message(1)
+        lanes.eject(0)
+
+
+def test_a_full_socket_gives_back_the_rest_and_nothing_is_lost(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 40)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=30.0)
+        lanes_stopped: list[tuple[int, int, object]] = []
+        got = b""
+        frames = 0
+        for i in range(20):
+            f, _, _, _, stopped = run(lanes, i * PERIOD)
+            frames += f  # (nobody reads b: the socket fills)
+            if stopped:
+                lanes_stopped = stopped
+                break
+        assert lanes_stopped and lanes_stopped[0][1] == reader.BLOCKED
+        rest = lanes_stopped[0][2]
+        assert isinstance(rest, bytes) and rest
+        got += received(b)
+        assert got + rest == b"".join(message(q) for q in range(frames))
+        lanes.eject(0)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_a_lane_keeps_its_own_descriptor_so_a_reused_number_never_gets_frames() -> None:
+    lanes = Lanes()  # type: ignore[misc]
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 4)
+        before = open_fds()
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=1.0)
+        assert open_fds() == before + 1  # its own descriptor of the socket
+        number = a.fileno()
+        a.close()  # the server's own descriptor goes ...
+        c, d = socket.socketpair()  # ... and a new connection gets its number
+        d.setblocking(False)
+        try:
+            assert c.fileno() == number
+            assert run(lanes, 0.0)[0] == 1
+            assert received(b) == message(0)  # the frame went to the lane's socket
+            assert received(d) == b""  # not to the new one
+        finally:
+            lanes.eject(0)
+        assert open_fds() == before - 1 + 2  # a went, c and d came, and the lane's own is closed
+        for x in (b, c, d):
+            x.close()
+
+
+def test_refused_arguments_are_typed_errors_and_leave_nothing_held(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, _b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        with pytest.raises(OSError):
+            admit(lanes, 0, ring, 1 << 30, 0)  # no such descriptor
+        with pytest.raises(ValueError):
+            admit(lanes, -1, ring, a.fileno(), 0)
+        admit(lanes, 0, ring, a.fileno(), 0)
+        with pytest.raises(ValueError):
+            admit(lanes, 0, ring, a.fileno(), 0)  # taken
+        with pytest.raises(KeyError):
+            lanes.eject(5)
+        with pytest.raises(TypeError):
+            lanes.run(0.0, 0, 0.0, 0.005, np.zeros(4, np.int64), np.zeros(4))
+        assert lanes.count == 1
+        lanes.eject(0)
+        del lanes  # nothing held: the ring closes (no exported buffer)

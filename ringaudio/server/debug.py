@@ -16,6 +16,7 @@ from typing import Any
 from .. import __version__
 from ..errors import RingClosed
 from . import backlog
+from .lanes import Laning
 from .session import ServerBase, Session
 
 CONSUMED_WINDOW = 3.0  # seconds of (time, frames consumed) samples a consumption rate is taken over
@@ -49,6 +50,9 @@ def _age(now: float, at: float) -> float | None:
 
 
 def session_view(server: ServerBase, s: Session, now: float) -> dict[str, Any]:
+    in_lane = s.lane >= 0
+    if in_lane and isinstance(server, Laning):
+        server._eject(s)  # its position and counts as the lane left them
     transport = s.ws.transport
     unsent = transport.get_write_buffer_size() if transport is not None else 0
     probe = backlog.probe(s.sock) if s.sock is not None else backlog.Probe(0, None)
@@ -67,6 +71,7 @@ def session_view(server: ServerBase, s: Session, now: float) -> dict[str, Any]:
         "age_s": round(now - s.opened, 3),
         "position": s.source.position if s.source is not None else None,
         "frames_sent": s.frames_sent,
+        "kernel_lane": in_lane,  # its steady state was served by the C kernels (server.kernel_lanes)
         "ring_depth": ring_depth,  # frames written by the worker and not read yet
         "queue_depth": server.depth(s),  # tts_frame_queue_depth
         "unsent_frames": unsent // frame,  # read from the ring, still in the server's transport buffer

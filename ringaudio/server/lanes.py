@@ -18,6 +18,7 @@ other messages keep their order and a message is never split.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from typing import Any
@@ -36,12 +37,30 @@ VISIT_EVERY = 0.25  # s: about how long a lane runs before the server looks at i
 VISIT_SPREAD = 0.4
 
 
+def _lane_cap() -> int:
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            want = hard if hard != resource.RLIM_INFINITY else max(soft, 65_536)
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except ImportError:  # not POSIX: no lanes either
+        return 0
+    return max(0, (soft - 256) // 2)
+
+
 class Laning(ServerBase):
     lanes: Any = None  # the C kernels' Lanes, once the server runs (None: every session is pumped)
     _lane_next = float("inf")
 
     def _init_lanes(self, enabled: bool) -> None:
         self.lanes: Any = _Lanes() if enabled and _Lanes is not None else None
+        # each lane holds a descriptor of its session's socket: they may take at most half of what
+        # is left of the process's limit (raised to its hard limit here), never a new connection's
+        self._lane_cap = _lane_cap() if self.lanes is not None else 0
         self._lane_of: list[Session | None] = []  # by lane slot
         self._lane_free: list[int] = []
         self._lane_intervals = np.zeros(64, np.float64)
@@ -52,6 +71,8 @@ class Laning(ServerBase):
         """Put a session whose last pump was all steady into a lane (True), or leave it (False)."""
         source, sock, transport = s.source, s.sock, s.ws.transport
         if self.lanes is None or s.lane >= 0 or source is None or sock is None or transport is None:
+            return False
+        if self.lanes.count >= self._lane_cap:
             return False
         if transport.get_write_buffer_size() or s.slow or transport.is_closing():
             return False

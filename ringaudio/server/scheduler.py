@@ -149,7 +149,8 @@ class Scheduling(Formats):
                     log.exception("watch failed")
             if now - folded > 1.0:
                 folded = now
-                self.slack = batch_slack(len(self.sessions))
+                # the slack batches Python pumps; a lane costs next to nothing per pass
+                self.slack = batch_slack(len(self.sessions) - (self.lanes.count if self.lanes is not None else 0))
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
                 self._reap_idle(now)

@@ -1084,7 +1084,10 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
         }
         i64 code = 0;
         PyObject *rest = NULL;
-        if (now >= l->visit_at) {
+        u64 *ctrl = CTRL(l->b.v[0]);
+        if (LD_ACQ(ctrl, C_GENERATION) != l->gen || LD_ACQ(ctrl, C_STATE) != LEASED) {
+            code = CLOSED; /* its stream ended and the ring went back (or to another stream) */
+        } else if (now >= l->visit_at) {
             code = VISIT;
         } else {
             double t = l->tokens + (now - l->last) / l->period;
@@ -1092,7 +1095,6 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
             l->last = now;
             i64 allow = (i64)(l->tokens + early / l->period + 1e-9);
             if (allow > 0) {
-                u64 *ctrl = CTRL(l->b.v[0]);
                 size_t used;
                 i64 n = gather(ctrl, &l->b.v[1], l->seq, l->gen, l->uid, l->fmt, l->nbytes, l->limit, allow, now_us,
                                send_buffer, &used, &code);
@@ -1131,17 +1133,17 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
                 continue;
             }
         }
-        l->stopped = 1;
         PyObject *item = Py_BuildValue("(nLN)", slot, (long long)code, rest ? rest : Py_NewRef(Py_None));
         if (item == NULL || PyList_Append(stopped, item) < 0) {
             Py_XDECREF(item);
             goto fail;
         }
         Py_DECREF(item);
+        l->stopped = 1; /* (only once the server is sure to hear of it) */
     }
     release(&b);
     return Py_BuildValue("(LnndN)", (long long)frames, ni, nj, next, stopped);
-fail:
+fail: /* (the server, told of no stop, takes every lane back) */
     release(&b);
     Py_DECREF(stopped);
     return NULL;

@@ -170,9 +170,10 @@ class App(Siblings, Scheduling):
             def send_data(self) -> None:
                 # whatever the library writes (our events, its pongs, pings and closes) goes out in
                 # order with the frames: a session in a lane leaves it first
-                s = app._by_ws.get(self)
-                if s is not None and s.lane >= 0:
-                    app._eject(s)
+                if self.protocol.writes:  # (called after every read too, mostly with nothing to write)
+                    s = app._by_ws.get(self)
+                    if s is not None and s.lane >= 0:
+                        app._eject(s)
                 super().send_data()
 
             def data_received(self, data: bytes) -> None:
@@ -268,9 +269,19 @@ class App(Siblings, Scheduling):
             await self._close(s, 1000, "bye")
 
     def _command_text(self, s: Session, message: str) -> None:
-        self._eject_with_listeners(s)  # a command sees (and may change) the stream as sent so far
         try:
-            self._command(s, P.parse(message))
+            cmd = P.parse(message)
+        except P.ProtocolError as exc:
+            self._refuse(s, exc)
+            return
+        # a command sees (and may change) the stream as sent so far; an ack reads only the sender's
+        # send times (a listener's acks must not take its owner's other listeners out of their lanes)
+        if isinstance(cmd, P.Ack):
+            self._eject(s)
+        else:
+            self._eject_with_listeners(s)
+        try:
+            self._command(s, cmd)
         except P.ProtocolError as exc:
             self._refuse(s, exc)
 

@@ -32,7 +32,7 @@ from .session import ServerBase, Session
 log = logging.getLogger("ringaudio.server")
 _Lanes: Any = getattr(backend.hot, "Lanes", None) if futex.AVAILABLE else None
 VISIT_EVERY = 0.25  # s: about how long a lane runs before the server looks at its session again (its backlog)
-# ... spread over ±VISIT_SPREAD of that: sessions that started together would otherwise all come back
+# ... and up to VISIT_SPREAD of that later: sessions that started together would otherwise all come back
 # to Python in the same pass, a burst of pumps that delays every other frame of that pass
 VISIT_SPREAD = 0.4
 
@@ -89,7 +89,8 @@ class Laning(ServerBase):
                 self._lane_jitters = np.zeros(2 * len(self._lane_jitters), np.float64)
         ctrl, slots, seq, gen, reader, uid, fmt, nbytes, limit = args
         p = s.pacer
-        visit = VISIT_EVERY * (1 + VISIT_SPREAD * (2 * random.random() - 1))
+        # (never before the pump would read the backlog again: a visit that does not is wasted)
+        visit = VISIT_EVERY * (1 + VISIT_SPREAD * random.random())
         try:
             self.lanes.admit(
                 slot, ctrl, slots, sock.fileno(), seq, gen, reader, uid, fmt, nbytes, limit,
@@ -167,7 +168,10 @@ class Laning(ServerBase):
             out.append(s)
         return out
 
-    def _eject_all(self) -> None:
+    def _eject_all(self, reschedule: bool = False) -> None:
         for s in list(self._lane_of):
             if s is not None:
-                self._eject(s, reschedule=False)
+                try:
+                    self._eject(s, reschedule)
+                except Exception:  # one session's state must not keep the others' lanes
+                    log.exception("eject failed", extra={"session_id": s.id})

@@ -120,7 +120,13 @@ class Scheduling(Formats):
                 log.exception("worker event failed")
             now = time.monotonic()
             now_us = int(time.time() * 1e6)
-            due = self._run_lanes(now, now_us, self.slack) if self.lanes is not None else []
+            due: list[Session] = []
+            if self.lanes is not None:
+                try:
+                    due = self._run_lanes(now, now_us, self.slack)
+                except Exception:  # (memory): every session goes back to Python, where nothing is lost
+                    log.exception("lanes failed")
+                    self._eject_all(reschedule=True)
             due += schedule.pop_due(now + self.slack)
             if due:
                 for s in due:
@@ -136,9 +142,12 @@ class Scheduling(Formats):
                     if again is not None:
                         schedule.add(s, again)
                 self._write_out()
-                for s, again in steady:  # all steady, nothing queued: the kernel serves it from here
-                    if s.lane < 0 and self._admit(s, again):
-                        schedule.discard(s)
+                try:
+                    for s, again in steady:  # all steady, nothing queued: the kernel serves it from here
+                        if s.lane < 0 and self._admit(s, again):
+                            schedule.discard(s)
+                except Exception:  # (memory): that session stays in Python
+                    log.exception("lane admission failed")
                 steady.clear()
             if now - watched >= WATCH_EVERY:
                 watched = now
@@ -315,7 +324,7 @@ class Scheduling(Formats):
             self.metrics.totals.frames_sent += sent
             s.frames_sent += sent
             due = pacer.spent(sent, now)
-            if s.last_send:
+            if s.last_send and now != s.last_send:  # (a lane that stopped this pass sent before: one send)
                 interval = (now - s.last_send) * 1000
                 self._intervals(interval)
                 if s.last_interval:

@@ -53,6 +53,7 @@ class Siblings(Http, Sending):
             return True
 
         def listening() -> None:  # the sibling took it: this session's own stream (or listen) goes
+            self._eject_with_listeners(s)  # (their lanes read the ring that goes back here)
             if s.listening_to is not None:
                 s.listening_to.listeners.discard(s)
                 s.listening_to = None

@@ -215,3 +215,20 @@ def test_refused_arguments_are_typed_errors_and_leave_nothing_held(pair: tuple[s
         assert lanes.count == 1
         lanes.eject(0)
         del lanes  # nothing held: the ring closes (no exported buffer)
+
+
+def test_a_lane_whose_ring_went_back_stops_as_closed(pair: tuple[socket.socket, socket.socket]) -> None:
+    a, b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 8)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=1.0)
+        assert run(lanes, 0.0)[0] == 1
+        ctrl = ring.lane_buffers()[0]  # type: ignore[index]
+        ctrl[backend.hot.C_GENERATION] += 1  # the ring was released and leased to another stream
+        frames, _, _, _, stopped = run(lanes, 1.0)
+        assert frames == 0 and stopped == [(0, backend.hot.CLOSED, None)]
+        assert received(b) == message(0)  # nothing of the old stream after that
+        ctrl[backend.hot.C_GENERATION] -= 1
+        lanes.eject(0)
+        del ctrl  # (a view of the segment must not outlive it)

@@ -269,7 +269,9 @@ class Scheduling(Formats):
                     sent_at[seq] = now
             if waiting and not events:
                 rounds = 0  # the next frame is not written yet: nothing more to read now
-            fast = sent == allowance and rest is None
+            # all it was allowed, or all there was (the next frame is not written yet: a lane
+            # looks for it again after poll_interval, in C, as this pump would in Python)
+            fast = rest is None and (sent == allowance or (waiting and not events))
         for _ in range(rounds):
             if sent >= allowance:
                 break
@@ -337,4 +339,9 @@ class Scheduling(Formats):
                 return due
         elif not allowance:
             return pacer.next_due(now)
-        return now + self.poll_interval if source.busy else None  # waiting for the worker, or idle
+        if not source.busy:
+            return None  # idle
+        again = now + self.poll_interval  # waiting for the worker
+        if fast and not events and self.lanes is not None:
+            self._steady.append((s, again))
+        return again

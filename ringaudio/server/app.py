@@ -274,12 +274,10 @@ class App(Siblings, Scheduling):
         except P.ProtocolError as exc:
             self._refuse(s, exc)
             return
-        # a command sees (and may change) the stream as sent so far; an ack reads only the sender's
+        # a command sees (and may change) the stream as sent so far; an ack reads only its sender's
         # send times (a listener's acks must not take its owner's other listeners out of their lanes)
-        if isinstance(cmd, P.Ack):
-            self._eject(s)
-        else:
-            self._eject_with_listeners(s)
+        eject = self._eject if isinstance(cmd, P.Ack) else self._eject_with_listeners
+        eject(s)
         try:
             self._command(s, cmd)
         except P.ProtocolError as exc:

@@ -255,7 +255,14 @@ class Scheduling(Formats):
         self._out_owner, self._out_from = s, len(out)
         rounds = allowance + MAX_EVENT_ROUNDS
         fast = False
-        if whole and not buffered and allowance and s.sock is not None and not self.debug_frames:
+        if (
+            whole
+            and not buffered
+            and allowance
+            and s.sock is not None
+            and not self.debug_frames
+            and s.ring_format == source.format_word  # (else the long way reads first: a new format)
+        ):
             # the steady state, in one kernel call: frames like the last one read, straight to the
             # socket (nothing is queued for it, so nothing can be overtaken); it stops at whatever
             # needs a look (a boundary, a flag, an event, an overrun) for the loop below to read

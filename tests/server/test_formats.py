@@ -76,6 +76,37 @@ def test_f32le_is_the_same_audio_exactly_announced_before_its_first_frame(srv: S
     assert f32_bytes > 1.9 * pcm_bytes
 
 
+def test_f32le_asked_for_mid_utterance_starts_within_a_few_frames_and_loses_nothing(srv: ServerProcess) -> None:
+    """Asked for while the session streams (its steady state served the fast way, maybe by a lane):
+    the next frames go out as f32le, announced first, the same samples throughout."""
+    want = s16(receive(srv.url, "s16le", TEXT * 3)[0])
+    with connect(srv.url, max_size=None) as ws:
+        json.loads(ws.recv(10))
+        ws.send(json.dumps({"type": "synthesize", "text": TEXT * 3}))
+        got: list[np.ndarray] = []
+        asked_at = announced_at = -1
+        while True:
+            message = ws.recv(20)
+            if isinstance(message, bytes):
+                f32 = announced_at >= 0
+                got.append(np.frombuffer(message[24:], np.float32 if f32 else np.int16))
+                if len(got) == 60:  # 1.2 s in, well into the steady state
+                    ws.send(json.dumps({"type": "format", "encoding": "f32le"}))
+                    asked_at = len(got)
+                continue
+            ev = json.loads(message)
+            if ev["type"] == "format":
+                announced_at = len(got)
+            if ev["type"] == "utterance.end":
+                break
+    assert asked_at == 60 and 0 <= announced_at - asked_at <= 15  # the frames already on their way, no more
+    s16_part = np.concatenate(got[:announced_at])
+    f32_part = np.concatenate(got[announced_at:])
+    assert f32_part.dtype == np.float32 and len(f32_part) > 0
+    heard = np.concatenate([s16_part, (f32_part * 32768).astype(np.int16)])
+    assert np.array_equal(heard, want)  # every sample, once, in order
+
+
 @needs_opus
 def test_opus_is_encoded_in_the_worker_and_decodes_to_the_same_speech(srv: ServerProcess) -> None:
     pcm, _, pcm_bytes = receive(srv.url, "s16le")

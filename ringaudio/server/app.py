@@ -274,8 +274,7 @@ class App(Siblings, Scheduling):
         except P.ProtocolError as exc:
             self._refuse(s, exc)
             return
-        # a command sees (and may change) the stream as sent so far; an ack reads only its sender's
-        # send times (a listener's acks must not take its owner's other listeners out of their lanes)
+        # a command sees (and may change) the stream as sent so far; an ack, only its sender's send times
         eject = self._eject if isinstance(cmd, P.Ack) else self._eject_with_listeners
         eject(s)
         try:
@@ -393,6 +392,8 @@ class App(Siblings, Scheduling):
         s.source = stream.listen()
         s.listening_to = owner
         s.pacer = Pacer(self.period, self.prebuffer, time.monotonic())
+        if stream.busy:  # joining mid-utterance: in step with the owner (the writer is only just ahead)
+            s.pacer.tokens = 1.0
         owner.listeners.add(s)
         s.active = True
         self._send_text(s, P.event("listening", session_id=owner.id, sequence=s.source.position))

@@ -114,12 +114,10 @@ class Reading:
         take (queue it before anything else to that socket) and whether the next frame is not
         written yet. Whatever it stopped at (a new utterance, a flag, an event due, an overrun) is
         for :meth:`read_message` to read next."""
-        if self.inbox or self._held_label is not None or not self.payload_bytes:
-            return 0, None, False
-        st = self.state
-        steady = st.steady()
+        steady = self._steady()
         if steady is None:
             return 0, None, False
+        st = self.state
         uid, limit = steady
         fmt = self.format_word
         n, code, rest = self.ring.send_frames(
@@ -133,10 +131,7 @@ class Reading:
         """What a lane of the C kernels needs to carry on :meth:`send_frames` from here, pass after
         pass: ``(ctrl, slots, cursor, generation, reader slot, utterance id, format word, payload
         bytes, limit)``; None when the next frames need a look (as send_frames would send none)."""
-        if self.inbox or self._held_label is not None or not self.payload_bytes:
-            return None
-        st = self.state
-        steady = st.steady()
+        steady = self._steady()
         if steady is None:
             return None
         buffers = self.ring.lane_buffers()
@@ -144,12 +139,18 @@ class Reading:
             return None
         ctrl, slots, gen = buffers
         uid, limit = steady
-        return ctrl, slots, st.cursor, gen, self._slot, uid, self.format_word, self.payload_bytes, limit
+        return ctrl, slots, self.state.cursor, gen, self._slot, uid, self.format_word, self.payload_bytes, limit
 
     def lane_taken(self, n: int) -> None:
         """A lane sent ``n`` frames from the cursor on (each like the frame read last)."""
         if n:
             self.state.taken(n, self.format_word >> 32)
+
+    def _steady(self) -> tuple[int, int] | None:
+        """:meth:`StreamState.steady`, when nothing else needs a look first (the inbox, a held frame)."""
+        if self.inbox or self._held_label is not None or not self.payload_bytes:
+            return None
+        return self.state.steady()
 
     # -- what both reads share ------------------------------------------------------------------------
     def _may_read(self) -> bool:

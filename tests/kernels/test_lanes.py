@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -18,6 +17,8 @@ from ringaudio.kernels import backend
 from ringaudio.ring import reader
 from ringaudio.server.pacing import Pacer
 
+from .test_send_frames import pcm, received
+
 Lanes = getattr(backend.hot, "Lanes", None)
 pytestmark = pytest.mark.skipif(Lanes is None or not reader.RingReading.SENDS, reason="no C kernels")
 
@@ -26,31 +27,8 @@ NOW_US = 987_654_321
 PERIOD = 0.02
 
 
-def pcm(seq: int) -> np.ndarray:
-    return ((np.arange(960) * 37 + seq * 101) % 20011).astype(np.int16)
-
-
 def message(seq: int, uid: int = UID) -> bytes:
     return wire.audio_message(0, uid & 0xFFFFFFFF, seq, NOW_US, pcm(seq).tobytes())
-
-
-def received(sock: socket.socket) -> bytes:
-    chunks = []
-    while True:
-        try:
-            chunks.append(sock.recv(1 << 20))
-        except BlockingIOError:
-            return b"".join(chunks)
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def fill(ring: FrameRing, frames: int, uid: int = UID) -> None:

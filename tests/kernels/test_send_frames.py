@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -24,16 +23,6 @@ def pcm(seq: int) -> np.ndarray:
 
 def message(seq: int, uid: int = UID, flags: int = 0) -> bytes:
     return wire.audio_message(flags, uid & 0xFFFFFFFF, seq, NOW_US, pcm(seq).tobytes())
-
-
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    a, b = socket.socketpair()
-    a.setblocking(False)
-    b.setblocking(False)
-    yield a, b
-    a.close()
-    b.close()
 
 
 def gating(ring: FrameRing) -> int:

@@ -1,6 +1,8 @@
-"""The one compiled piece: the frame ring's kernels in C (ringaudio/kernels/_ring.c).
+"""The compiled pieces: the frame ring's kernels (ringaudio/kernels/_ring.c) and the two-stage
+resampler's (ringaudio/kernels/_dsp.c), in C.
 
-Optional: without a C compiler the build goes on and the ring runs on its numba kernels.
+Optional: without a C compiler the build goes on, the ring runs on its numba kernels and the
+resampler on its one-stage numba kernel.
 """
 
 from setuptools import Extension, setup
@@ -12,6 +14,12 @@ setup(
             ["ringaudio/kernels/_ring.c"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "ringaudio.kernels._dsp",
+            ["ringaudio/kernels/_dsp.c"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ]
 )

@@ -1,4 +1,5 @@
-"""Our own polyphase resampler: numba kernels, filters designed per rate pair (see design.py).
+"""Our own polyphase resampler: filters designed per rate pair (see design.py), numba kernels for one
+stage and a C kernel for the two-stage form of up-conversion by 2× or more.
 
 The filter design (numpy only) loads with the package; the kernels (numba) on first use of a
 name from :mod:`.core`, so a process that only checks configuration never loads numba.
@@ -6,11 +7,11 @@ name from :mod:`.core`, so a process that only checks configuration never loads 
 
 from typing import Any
 
-from .design import QUALITIES, RATES, Design, design
+from .design import QUALITIES, RATES, Design, design, two_stage_available
 
 _CORE = ("Resampler", "float32_to_int16", "int16_to_float32", "resample", "warm")
 
-__all__ = ["QUALITIES", "RATES", "Design", "design", *_CORE]
+__all__ = ["QUALITIES", "RATES", "Design", "design", "two_stage_available", *_CORE]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,9 +6,10 @@
 whole signal, whatever the chunking; it is time-aligned with the input, and the price of that is a
 fixed look-ahead of ``latency_samples`` output samples (``latency_seconds``).
 
-Real-time rules: one numba call per chunk; nothing is allocated but the returned array (pass
-``out=`` to avoid that too: :meth:`Resampler.max_output` sizes it); NaN and infinity are refused,
-not spread through the filter, and a refused chunk leaves the stream as it was.
+Real-time rules: one kernel call per chunk (numba for one stage, C for the two-stage form);
+nothing is allocated but the returned array (pass ``out=`` to avoid that too:
+:meth:`Resampler.max_output` sizes it); NaN and infinity are refused, not spread through the
+filter, and a refused chunk leaves the stream as it was.
 """
 
 from __future__ import annotations
@@ -21,16 +22,25 @@ from ..errors import NonFiniteSamples, SampleFormatError, StreamFinished
 from ..kernels import resample as k
 from .design import RATES, Design, design
 
+try:
+    from ..kernels import _dsp  # type: ignore[attr-defined]
+except ImportError:  # no C compiler at install: every design has one stage (design() knows)
+    _dsp = None
+
+_F32 = np.dtype(np.float32)
+
 __all__ = ["RATES", "Resampler", "float32_to_int16", "int16_to_float32", "resample", "warm"]
 
 
 class Resampler:
     """A streaming polyphase resampler for one stream of ``channels`` channels."""
 
-    def __init__(self, in_rate: int, out_rate: int, quality: str = "hq", *, channels: int = 1) -> None:
+    def __init__(
+        self, in_rate: int, out_rate: int, quality: str = "hq", *, channels: int = 1, stages: int | None = None
+    ) -> None:
         if isinstance(channels, bool) or not isinstance(channels, int) or not 1 <= channels <= 64:
             raise SampleFormatError(f"channels must be an int in 1..64, got {channels!r}")
-        self.design: Design = design(in_rate, out_rate, quality)
+        self.design: Design = design(in_rate, out_rate, quality, stages)
         self.in_rate = self.design.in_rate
         self.out_rate = self.design.out_rate
         self.quality = quality
@@ -41,19 +51,24 @@ class Resampler:
     def reset(self) -> None:
         """Forget the stream: the next chunk starts a new one (sequence and history from zero)."""
         half = self.design.half_width
+        self._finished = False
+        two = self.design.stages
+        if two is not None:  # the C kernel holds the history at both rates
+            self._kernel = _dsp.Stream2(two.g, two.blocks, two.offsets, two.shape, self.channels)
+            return
+        self._kernel = None
         self._hist = np.zeros((self.channels, max(4096, 4 * half)), np.float32)
         self._state = np.zeros(4, np.int64)  # base, fill, next output, inputs so far
         self._state[k.BASE] = -(half - 1)  # column 0 is the input index before the stream's zeros
         self._state[k.FILL] = half - 1
-        self._finished = False
 
     @property
     def _next(self) -> int:
-        return int(self._state[k.NEXT])
+        return int(self._state[k.NEXT]) if self._kernel is None else int(self._kernel.next)
 
     @property
     def _total_in(self) -> int:
-        return int(self._state[k.TOTAL])
+        return int(self._state[k.TOTAL]) if self._kernel is None else int(self._kernel.total)
 
     # -- what the caller may want to know --------------------------------------------------------
     @property
@@ -79,6 +94,19 @@ class Resampler:
         """Feed a chunk; return the output samples that can now be computed (maybe none)."""
         if self._finished:
             raise StreamFinished("this resampler was flushed; call reset() to start a new stream")
+        kernel = self._kernel
+        if kernel is not None and self.channels == 1 and getattr(chunk, "dtype", None) == _F32:
+            # the common case in one call: the kernel checks the buffers (if it refuses them, the long
+            # way below says what is wrong)
+            if out is None:
+                out = np.empty(-(-len(chunk) * self.design.up // self.design.down) + 1, _F32)
+            try:
+                r = kernel.process(chunk, out)
+            except (TypeError, ValueError, BufferError):
+                pass
+            else:
+                if r >= 0:
+                    return out[:r] if out.ndim == 1 else out.reshape(-1)[:r]
         frames = self._as_frames(chunk)
         target = self._target(out, self.max_output(frames.shape[0]))
         return self._step(frames, target)
@@ -119,6 +147,8 @@ class Resampler:
 
     def _step(self, frames: np.ndarray, target: np.ndarray) -> np.ndarray:
         d = self.design
+        if d.stages is not None:
+            return self._step_two(frames, target)
         while True:
             r = k.stream_step(self._hist, self._state, frames, d.table, d.up, d.down, d.half_width, target)
             if r != k.NEED_ROOM:
@@ -130,6 +160,16 @@ class Resampler:
             raise SampleFormatError(f"out has room for {target.shape[0]} frames, more are ready")
         if r <= k.NON_FINITE:
             raise NonFiniteSamples(k.NON_FINITE - r)
+        result = target[:r]
+        return result.reshape(r) if self.channels == 1 else result
+
+    def _step_two(self, frames: np.ndarray, target: np.ndarray) -> np.ndarray:
+        assert self._kernel is not None
+        r = self._kernel.process(np.ascontiguousarray(frames), target)
+        if r == _dsp.OUT_TOO_SMALL:
+            raise SampleFormatError(f"out has room for {target.shape[0]} frames, more are ready")
+        if r <= _dsp.NON_FINITE:
+            raise NonFiniteSamples(_dsp.NON_FINITE - r)
         result = target[:r]
         return result.reshape(r) if self.channels == 1 else result
 

@@ -3,6 +3,8 @@ counts, the numba kernel held to the NumPy reference, and typed errors for bad i
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import pytest
 
@@ -34,28 +36,42 @@ def _stream(r: Resampler, x: np.ndarray, sizes: list[int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    ("in_rate", "out_rate", "channels", "quality"),
+    ("in_rate", "out_rate", "channels", "quality", "stages"),
     [
-        (22_050, 48_000, 1, "hq"),
-        (22_050, 48_000, 2, "hq"),
-        (16_000, 48_000, 1, "fast"),
-        (48_000, 16_000, 1, "hq"),
-        (44_100, 48_000, 2, "vhq"),
-        (48_000, 44_100, 1, "hq"),
-        (24_000, 22_050, 1, "hq"),
-        (8_000, 24_000, 3, "hq"),
-        (48_000, 48_000, 1, "hq"),
+        (22_050, 48_000, 1, "hq", 2),
+        (22_050, 48_000, 1, "hq", 1),
+        (22_050, 48_000, 2, "hq", 2),
+        (22_050, 48_000, 2, "hq", 1),
+        (16_000, 48_000, 1, "fast", 2),
+        (16_000, 48_000, 1, "fast", 1),
+        (48_000, 16_000, 1, "hq", None),
+        (44_100, 48_000, 2, "vhq", None),
+        (48_000, 44_100, 1, "hq", None),
+        (24_000, 22_050, 1, "hq", None),
+        (8_000, 24_000, 3, "hq", 2),
+        (24_000, 48_000, 1, "hq", 2),  # stage 2 is a delay
+        (8_000, 44_100, 1, "hq", 2),  # stage 2's period is 441 blocks
+        (48_000, 48_000, 1, "hq", None),
     ],
 )
 def test_streaming_is_bit_identical_to_one_shot_for_any_chunking(
-    in_rate: int, out_rate: int, channels: int, quality: str
+    in_rate: int, out_rate: int, channels: int, quality: str, stages: int | None
 ) -> None:
     x = _noise(60_000, channels)
-    whole = resample(x, in_rate, out_rate, quality)
+
+    def one_shot() -> np.ndarray:
+        r = Resampler(in_rate, out_rate, quality, channels=channels, stages=stages)
+        return np.concatenate([r.process(x), r.flush()])
+
+    whole = one_shot()
     assert whole.shape[0] == -(-60_000 * out_rate // in_rate)
+    if stages is None:
+        assert np.array_equal(whole, resample(x, in_rate, out_rate, quality))
     for trial in range(4):
         sizes = list(RNG.integers(1, 5001, size=40)) if trial else [1] * 3000  # tiny chunks too
-        streamed = _stream(Resampler(in_rate, out_rate, quality, channels=channels), x, [int(s) for s in sizes])
+        r = Resampler(in_rate, out_rate, quality, channels=channels, stages=stages)
+        assert (r.design.stages is not None) == (stages == 2)
+        streamed = _stream(r, x, [int(s) for s in sizes])
         assert streamed.shape == whole.shape
         assert np.array_equal(streamed, whole), f"chunking {trial} changed the output"
 
@@ -84,23 +100,88 @@ def test_latency_is_fixed_whatever_the_chunk_size() -> None:
             assert got == max(0, -(-(fed - r.design.half_width) * 320 // 147))
 
 
-@pytest.mark.parametrize(("in_rate", "out_rate"), [(22_050, 48_000), (48_000, 8_000), (44_100, 16_000)])
-def test_kernel_matches_the_numpy_reference(in_rate: int, out_rate: int) -> None:
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate", "stages"),
+    [
+        (22_050, 48_000, 1),
+        (22_050, 48_000, 2),
+        (16_000, 48_000, 2),
+        (24_000, 48_000, 2),
+        (8_000, 44_100, 2),
+        (48_000, 8_000, 1),
+        (44_100, 16_000, 1),
+    ],
+)
+def test_kernels_match_the_numpy_reference(in_rate: int, out_rate: int, stages: int) -> None:
     x = _noise(30_000)
-    ours = resample(x, in_rate, out_rate)
-    ref = reference.resample(x, design(in_rate, out_rate))
+    r = Resampler(in_rate, out_rate, stages=stages)
+    ours = np.concatenate([r.process(x), r.flush()])
+    ref = reference.resample(x, r.design)
     assert ours.shape == ref.shape
     assert np.max(np.abs(ours - ref)) < 2e-6
 
 
+def test_two_stages_where_the_kernel_is_built_and_the_ratio_is_2_or_more() -> None:
+    from ringaudio.resample import two_stage_available
+
+    assert two_stage_available()  # the suite runs on a build with its C kernels
+    assert design(22_050, 48_000).stages is not None  # the voice's rate to the wire's: two stages
+    assert design(22_050, 48_000, "vhq").stages is None  # vhq has one stage (float32 reaches ~135 dB in two)
+    assert design(44_100, 48_000).stages is None and design(48_000, 22_050).stages is None
+    for bad in ((48_000, 16_000, "hq", 2), (44_100, 48_000, "hq", 2), (22_050, 48_000, "vhq", 2)):
+        with pytest.raises(UnsupportedRate):
+            design(*bad)  # type: ignore[arg-type]
+    with pytest.raises(UnsupportedRate):
+        design(22_050, 48_000, "hq", 3)
+    two = design(22_050, 48_000, "hq", 2).stages
+    assert two is not None and two.blocks.shape[0] * 8 == two.shape[7]  # the kernel's period, in blocks of 8
+    assert not two.g.flags.writeable and not two.blocks.flags.writeable
+
+
+def test_without_the_c_kernel_every_design_has_one_stage(monkeypatch: pytest.MonkeyPatch) -> None:
+    designs = importlib.import_module("ringaudio.resample.design")  # the module, not the function
+    monkeypatch.setattr(designs, "two_stage_available", lambda: False)
+    assert design(22_050, 48_000).stages is None
+    with pytest.raises(UnsupportedRate, match="C kernel"):
+        design(22_050, 48_000, "hq", 2)
+
+
+def test_the_c_kernel_refuses_a_design_whose_arrays_do_not_fit() -> None:
+    from ringaudio.kernels import _dsp  # type: ignore[attr-defined]
+
+    two = design(22_050, 48_000, "hq", 2).stages
+    assert two is not None
+    args = (two.g, two.blocks, two.offsets, two.shape)
+    _dsp.Stream2(*args, 1)
+    short_shape = two.shape.copy()
+    short_shape[9] -= 8  # a span shorter than a lane's window: reads past the block's rows
+    for bad, error in (
+        ((two.g[:-1], *args[1:], 1), ValueError),
+        ((*args[:3], short_shape, 1), ValueError),
+        ((two.offsets + 1, *args[1:], 1), TypeError),  # int64 where float32 goes
+        ((*args, 0), ValueError),
+        ((*args, 65), ValueError),
+    ):
+        with pytest.raises(error):
+            _dsp.Stream2(*bad)
+    s = _dsp.Stream2(*args, 2)
+    with pytest.raises(TypeError):
+        s.process(np.zeros(10, np.float32), np.zeros((30, 2), np.float32))  # mono frames for 2 channels
+    assert s.process(np.zeros((10, 2), np.float32), np.zeros((30, 2), np.float32)) == 0  # still in the look-ahead
+
+
 def test_presets_trade_taps_for_quality() -> None:
-    taps = {q: design(22_050, 48_000, q).taps for q in QUALITIES}
-    assert taps["fast"] < taps["hq"] < taps["vhq"]
-    assert all(t % 16 == 0 for t in taps.values())  # whole SIMD vectors
+    one = {q: design(22_050, 48_000, q, stages=1).taps for q in QUALITIES}
+    assert one["fast"] < one["hq"] < one["vhq"]
+    assert all(t % 16 == 0 for t in one.values())  # whole SIMD vectors for the numba kernel
+    two = [design(22_050, 48_000, q, stages=2) for q in ("fast", "hq")]
+    assert two[0].taps < two[1].taps
+    assert all(d.stages is not None and d.half_width == d.stages.k1 + d.stages.k2 // 2 for d in two)
 
 
-def test_out_buffer_is_used_without_allocation() -> None:
-    r = Resampler(22_050, 48_000)
+@pytest.mark.parametrize("stages", [1, 2])
+def test_out_buffer_is_used_without_allocation(stages: int) -> None:
+    r = Resampler(22_050, 48_000, stages=stages)
     out = np.empty(r.max_output(441), np.float32)
     x = _noise(441 * 4)
     for i in range(4):
@@ -146,11 +227,13 @@ def test_unknown_rates_are_refused(rate: object) -> None:
         Resampler(48_000, rate)  # type: ignore[arg-type]
 
 
-def test_bad_chunks_are_refused_and_lose_nothing() -> None:
+@pytest.mark.parametrize("stages", [1, 2])
+def test_bad_chunks_are_refused_and_lose_nothing(stages: int) -> None:
     x = _noise(4000)
-    clean = Resampler(22_050, 48_000)
+    clean = Resampler(22_050, 48_000, stages=stages)
     expected = np.concatenate([clean.process(x), clean.flush()])
-    r = Resampler(22_050, 48_000)
+    r = Resampler(22_050, 48_000, stages=stages)
+    out = np.empty(r.max_output(100), np.float32)
     first = r.process(x[:2000])
     bad_inputs: list[object] = [
         np.zeros(100, np.float64),
@@ -161,15 +244,20 @@ def test_bad_chunks_are_refused_and_lose_nothing() -> None:
         None,
     ]
     for bad in bad_inputs:
-        with pytest.raises(SampleFormatError) as info:
-            r.process(bad)  # type: ignore[arg-type]
-        assert isinstance(info.value, RingAudioError)
+        for target in (None, out):  # with an out buffer the kernel is asked first: its refusal is typed too
+            with pytest.raises(SampleFormatError) as info:
+                r.process(bad, target)  # type: ignore[arg-type]
+            assert isinstance(info.value, RingAudioError)
+    for bad_out in (np.empty(100, np.float64), np.empty(400, np.float32)[::2], np.empty(10, np.float32)):
+        with pytest.raises(SampleFormatError):
+            r.process(x[2000:2100], bad_out)  # not float32, not contiguous, too small
     for poison in (np.nan, np.inf, -np.inf):
         chunk = x[2000:2100].copy()
         chunk[37] = poison
-        with pytest.raises(NonFiniteSamples) as nonfinite:
-            r.process(chunk)
-        assert nonfinite.value.index == 37
+        for target in (None, out):
+            with pytest.raises(NonFiniteSamples) as nonfinite:
+                r.process(chunk, target)
+            assert nonfinite.value.index == 37
     rest = np.concatenate([r.process(x[2000:]), r.flush()])
     assert np.array_equal(np.concatenate([first, rest]), expected)  # the refused chunks changed nothing
     with pytest.raises(StreamFinished):
@@ -198,13 +286,15 @@ def test_warm_compiles_everything_the_first_chunk_needs() -> None:
     from ringaudio.kernels import resample as kernels
     from ringaudio.resample import warm
 
-    warm()
+    pairs = ((22_050, 48_000), (48_000, 16_000))  # two stages (C) and one (numba)
+    warm(pairs)
     dispatchers = (kernels.stream_step, kernels.to_int16)
     before = {d: len(d.signatures) for d in dispatchers}
     assert all(before.values())
-    for channels in (1, 2):
-        r = Resampler(22_050, 48_000, channels=channels)
-        r.process(_noise(441, channels))
-        r.flush()
+    for pair in pairs:
+        for channels in (1, 2):
+            r = Resampler(*pair, channels=channels)
+            r.process(_noise(441, channels))
+            r.flush()
     float32_to_int16(_noise(960))
     assert {d: len(d.signatures) for d in dispatchers} == before  # nothing compiled on the audio path

@@ -40,6 +40,8 @@ typedef float v8 __attribute__((vector_size(32)));
 /* results (as the numba kernel's): a count >= 0, or */
 #define OUT_TOO_SMALL (-2)
 #define NON_FINITE (-3) /* ... and below: NON_FINITE - index of the first bad sample */
+#define NO_MEMORY INT64_MIN /* (not returned to Python: MemoryError) */
+#define NOGIL_SAMPLES 16384 /* a chunk this long is computed without the GIL */
 
 /* state words */
 enum { BASE1, FILL1, BASE2, FILL2, NEXT, TOTAL, STATE_WORDS };
@@ -124,6 +126,7 @@ KERNEL static void poly_blocks(const float *h, i64 h_base, const float *C, const
 typedef struct {
     PyObject_HEAD i64 ch, sh[SHAPE_WORDS], st[STATE_WORDS];
     i64 cap1, cap2; /* columns per channel of h1 and h2 */
+    int busy;       /* a call is in step() without the GIL */
     float *g, *C, *h1, *h2;
     i64 *off;
 } Stream2;
@@ -150,8 +153,8 @@ static int grow(float **h, i64 ch, i64 *cap, i64 keep, i64 want) {
 }
 
 /* One chunk of n frames of ch channels (interleaved) through both stages; outputs into out (rows of
- * ch). Returns the count, OUT_TOO_SMALL or NON_FINITE - i (the stream then unchanged), or -1 with
- * MemoryError set. */
+ * ch). Returns the count, OUT_TOO_SMALL or NON_FINITE - i (the stream then unchanged), or NO_MEMORY
+ * (the stream consistent, the chunk not taken). Touches no Python object: it may run without the GIL. */
 static i64 step(Stream2 *o, const float *x, i64 n, float *out, i64 out_rows) {
     const i64 ch = o->ch, *sh = o->sh, up = sh[UP], down = sh[DOWN], k1 = sh[K1], k2 = sh[K2], up2 = sh[UP2],
               down2 = sh[DOWN2], span = sh[SPAN];
@@ -181,10 +184,8 @@ static i64 step(Stream2 *o, const float *x, i64 n, float *out, i64 out_rows) {
         if (drop2 > 0) base2 += drop2, fill2 -= drop2;
         st[BASE1] = base1, st[FILL1] = fill1, st[BASE2] = base2, st[FILL2] = fill2;
         if (grow(&o->h1, ch, &o->cap1, fill1, fill1 + n + LANES) < 0 ||
-            grow(&o->h2, ch, &o->cap2, fill2, 2 * m_end - base2 + span + 2 * LANES) < 0) {
-            PyErr_NoMemory();
-            return -1;
-        }
+            grow(&o->h2, ch, &o->cap2, fill2, 2 * m_end - base2 + span + 2 * LANES) < 0)
+            return NO_MEMORY;
     }
     const i64 cap1 = o->cap1, cap2 = o->cap2;
     if (ch == 1)
@@ -252,13 +253,29 @@ static PyObject *stream_process(Stream2 *o, PyObject *const *args, Py_ssize_t na
         PyBuffer_Release(&vx);
         return NULL;
     }
-    i64 r = step(o, vx.buf, n, vo.buf, rows);
+    i64 r;
+    if (o->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this stream is in use by another thread");
+        r = NO_MEMORY;
+    } else if (n * o->ch >= NOGIL_SAMPLES) { /* long: other threads run meanwhile (busy keeps them off o) */
+        o->busy = 1;
+        Py_BEGIN_ALLOW_THREADS r = step(o, vx.buf, n, vo.buf, rows);
+        Py_END_ALLOW_THREADS o->busy = 0;
+        if (r == NO_MEMORY) PyErr_NoMemory();
+    } else {
+        r = step(o, vx.buf, n, vo.buf, rows);
+        if (r == NO_MEMORY) PyErr_NoMemory();
+    }
     PyBuffer_Release(&vx);
     PyBuffer_Release(&vo);
-    return r == -1 ? NULL : PyLong_FromLongLong(r);
+    return r == NO_MEMORY ? NULL : PyLong_FromLongLong(r);
 }
 
 static PyObject *stream_reset_m(Stream2 *o, PyObject *unused) {
+    if (o->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "this stream is in use by another thread");
+        return NULL;
+    }
     stream_reset(o);
     Py_RETURN_NONE;
 }
@@ -316,16 +333,19 @@ static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     /* every index the kernels form stays inside these arrays when the shape is self-consistent */
     if (ch < 1 || ch > 64 || sh[UP] < 1 || sh[DOWN] < 1 || k1 < 1 || k2 < 1 || sh[UP2] < 1 || sh[DOWN2] < 1 ||
         span < 2 * k2 || period < LANES || period % LANES || ng != 2 * k1 || no != period / LANES ||
-        nc != no * span * LANES || sh[ADVANCE] * sh[UP2] != period * sh[DOWN2] || sh[HALF] != k1 + k2 / 2)
+        nc != no * span * LANES || sh[ADVANCE] * sh[UP2] != period * sh[DOWN2] || k2 % 2 || sh[HALF] != k1 + k2 / 2 ||
+        sh[UP] * sh[DOWN2] != 2 * sh[DOWN] * sh[UP2]) /* stage 2 takes twice the input rate to the output's */
         goto bad;
     for (i64 r = 0; r < no; r++) /* block r's lanes' windows lie inside its span */
         if (o->off[r] != floor_div(r * LANES * sh[DOWN2], sh[UP2]) ||
             floor_div((r * LANES + LANES - 1) * sh[DOWN2], sh[UP2]) - o->off[r] + 2 * k2 > span)
             goto bad;
     free(sh);
+    sh = NULL;
     o->ch = ch;
     o->cap1 = 4096 > 4 * k1 ? 4096 : 4 * k1;
     o->cap2 = 8192 > 8 * k1 ? 8192 : 8 * k1;
+    if (o->cap2 < 4 * (k2 + span)) o->cap2 = 4 * (k2 + span); /* room for the window of zeros it starts with */
     o->h1 = malloc((size_t)(ch * o->cap1) * sizeof(float));
     o->h2 = malloc((size_t)(ch * o->cap2) * sizeof(float));
     if (!o->h1 || !o->h2) {

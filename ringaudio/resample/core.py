@@ -95,7 +95,14 @@ class Resampler:
         if self._finished:
             raise StreamFinished("this resampler was flushed; call reset() to start a new stream")
         kernel = self._kernel
-        if kernel is not None and self.channels == 1 and getattr(chunk, "dtype", None) == _F32:
+        if (
+            kernel is not None
+            and chunk.__class__ is np.ndarray
+            and chunk.ndim == 1
+            and chunk.dtype == _F32
+            and self.channels == 1
+            and (out is None or out.__class__ is np.ndarray)
+        ):
             # the common case in one call: the kernel checks the buffers (if it refuses them, the long
             # way below says what is wrong)
             if out is None:
@@ -139,8 +146,13 @@ class Resampler:
     def _target(self, out: np.ndarray | None, count: int) -> np.ndarray:
         if out is None:
             return np.empty((count, self.channels), np.float32)
-        if not isinstance(out, np.ndarray) or out.dtype != np.float32 or not out.flags.c_contiguous:
-            raise SampleFormatError("out must be a C-contiguous float32 array")
+        if (
+            not isinstance(out, np.ndarray)
+            or out.dtype != np.float32
+            or not out.flags.c_contiguous
+            or not out.flags.writeable
+        ):
+            raise SampleFormatError("out must be a writable C-contiguous float32 array")
         if out.size % self.channels or (out.ndim > 1 and out.shape[-1] != self.channels):
             raise SampleFormatError(f"out of shape {out.shape} does not hold {self.channels} channels")
         return out.reshape(-1, self.channels)

@@ -153,11 +153,19 @@ def test_the_c_kernel_refuses_a_design_whose_arrays_do_not_fit() -> None:
     assert two is not None
     args = (two.g, two.blocks, two.offsets, two.shape)
     _dsp.Stream2(*args, 1)
-    short_shape = two.shape.copy()
-    short_shape[9] -= 8  # a span shorter than a lane's window: reads past the block's rows
+
+    def shape(word: int, value: int) -> np.ndarray:
+        changed = two.shape.copy()
+        changed[word] = value
+        return changed
+
+    up, half, k2, span = (int(two.shape[i]) for i in (0, 2, 4, 9))
     for bad, error in (
         ((two.g[:-1], *args[1:], 1), ValueError),
-        ((*args[:3], short_shape, 1), ValueError),
+        ((*args[:3], shape(9, span - 8), 1), ValueError),  # a span shorter than the blocks' rows
+        ((*args[:3], shape(0, 2 * up), 1), ValueError),  # an overall ratio that is not stage 2's twice over
+        ((*args[:3], shape(4, k2 + 1), 1), ValueError),  # an odd K2 (its half-width is not whole)
+        ((*args[:3], shape(2, half + 1), 1), ValueError),
         ((two.offsets + 1, *args[1:], 1), TypeError),  # int64 where float32 goes
         ((*args, 0), ValueError),
         ((*args, 65), ValueError),
@@ -248,9 +256,14 @@ def test_bad_chunks_are_refused_and_lose_nothing(stages: int) -> None:
             with pytest.raises(SampleFormatError) as info:
                 r.process(bad, target)  # type: ignore[arg-type]
             assert isinstance(info.value, RingAudioError)
-    for bad_out in (np.empty(100, np.float64), np.empty(400, np.float32)[::2], np.empty(10, np.float32)):
+    frozen = np.empty(400, np.float32)
+    frozen.flags.writeable = False
+    for bad_out in (np.empty(100, np.float64), np.empty(400, np.float32)[::2], np.empty(10, np.float32), frozen):
         with pytest.raises(SampleFormatError):
-            r.process(x[2000:2100], bad_out)  # not float32, not contiguous, too small
+            r.process(x[2000:2100], bad_out)  # not float32, not contiguous, too small, read-only
+    for bad_chunk in (np.float32(0.5), np.array(0.5, np.float32)):
+        with pytest.raises(SampleFormatError):
+            r.process(bad_chunk, out)  # type: ignore[arg-type]
     for poison in (np.nan, np.inf, -np.inf):
         chunk = x[2000:2100].copy()
         chunk[37] = poison

@@ -425,6 +425,41 @@ static PyObject *k_write_block(PyObject *self, PyObject *const *args, Py_ssize_t
     return PyLong_FromLongLong(r);
 }
 
+static PyObject *k_write_labelled_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (ctrl, slots, block, gen, utterance, first, last, fmt): row 0 flagged first, the last row last */
+    if (!nargs_ok("write_labelled_block", nargs, 8)) return NULL;
+    i64 a[5];
+    if (get_i64s(args, 3, 5, a) < 0) return NULL;
+    i64 gen = a[0], utterance = a[1], first = a[2], last = a[3], fmt = a[4];
+    Bufs b = {.n = 0};
+    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 1) : NULL;
+    Py_buffer *f = s ? take_frames(&b, args[2], s, 2, 0) : NULL;
+    if (f == NULL) {
+        release(&b);
+        return NULL;
+    }
+    i64 r;
+    if (f->shape[1] != s->shape[1] || utterance < 0 || first < 0 || last < 0 || fmt < 0 || !FITS(*c, s->shape[0])) {
+        r = BAD_ARGUMENT;
+    } else {
+        u64 *ctrl = CTRL(*c);
+        i64 count = f->shape[0], n = 0, refusal = 0;
+        Py_ssize_t row = s->shape[1] * s->itemsize;
+        for (; n < count; n++) {
+            i64 admitted = admit(ctrl, s->shape[0], gen);
+            if (admitted != 0) {
+                refusal = admitted;
+                break;
+            }
+            i64 flags = (n == 0 ? first : 0) | (n == count - 1 ? last : 0);
+            put(ctrl, s, (const char *)f->buf + n * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), utterance, flags, fmt, 0);
+        }
+        r = n == 0 && refusal != 0 ? refusal : (n << 1) | readers_waiting(ctrl);
+    }
+    release(&b);
+    return PyLong_FromLongLong(r);
+}
+
 static PyObject *k_advance(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     /* (ctrl, reader, new_pos) */
     if (!nargs_ok("advance", nargs, 3)) return NULL;
@@ -1196,6 +1231,7 @@ static PyMethodDef methods[] = {
     FAST(min_gating_position),
     FAST(write_frame),
     FAST(write_block),
+    FAST(write_labelled_block),
     FAST(advance),
     FAST(read_frame),
     FAST(read_labelled),

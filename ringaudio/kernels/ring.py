@@ -216,6 +216,28 @@ def write_block(ctrl, slots, block, gen):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def write_labelled_block(ctrl, slots, block, gen, utterance, first, last, fmt):  # type: ignore[no-untyped-def]
+    """Write frames of ``block`` until done or told to wait, each labelled ``utterance`` and ``fmt``
+    (whole slots); row 0 gets flags ``first`` and the block's last row ``last`` (both, for one row),
+    the rows between none. Returns ``n << 1 | wake``, WAIT, CLOSED or BAD_ARGUMENT."""
+    if block.shape[1] != slots.shape[1] or utterance < 0 or first < 0 or last < 0 or fmt < 0:
+        return BAD_ARGUMENT
+    n = 0
+    count = block.shape[0]
+    for i in range(count):
+        admitted = _admit(ctrl, slots.shape[0], gen)
+        if admitted != 0:
+            if n == 0:
+                return admitted
+            break
+        flags = (first if i == 0 else 0) | (last if i == count - 1 else 0)
+        _put(ctrl, slots, block[i], gen, np.int64(load_relaxed(ctrl, C_WRITE_SEQ)), utterance, flags, fmt, 0)
+        n += 1
+    wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
+    return (n << 1) | wake
+
+
+@njit(cache=True, nogil=True)
 def _advance(ctrl, reader, new_pos):  # type: ignore[no-untyped-def]
     """Publish a gating reader's position; 1 if the writer asked to be woken at it."""
     if reader < 0:

@@ -141,7 +141,14 @@ def reset(ctrl, gen, policy, high, low):  # type: ignore[no-untyped-def]
 
 
 _warmed: set[str] = set()
-_DISPATCHED = (hot.write_frame, hot.write_block, hot.read_frame, hot.read_labelled, hot.read_block)
+_DISPATCHED = (
+    hot.write_frame,
+    hot.write_block,
+    hot.write_labelled_block,
+    hot.read_frame,
+    hot.read_labelled,
+    hot.read_block,
+)
 
 
 def warm(dtype: np.dtype) -> None:
@@ -165,6 +172,7 @@ def warm(dtype: np.dtype) -> None:
     reset(ctrl, 1, BLOCK, 3, 1)
     hot.write_frame(ctrl, slots, frame, 1, 1, 1, 1, 0)
     hot.write_block(ctrl, slots, block, 1)
+    hot.write_labelled_block(ctrl, slots, block, 1, 1, 1, 2, 0)
     hot.read_frame(ctrl, slots, 0, frame, 1, 0)
     hot.read_frame(ctrl, slots, 1, frame, 1, -1)
     hot.read_labelled(ctrl, slots, 0, frame, label, 1, -1)

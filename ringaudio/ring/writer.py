@@ -81,6 +81,45 @@ class RingWriting(RingView):
                 return -1
         raise RingClosed(f"ring {self.handle} is closed or its lease has ended")
 
+    def offer_block(self, block: np.ndarray, *, utterance: int = 0, first: int = 0, last: int = 0, fmt: int = 0) -> int:
+        """Write the frames of ``block`` (``(k,) + frame_shape``, whole slots) that the ring takes now:
+        how many (0: the writer must wait, as :meth:`offer`'s -1). Each is labelled ``utterance`` and
+        ``fmt``; the first gets flags ``first``, the block's last ``last`` (if written: a block cut
+        short by the watermark ends before it). One kernel call for them all."""
+        try:
+            r = k.write_labelled_block(self._ctrl, self._slots, block, self.generation, utterance, first, last, fmt)
+        except TypeError:
+            r = k.BAD_ARGUMENT
+        if r >= 0:
+            if r & 1:
+                _wake(self._data_addr)
+            return r >> 1  # type: ignore[no-any-return]
+        if r == k.WAIT:
+            return 0
+        if r == k.BAD_ARGUMENT:
+            return self._offer_block_slow(block, utterance, first, last, fmt)
+        raise RingClosed(f"ring {self.handle} is closed or its lease has ended")
+
+    def _offer_block_slow(self, block: Any, utterance: int, first: int, last: int, fmt: int) -> int:
+        """A multi-channel or non-contiguous block (flattened to rows), or a wrong one (told which)."""
+        if self._ctrl is None:
+            raise RingClosed("ring is closed in this process")
+        self._check_frames(block, len(self.frame_shape) + 1, "block")
+        rows = np.ascontiguousarray(block).reshape(len(block), self._frame_size)
+        try:
+            r = k.write_labelled_block(self._ctrl, self._slots, rows, self.generation, utterance, first, last, fmt)
+        except (TypeError, OverflowError):
+            r = k.BAD_ARGUMENT
+        if r == k.BAD_ARGUMENT:
+            raise FrameFormatError(f"a block's label is four ints >= 0, got {(utterance, first, last, fmt)!r}")
+        if r == k.WAIT:
+            return 0
+        if r < 0:
+            raise RingClosed(f"ring {self.handle} is closed or its lease has ended")
+        if r & 1:
+            _wake(self._data_addr)
+        return int(r >> 1)
+
     def _write_slow(
         self, frame: Any, timeout: float | None, utterance: int, flags: int, fmt: int, nbytes: int = 0
     ) -> int:

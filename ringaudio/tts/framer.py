@@ -7,7 +7,16 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteSamples
+from ..kernels.resample import to_int16
 from ..resample import float32_to_int16
+
+
+def _convert(x: np.ndarray, out: np.ndarray) -> None:
+    """``float32_to_int16`` for arrays this module made (C-contiguous float32 in, int16 of its size
+    out): the kernel alone, without the public function's checks."""
+    bad = to_int16(x, out)
+    if bad >= 0:
+        raise NonFiniteSamples(int(bad))
 
 
 class Framer:
@@ -15,6 +24,8 @@ class Framer:
 
     ``push`` yields every frame completed by the new samples (views of one reusable buffer: copy
     or write them before the next ``push``); ``flush`` pads the last partial frame with silence.
+    ``push_blocks`` and ``flush_blocks`` are the same cut, handed out as ``(k, frame_samples)``
+    blocks: one per push (two around a bad sample: the frames before it, then the error).
     """
 
     def __init__(self, frame_samples: int) -> None:
@@ -25,6 +36,7 @@ class Framer:
         self._have = 0
         self._frame = np.zeros(frame_samples, np.int16)
         self._block = np.zeros(0, np.int16)  # a chunk's whole frames, converted at once
+        self._rows = np.zeros((0, frame_samples), np.int16)  # push_blocks' frames
         self.frames = 0
 
     def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
@@ -61,6 +73,43 @@ class Framer:
         rest = n - at
         self._pending[:rest] = samples[at:]
         self._have = rest
+
+    def push_blocks(self, samples: np.ndarray) -> Iterator[np.ndarray]:
+        fs = self.frame_samples
+        n = len(samples)
+        rows = (self._have + n) // fs  # frames these samples complete
+        if rows == 0:
+            self._pending[self._have : self._have + n] = samples
+            self._have += n
+            return
+        if len(self._rows) < rows:
+            self._rows = np.empty((max(rows, 2 * len(self._rows)), fs), np.int16)
+        out = self._rows
+        at = r = 0
+        if self._have:  # the frame begun by earlier samples
+            at = fs - self._have
+            self._pending[self._have :] = samples[:at]
+            _convert(self._pending, out[0])  # a bad sample in it: nothing before it is left
+            self._have = 0
+            r = 1
+        block = np.ascontiguousarray(samples[at : at + (rows - r) * fs], np.float32)
+        try:
+            _convert(block, out[r:rows].reshape(-1))
+        except NonFiniteSamples as bad:  # the frames before the bad sample still go, then the error
+            good = r + bad.index // fs
+            self.frames += good
+            if good:
+                yield out[:good]
+            raise
+        self.frames += rows
+        yield out[:rows]
+        at += (rows - r) * fs
+        self._pending[: n - at] = samples[at:]
+        self._have = n - at
+
+    def flush_blocks(self) -> Iterator[np.ndarray]:
+        for frame in self.flush():
+            yield frame.reshape(1, -1)
 
     def flush(self) -> Iterator[np.ndarray]:
         if self._have:

@@ -56,6 +56,14 @@ class PlaybackClock:
             return now
         return t0 + (seq - base - self.lead) * self.period
 
+    def allowed(self, seq: int, now: float, reader: Callable[[], int]) -> int:
+        """How many frames from ``seq`` on may be written at ``now`` (0: ``seq`` is not due yet)."""
+        if self.due(seq, now, reader) > now:
+            return 0
+        assert self._anchor is not None
+        base, t0 = self._anchor
+        return max(1, int((now - t0) // self.period) - (seq - base - self.lead) + 1)
+
     def restart(self) -> None:
         self._anchor = None
 
@@ -71,7 +79,14 @@ class PlaybackClock:
 
 
 class ActiveJob:
-    """One utterance in flight: a generator of frames and the frame waiting for room in the ring."""
+    """One utterance in flight: a generator of frames and the frames waiting for room in the ring.
+
+    PCM at one level (no adaptive quality, not Opus: most jobs) goes the block way: each chunk's
+    frames are staged as one block and written with one ring call per step (:meth:`_step_blocks`).
+    The others go frame by frame (:meth:`_step_frames`), through the level stage and the encoder.
+    """
+
+    BLOCKS = True  # the block way where it applies (tests compare it with the frame way)
 
     def __init__(self, job: Job, ring: FrameRing, backend: Backend, spec: WorkerSpec) -> None:
         self.job = job
@@ -114,12 +129,22 @@ class ActiveJob:
         self._pending: np.ndarray | None = None  # the frame to write next
         self._next: np.ndarray | None = None  # the one after it, once produced
         self._exhausted = False  # the text is done: no frame comes after _next
-        self._frames = self._levelled()
+        self._blocks = self.BLOCKS and self._stage is None and not self._opus
+        self._frames: Generator[np.ndarray | tuple[np.ndarray, tuple[int, int]], None, None]
+        if self._blocks:
+            # frames [_a, _b) of _staged wait to be written; the last one waits for its successor
+            self._staged = np.zeros((4 * STEP_FRAMES, spec.frame_samples), np.int16)
+            self._a = self._b = 0
+            self._frames = self._produce(blocks=True)
+        else:
+            self._frames = self._levelled()
 
-    def _produce(self) -> Generator[np.ndarray, None, None]:
+    def _produce(self, blocks: bool = False) -> Generator[np.ndarray, None, None]:
+        """Frames (or, with ``blocks``, each chunk's frames as one ``(k, frame_samples)`` block)."""
         same_rate = self.backend.native_rate == self.spec.output_sample_rate  # a model speaking the wire's rate
         resampler = Resampler(self.backend.native_rate, self.spec.output_sample_rate, self.spec.resample_quality)
         framer = Framer(self.spec.frame_samples)
+        push = framer.push_blocks if blocks else framer.push
         for piece in split_text(self.job.text, self.spec.clause_chars):
             chunks = self.backend.synthesize(piece, self.job.voice)
             try:
@@ -129,14 +154,14 @@ class ActiveJob:
                     self.synthesis_s += time.monotonic() - t0
                     if chunk is None:
                         break
-                    yield from framer.push(chunk if same_rate else resampler.process(chunk))
+                    yield from push(chunk if same_rate else resampler.process(chunk))
             finally:
                 close = getattr(chunks, "close", None)
                 if close is not None:
                     close()  # a cancel stops the engine now (espeak's process is killed)
         if not same_rate:
-            yield from framer.push(resampler.flush())
-        yield from framer.flush()
+            yield from push(resampler.flush())
+        yield from framer.flush_blocks() if blocks else framer.flush()
 
     def _levelled(self) -> Generator[tuple[np.ndarray, tuple[int, int]], None, None]:
         """Frames with their level: the base one, or what the level stage makes of them."""
@@ -208,6 +233,64 @@ class ActiveJob:
     def step(self, now: float) -> str:
         """Write up to STEP_FRAMES frames: 'running', 'paced' (ahead of the clock: ``retry_at`` is
         set), 'blocked' (at the watermark) or 'done'."""
+        return self._step_blocks(now) if self._blocks else self._step_frames(now)
+
+    def _stage_next(self) -> bool:
+        """Stage the next chunk's frames; False when the text is done."""
+        block = next(self._frames, None)
+        if block is None:
+            self._exhausted = True
+            return False
+        a, b, k = self._a, self._b, len(block)
+        staged = self._staged
+        if b + k > len(staged):  # move what waits to the front, and grow if that is not room enough
+            if b - a + k > len(staged):
+                staged = np.zeros((2 * (b - a + k), staged.shape[1]), np.int16)
+            staged[: b - a] = self._staged[a:b]
+            self._staged, self._a, self._b = staged, 0, b - a
+        self._staged[self._b : self._b + k] = block
+        self._b += k
+        return True
+
+    def _step_blocks(self, now: float) -> str:
+        written = 0
+        while written < STEP_FRAMES:
+            while self._b - self._a < 2 and not self._exhausted and self._stage_next():
+                pass
+            ready = self._b - self._a
+            if ready == 0:
+                return "done"
+            # (a block is never empty: two frames wait here unless the text is done)
+            k = min(ready if self._exhausted else ready - 1, STEP_FRAMES - written)
+            seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
+            if self.spec.lead_frames:
+                due = self.clock.allowed(seq, now, self._reader)
+                if due == 0:
+                    self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
+                    return "paced"
+                k = min(k, due)
+            ends = self._exhausted and self._a + k == self._b
+            n = self.ring.offer_block(
+                self._staged[self._a : self._a + k],
+                utterance=self.job.utterance_id,
+                first=FLAG_FIRST if self.frames == 0 else 0,
+                last=FLAG_LAST if ends else 0,
+                fmt=self.format,
+            )
+            if n:
+                self._a += n
+                self.audio_s += n * self._frame_level[1] / 1000
+                if self.first_seq < 0:
+                    self.first_seq = seq
+                self.last_seq = seq + n - 1
+                self.frames += n
+                written += n
+            if n < k:
+                self.clock.restart()  # backpressure: the clock starts again from the reader
+                return "blocked"
+        return "running"
+
+    def _step_frames(self, now: float) -> str:
         for _ in range(STEP_FRAMES):
             if self._pending is None:
                 self._pending = self._pull()

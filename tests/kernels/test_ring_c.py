@@ -131,7 +131,12 @@ def test_both_kernel_sets_agree_on_every_step_of_a_random_run(policy: int, dtype
             )
             seen["written" if w >= 0 else f"write {w}"] = seen.get("written" if w >= 0 else f"write {w}", 0) + 1
         elif op == 4:
-            t.call("write_block", gen, arrays=lambda i: (t.slots[i], wb))
+            if rng.random() < 0.5:
+                t.call("write_block", gen, arrays=lambda i: (t.slots[i], wb))
+            else:
+                labelled = (rng.randrange(5), rng.randrange(3), rng.randrange(3), rng.randrange(3))
+                rows = wb[: rng.randrange(1, 4)]
+                t.call("write_labelled_block", gen, *labelled, arrays=lambda i, b=rows: (t.slots[i], b))  # type: ignore[misc]
         elif op in (5, 6):
             r = [
                 fn(t.ctrl[i], t.slots[i], seq, outs[0][i], gen, reader)

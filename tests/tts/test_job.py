@@ -99,3 +99,71 @@ def test_the_playback_clock_is_set_back_to_a_late_writer_and_restarts_from_the_r
     clock.restart()  # backpressure: the next question starts it where the reader is
     assert clock.due(60, 5.0, lambda: 50) == pytest.approx(5.0 - 5 * 0.02)  # 10 ahead of it: may go
     assert clock.due(66, 5.0, lambda: 50) == pytest.approx(5.02)
+
+
+class Chunky(Backend):
+    """Chunks of awkward sizes at the wire's rate (or at 22 050 Hz: resampled), a silent one among them."""
+
+    name = "chunky"
+    model_id = "chunky"
+
+    def __init__(self, rate: int) -> None:
+        self.native_rate = rate
+
+    def synthesize(self, text: str, voice: str | None = None):  # type: ignore[no-untyped-def]
+        rng = np.random.default_rng(len(text))
+        for size in (7, 5000, 1, 961, 0, 19_999, 300, 2048, 4410) * 4:
+            yield (rng.standard_normal(size) * 0.2).astype(np.float32)
+
+
+def drive(blocks: bool, backend: Backend, lead: int, overflow: str) -> tuple[list[str], list[list[int]], np.ndarray]:
+    """Step one job to its end on a simulated clock, a gating reader taking a frame every 20 ms:
+    every status, and every frame with its label as the reader got them."""
+    ActiveJob.BLOCKS = blocks
+    try:
+        with FrameRing.create(capacity=40, overflow=overflow, high_watermark=0.5, low_watermark=0.25) as ring:
+            active = ActiveJob(Job("s", 3, "x" * 40, ring.handle), ring, backend, spec(lead_frames=lead))
+            assert active._blocks is blocks
+            statuses: list[str] = []
+            labels: list[list[int]] = []
+            frames = []
+            out = np.empty(960, np.int16)
+            label = np.zeros(layout.LABEL_WORDS, np.int64)
+            now, status, pos = 100.0, "", 0
+            while status != "done" or pos < ring.write_seq:
+                if status != "done":
+                    status = active.step(now)
+                    statuses.append(status)
+                if pos < ring.write_seq:  # one frame per period (the ring's default reader gates the writer)
+                    r = ring.read_labelled(pos, out, label)
+                    if r == 0:
+                        labels.append(label.tolist())
+                        frames.append(out.copy())
+                        pos += 1
+                    else:  # lapped (drop_oldest): resume at the oldest, and say so
+                        statuses.append(f"lapped at {pos}")
+                        pos = ring.oldest(pos)
+                now += 0.02
+            return statuses, labels, np.array(frames)
+    finally:
+        ActiveJob.BLOCKS = True
+
+
+@pytest.mark.parametrize("rate", [48_000, 22_050])
+@pytest.mark.parametrize(("lead", "overflow"), [(0, "block"), (6, "block"), (0, "drop_oldest")])
+def test_the_block_way_writes_what_the_frame_way_writes(rate: int, lead: int, overflow: str) -> None:
+    """The same statuses step by step (pacing, the watermark), and the same frames and labels."""
+    ways = [drive(blocks, Chunky(rate), lead, overflow) for blocks in (False, True)]
+    (s0, l0, f0), (s1, l1, f1) = ways
+    assert s0 == s1
+    assert l0 == l1
+    assert np.array_equal(f0, f1)
+    assert len(l0) > 40 and np.abs(f0).max() > 1000  # a real utterance (lapped, under drop_oldest)
+    assert l0[-1][1] == wire.FLAG_LAST and not any(lab[1] for lab in l0[1:-1])
+    assert l0[0][1] == wire.FLAG_FIRST or overflow == "drop_oldest"  # (the first may be lapped)
+    if lead:
+        assert "paced" in s0
+    if overflow == "block" and not lead:  # (paced, the writer stays under the watermark)
+        assert "blocked" in s0
+    if overflow == "drop_oldest":
+        assert any(status.startswith("lapped") for status in s0)

@@ -55,12 +55,24 @@ def test_synthetic_backend_plays_a_slow_model() -> None:
     assert took >= 1.4 * n / b.native_rate  # RTF 1.5: slower than real time
 
 
-def test_framer_gives_the_same_frames_whatever_the_chunking() -> None:
-    """Chunks converted whole (views of one buffer) or frame by frame: the same int16 frames, the
-    same count, and a non-finite sample still fails after the frames before it."""
+@pytest.mark.parametrize("blocks", [False, True])
+def test_framer_gives_the_same_frames_whatever_the_chunking(blocks: bool) -> None:
+    """Chunks converted whole (views of one buffer) or frame by frame, handed out as frames or as
+    blocks: the same int16 frames, the same count, and a non-finite sample still fails after the
+    frames before it."""
     from ringaudio.errors import NonFiniteSamples
     from ringaudio.resample import float32_to_int16
     from ringaudio.tts.framer import Framer
+
+    def push(framer: Framer, samples: np.ndarray) -> list[np.ndarray]:
+        if blocks:
+            return [f.copy() for block in framer.push_blocks(samples) for f in block]
+        return [f.copy() for f in framer.push(samples)]
+
+    def flush(framer: Framer) -> list[np.ndarray]:
+        if blocks:
+            return [f.copy() for block in framer.flush_blocks() for f in block]
+        return [f.copy() for f in framer.flush()]
 
     rng = np.random.default_rng(7)
     x = (rng.standard_normal(960 * 37 + 123) * 0.4).astype(np.float32)
@@ -68,23 +80,25 @@ def test_framer_gives_the_same_frames_whatever_the_chunking() -> None:
     for sizes in ([len(x)], [1] * 2000 + [len(x) - 2000], list(rng.integers(1, 5000, 200))):
         framer, got, at = Framer(960), [], 0
         for size in sizes:
-            got += [f.copy() for f in framer.push(x[at : at + size])]
+            got += push(framer, x[at : at + size])
             at += size
             if at >= len(x):
                 break
         if at < len(x):
-            got += [f.copy() for f in framer.push(x[at:])]
-        got += [f.copy() for f in framer.flush()]
+            got += push(framer, x[at:])
+        got += flush(framer)
         assert np.array_equal(np.array(got), expected) and framer.frames == len(expected)
     bad = x[: 960 * 5].copy()
     bad[960 * 3 + 10] = np.nan
-    framer, before = Framer(960), []
-    with pytest.raises(NonFiniteSamples):
-        for f in framer.push(bad):
-            before.append(f.copy())
-    assert np.array_equal(np.array(before), expected[:3])
-    framer, before = Framer(960), []  # float64 samples take the same path
-    with pytest.raises(NonFiniteSamples):
-        for f in framer.push(bad.astype(np.float64)):
-            before.append(f.copy())
-    assert np.array_equal(np.array(before), expected[:3])
+    for samples in (bad, bad.astype(np.float64)):  # float64 samples take the same path
+        for first in (0, 500):  # ... and a frame begun by an earlier push
+            framer = Framer(960)
+            before = push(framer, samples[:first])
+            with pytest.raises(NonFiniteSamples):
+                if blocks:
+                    for block in framer.push_blocks(samples[first:]):
+                        before += [f.copy() for f in block]
+                else:
+                    for f in framer.push(samples[first:]):
+                        before.append(f.copy())
+            assert np.array_equal(np.array(before), expected[:3])

@@ -122,6 +122,78 @@ KERNEL static void poly_blocks(const float *h, i64 h_base, const float *C, const
 #undef WHERE
 }
 
+/* float32 in [-1, 1) -> int16: round half to even, clip to [-32768, 32767] (the numba kernel's
+ * to_int16, bit for bit). One branch-free pass, eight samples per vector, while an OR of the
+ * exponent bits notes a NaN or infinity; only then a second pass finds the first (out is then
+ * undefined from it). x * 32768 is exact in float32, so rounding it is rounding the exact product;
+ * after the clip |v| <= 2^15, and adding and taking away 1.5 * 2^23 leaves v rounded half to even
+ * (the default rounding mode). */
+typedef int32_t v8i __attribute__((vector_size(32)));
+typedef int16_t v8s __attribute__((vector_size(16)));
+
+static inline float to_int16_one(float v, uint32_t *special) {
+    uint32_t bits;
+    memcpy(&bits, &v, 4);
+    *special |= (bits & 0x7F800000u) == 0x7F800000u;
+    v *= 32768.0f;
+    v = v < -32768.0f ? -32768.0f : v;
+    v = v > 32767.0f ? 32767.0f : v;
+    return (v + 12582912.0f) - 12582912.0f;
+}
+
+KERNEL static i64 to_int16_run(const float *x, int16_t *out, i64 n) {
+    const v8 lo = {-32768.0f, -32768.0f, -32768.0f, -32768.0f, -32768.0f, -32768.0f, -32768.0f, -32768.0f};
+    const v8 hi = {32767.0f, 32767.0f, 32767.0f, 32767.0f, 32767.0f, 32767.0f, 32767.0f, 32767.0f};
+    v8i any = {0};
+    i64 i = 0;
+    for (; i + LANES <= n; i += LANES) {
+        v8 v = load8(x + i);
+        v8i bits = (v8i)v;
+        any |= (bits & 0x7F800000) == 0x7F800000;
+        v *= 32768.0f;
+        v8i below = v < lo, above = v > hi;
+        v = (v8)((below & (v8i)lo) | (~below & (v8i)v));
+        v = (v8)((above & (v8i)hi) | (~above & (v8i)v));
+        v = (v + 12582912.0f) - 12582912.0f;
+        v8s r = __builtin_convertvector(__builtin_convertvector(v, v8i), v8s);
+        memcpy(out + i, &r, sizeof r);
+    }
+    uint32_t special = 0;
+    for (int l = 0; l < LANES; l++) special |= any[l] != 0;
+    for (; i < n; i++) out[i] = (int16_t)(int32_t)to_int16_one(x[i], &special);
+    if (special)
+        for (i = 0; i < n; i++)
+            if (!isfinite(x[i])) return i;
+    return -1;
+}
+
+static PyObject *k_to_int16(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* to_int16(x, out) -> -1 or the index of the first non-finite sample */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "to_int16(x, out) takes 2 arguments");
+        return NULL;
+    }
+    Py_buffer vx, vo;
+    if (PyObject_GetBuffer(args[0], &vx, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &vo, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&vx);
+        return NULL;
+    }
+    const char *fx = vx.format ? vx.format : "B", *fo = vo.format ? vo.format : "B";
+    if (*fx == '<' || *fx == '=' || *fx == '@') fx++;
+    if (*fo == '<' || *fo == '=' || *fo == '@') fo++;
+    i64 r = 0;
+    if (strcmp(fx, "f") || vx.itemsize != 4 || strcmp(fo, "h") || vo.itemsize != 2 || vx.len / 4 != vo.len / 2) {
+        PyErr_SetString(PyExc_TypeError, "to_int16 takes C-contiguous float32 samples and an int16 array as long");
+        r = INT64_MIN;
+    } else {
+        r = to_int16_run(vx.buf, vo.buf, (i64)(vx.len / 4));
+    }
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vo);
+    return r == INT64_MIN ? NULL : PyLong_FromLongLong(r);
+}
+
 /* One stream: the filters (copied from the design), its history at both rates, its counters. */
 typedef struct {
     PyObject_HEAD i64 ch, sh[SHAPE_WORDS], st[STATE_WORDS];
@@ -389,8 +461,14 @@ static PyTypeObject Stream2Type = {
     .tp_new = stream_new,
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_dsp", "The two-stage resampler's kernel.", -1, NULL,
-                                    NULL, NULL, NULL, NULL};
+static PyMethodDef module_methods[] = {
+    {"to_int16", (PyCFunction)(void (*)(void))k_to_int16, METH_FASTCALL,
+     "to_int16(x, out): float32 to int16, rounded half to even and clipped; -1 or the first non-finite index"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_dsp", "The two-stage resampler's kernel, and float32 to int16.",
+                                    -1, module_methods, NULL, NULL, NULL, NULL};
 
 PyMODINIT_FUNC PyInit__dsp(void) {
     PyObject *m = PyModule_Create(&module);

@@ -27,6 +27,9 @@ try:
 except ImportError:  # no C compiler at install: every design has one stage (design() knows)
     _dsp = None
 
+# float32 -> int16 (x, out) -> -1 or the first non-finite index: C where built (a call costs less), else numba
+to_int16: Any = k.to_int16 if _dsp is None else _dsp.to_int16
+
 _F32 = np.dtype(np.float32)
 
 __all__ = ["RATES", "Resampler", "float32_to_int16", "int16_to_float32", "resample", "warm"]
@@ -211,7 +214,7 @@ def float32_to_int16(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray
         out = np.empty(x.shape, np.int16)
     elif out.dtype != np.int16 or out.shape != x.shape or not out.flags.c_contiguous:
         raise SampleFormatError(f"out must be a C-contiguous int16 array of shape {x.shape}")
-    bad = k.to_int16(np.ascontiguousarray(x), out)
+    bad = to_int16(np.ascontiguousarray(x), out)
     if bad >= 0:
         raise NonFiniteSamples(int(bad))
     return out

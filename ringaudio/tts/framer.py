@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteSamples
-from ..kernels.resample import to_int16
 from ..resample import float32_to_int16
+from ..resample.core import to_int16
 
 
 def _convert(x: np.ndarray, out: np.ndarray) -> None:
@@ -92,7 +92,9 @@ class Framer:
             _convert(self._pending, out[0])  # a bad sample in it: nothing before it is left
             self._have = 0
             r = 1
-        block = np.ascontiguousarray(samples[at : at + (rows - r) * fs], np.float32)
+        block = samples[at : at + (rows - r) * fs]
+        if block.dtype != np.float32 or not block.flags.c_contiguous:
+            block = np.ascontiguousarray(block, np.float32)
         try:
             _convert(block, out[r:rows].reshape(-1))
         except NonFiniteSamples as bad:  # the frames before the bad sample still go, then the error
@@ -104,7 +106,8 @@ class Framer:
         self.frames += rows
         yield out[:rows]
         at += (rows - r) * fs
-        self._pending[: n - at] = samples[at:]
+        if n > at:
+            self._pending[: n - at] = samples[at:]
         self._have = n - at
 
     def flush_blocks(self) -> Iterator[np.ndarray]:

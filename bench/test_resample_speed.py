@@ -63,18 +63,19 @@ def test_ringaudio_one_shot(benchmark: Any) -> None:
     _assert_resampled(y)
 
 
-@pytest.mark.parametrize("quality", ["hq", "vhq"])
-def test_ringaudio_streaming(benchmark: Any, quality: str) -> None:
+@pytest.mark.parametrize(("quality", "stages"), [("hq", None), ("hq", 1), ("vhq", None)])
+def test_ringaudio_streaming(benchmark: Any, quality: str, stages: int | None) -> None:
     chunks = _chunks()
     out = np.empty(2 * 960, np.float32)
 
     def run() -> Resampler:
-        r = Resampler(IN, OUT, quality)
+        r = Resampler(IN, OUT, quality, stages=stages)
         for c in chunks:
             r.process(c, out)
         return r
 
-    r = _bench(benchmark, f"ringaudio {quality}, 20 ms chunks", run)
+    form = " (one stage)" if stages == 1 else ""
+    r = _bench(benchmark, f"ringaudio {quality}{form}, 20 ms chunks", run)
     n_in = len(chunks) * CHUNK
     fed = r.samples_out
     assert fed > 0 and fed + len(r.flush()) == -(-n_in * OUT // IN)  # all but the look-ahead came out while fed

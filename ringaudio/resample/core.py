@@ -14,12 +14,12 @@ filter, and a refused chunk leaves the stream as it was.
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from ..errors import NonFiniteSamples, SampleFormatError, StreamFinished
-from ..kernels import resample as k
 from .design import RATES, Design, design
 
 try:
@@ -27,8 +27,29 @@ try:
 except ImportError:  # no C compiler at install: every design has one stage (design() knows)
     _dsp = None
 
-# float32 -> int16 (x, out) -> -1 or the first non-finite index: C where built (a call costs less), else numba
-to_int16: Any = k.to_int16 if _dsp is None else _dsp.to_int16
+_numba: ModuleType | None = None
+
+
+def _kernels() -> ModuleType:
+    """The one-stage numba kernels, imported on first use: a process whose streams all have two
+    stages (a worker with a 22 050 or 16 000 Hz voice, where the C kernel is built) never loads
+    numba and LLVM (about 120 MB)."""
+    global _numba
+    if _numba is None:
+        from ..kernels import resample
+
+        _numba = resample
+    return _numba
+
+
+def to_int16(x: np.ndarray, out: np.ndarray) -> int:
+    """float32 -> int16 into ``out``: -1, or the index of the first non-finite sample (numba's kernel
+    where the C one is not built)."""
+    return int(_kernels().to_int16(x, out))
+
+
+if _dsp is not None:  # C where built: a call costs less, and no numba
+    to_int16 = _dsp.to_int16
 
 _F32 = np.dtype(np.float32)
 
@@ -60,6 +81,7 @@ class Resampler:
             self._kernel = _dsp.Stream2(two.g, two.blocks, two.offsets, two.shape, self.channels)
             return
         self._kernel = None
+        k = _kernels()
         self._hist = np.zeros((self.channels, max(4096, 4 * half)), np.float32)
         self._state = np.zeros(4, np.int64)  # base, fill, next output, inputs so far
         self._state[k.BASE] = -(half - 1)  # column 0 is the input index before the stream's zeros
@@ -67,11 +89,11 @@ class Resampler:
 
     @property
     def _next(self) -> int:
-        return int(self._state[k.NEXT]) if self._kernel is None else int(self._kernel.next)
+        return int(self._state[_kernels().NEXT]) if self._kernel is None else int(self._kernel.next)
 
     @property
     def _total_in(self) -> int:
-        return int(self._state[k.TOTAL]) if self._kernel is None else int(self._kernel.total)
+        return int(self._state[_kernels().TOTAL]) if self._kernel is None else int(self._kernel.total)
 
     # -- what the caller may want to know --------------------------------------------------------
     @property
@@ -164,6 +186,7 @@ class Resampler:
         d = self.design
         if d.stages is not None:
             return self._step_two(frames, target)
+        k = _kernels()
         while True:
             r = k.stream_step(self._hist, self._state, frames, d.table, d.up, d.down, d.half_width, target)
             if r != k.NEED_ROOM:

@@ -5,7 +5,8 @@
  * Both stages are computed eight outputs at a time, one output per SIMD lane, so there is no
  * horizontal sum and each tap costs one multiply-add per eight outputs:
  *   - stage 1: the odd samples of the interpolated signal, y[2m+1] = sum_k g[k] x[m-K1+1+k] (the even
- *     ones are x[m] itself: a half-band filter's other phase is a delay);
+ *     ones are x[m] itself: a half-band filter's other phase is a delay), with g symmetric, so each
+ *     coefficient multiplies the sum of its two taps' samples;
  *   - stage 2: output lane l of block b is sum_t C[r][t][l] h[s+t], where C holds, for the block's
  *     place r in the stage's period, each lane's polyphase row shifted to where its window starts.
  * Blocks are aligned to absolute sample indices and every output goes through the same instructions
@@ -57,18 +58,20 @@ static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
 static inline i64 floor_div(i64 a, i64 b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
 static inline i64 floor8(i64 a) { return floor_div(a, LANES) * LANES; }
 
-/* y[8i + l] = sum_k g[k] x[8i + l + k] for i < nblocks: four blocks at a time share each tap */
+/* y[8i + l] = sum_k g[k] x[8i + l + k] for i < nblocks, g symmetric (g[k] == g[taps-1-k], taps even):
+ * each coefficient weighs the sum of its two taps' samples, and four blocks at a time share it */
 KERNEL static void fir_blocks(const float *x, const float *g, i64 taps, i64 nblocks, float *y) {
+    const i64 half = taps / 2;
     i64 i = 0;
     for (; i + 4 <= nblocks; i += 4) {
-        const float *p = x + LANES * i;
+        const float *p = x + LANES * i, *q = p + taps - 1;
         v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-        for (i64 k = 0; k < taps; k++) {
+        for (i64 k = 0; k < half; k++) {
             const float gk = g[k]; /* a scalar operand is broadcast to every lane */
-            a0 += gk * load8(p + k);
-            a1 += gk * load8(p + k + 8);
-            a2 += gk * load8(p + k + 16);
-            a3 += gk * load8(p + k + 24);
+            a0 += gk * (load8(p + k) + load8(q - k));
+            a1 += gk * (load8(p + k + 8) + load8(q - k + 8));
+            a2 += gk * (load8(p + k + 16) + load8(q - k + 16));
+            a3 += gk * (load8(p + k + 24) + load8(q - k + 24));
         }
         store8(y + LANES * i, a0);
         store8(y + LANES * i + 8, a1);
@@ -76,9 +79,9 @@ KERNEL static void fir_blocks(const float *x, const float *g, i64 taps, i64 nblo
         store8(y + LANES * i + 24, a3);
     }
     for (; i < nblocks; i++) {
-        const float *p = x + LANES * i;
+        const float *p = x + LANES * i, *q = p + taps - 1;
         v8 a = {0};
-        for (i64 k = 0; k < taps; k++) a += g[k] * load8(p + k);
+        for (i64 k = 0; k < half; k++) a += g[k] * (load8(p + k) + load8(q - k));
         store8(y + LANES * i, a);
     }
 }
@@ -408,6 +411,8 @@ static PyObject *stream_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         nc != no * span * LANES || sh[ADVANCE] * sh[UP2] != period * sh[DOWN2] || k2 % 2 || sh[HALF] != k1 + k2 / 2 ||
         sh[UP] * sh[DOWN2] != 2 * sh[DOWN] * sh[UP2]) /* stage 2 takes twice the input rate to the output's */
         goto bad;
+    for (i64 k = 0; k < k1; k++) /* the half-band's coefficients are symmetric (the kernel folds them) */
+        if (o->g[k] != o->g[2 * k1 - 1 - k]) goto bad;
     for (i64 r = 0; r < no; r++) /* block r's lanes' windows lie inside its span */
         if (o->off[r] != floor_div(r * LANES * sh[DOWN2], sh[UP2]) ||
             floor_div((r * LANES + LANES - 1) * sh[DOWN2], sh[UP2]) - o->off[r] + 2 * k2 > span)

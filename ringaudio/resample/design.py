@@ -210,7 +210,8 @@ def _design_two(in_rate: int, out_rate: int, quality: str) -> Design:
     delta = q.half_band * in_rate / 2  # Hz either side of f_N
     k1 = max(4, math.ceil(kaiser_length(a, 2 * delta / mid) / 4))
     t = 2 * k1 - 1 - 2 * np.arange(2 * k1, dtype=np.float64)  # odd offsets from the odd output
-    g = np.ascontiguousarray((np.sinc(t / 2) * _window(t, 2 * k1, beta)).astype(np.float32))
+    g = (np.sinc(t / 2) * _window(t, 2 * k1, beta)).astype(np.float32)
+    g = np.ascontiguousarray((g + g[::-1]) / 2)  # exactly symmetric (the kernel folds its taps)
     g.flags.writeable = False
     # stage 2: flat to (2 - stopband) f_N, images from mid - stopband f_N on: a whole in_rate between
     ratio = Fraction(out_rate, mid)

@@ -48,7 +48,7 @@ def to_int16(x: np.ndarray, out: np.ndarray) -> int:
     return int(_kernels().to_int16(x, out))
 
 
-if _dsp is not None:  # C where built: a call costs less, and no numba
+if _dsp is not None and hasattr(_dsp, "to_int16"):  # C where built: a call costs less, and no numba
     to_int16 = _dsp.to_int16
 
 _F32 = np.dtype(np.float32)

@@ -122,22 +122,26 @@ class ActiveJob:
         # One frame of look-ahead: a frame is written only once the next one exists (or the text is
         # done), so its label can say whether it is the utterance's last. Two buffers of our own,
         # because the framer hands out views of one buffer that the next frame overwrites.
-        self._buffers = np.zeros((2, spec.frame_samples), np.int16)
+        self._buffers = np.zeros((0 if self._block_way(spec, job) else 2, spec.frame_samples), np.int16)
         self._pending_bytes = 0
         self._next_bytes = 0
         self._turn = 0
         self._pending: np.ndarray | None = None  # the frame to write next
         self._next: np.ndarray | None = None  # the one after it, once produced
         self._exhausted = False  # the text is done: no frame comes after _next
-        self._blocks = self.BLOCKS and self._stage is None and not self._opus
+        self._blocks = self._block_way(spec, job)
         self._frames: Generator[np.ndarray | tuple[np.ndarray, tuple[int, int]], None, None]
         if self._blocks:
             # frames [_a, _b) of _staged wait to be written; the last one waits for its successor
-            self._staged = np.zeros((4 * STEP_FRAMES, spec.frame_samples), np.int16)
+            self._staged = np.zeros((STEP_FRAMES, spec.frame_samples), np.int16)  # grown to a chunk's frames
             self._a = self._b = 0
             self._frames = self._produce(blocks=True)
         else:
             self._frames = self._levelled()
+
+    def _block_way(self, spec: WorkerSpec, job: Job) -> bool:
+        """PCM at one level goes the block way (the level stage and the encoder go frame by frame)."""
+        return self.BLOCKS and not spec.adaptive and job.encoding != "opus"
 
     def _produce(self, blocks: bool = False) -> Generator[np.ndarray, None, None]:
         """Frames (or, with ``blocks``, each chunk's frames as one ``(k, frame_samples)`` block)."""
@@ -245,7 +249,7 @@ class ActiveJob:
         staged = self._staged
         if b + k > len(staged):  # move what waits to the front, and grow if that is not room enough
             if b - a + k > len(staged):
-                staged = np.zeros((2 * (b - a + k), staged.shape[1]), np.int16)
+                staged = np.zeros((b - a + k + STEP_FRAMES, staged.shape[1]), np.int16)
             staged[: b - a] = self._staged[a:b]
             self._staged, self._a, self._b = staged, 0, b - a
         self._staged[self._b : self._b + k] = block
@@ -255,20 +259,23 @@ class ActiveJob:
     def _step_blocks(self, now: float) -> str:
         written = 0
         while written < STEP_FRAMES:
-            while self._b - self._a < 2 and not self._exhausted and self._stage_next():
+            # as the frame way: a frame to write (or done), then the pacing, then its successor
+            while self._b == self._a and not self._exhausted and self._stage_next():
                 pass
-            ready = self._b - self._a
-            if ready == 0:
+            if self._b == self._a:
                 return "done"
-            # (a block is never empty: two frames wait here unless the text is done)
-            k = min(ready if self._exhausted else ready - 1, STEP_FRAMES - written)
             seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
+            due = STEP_FRAMES
             if self.spec.lead_frames:
                 due = self.clock.allowed(seq, now, self._reader)
                 if due == 0:
                     self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
                     return "paced"
-                k = min(k, due)
+            while self._b - self._a < 2 and not self._exhausted and self._stage_next():
+                pass
+            # (a block is never empty: two frames wait here unless the text is done)
+            ready = self._b - self._a
+            k = min(ready if self._exhausted else ready - 1, STEP_FRAMES - written, due)
             ends = self._exhausted and self._a + k == self._b
             n = self.ring.offer_block(
                 self._staged[self._a : self._a + k],

@@ -45,7 +45,7 @@ from .job import ActiveJob
 from .spec import EXIT_UNGUARDED_MAIN, HEARTBEAT_S, Job, WorkerSpec
 
 log = logging.getLogger("ringaudio.worker")
-WAKE_SLACK = 0.005  # s: a wake-up also steps the jobs due this soon after it
+WAKE_SLACK = 0.005  # s: a wake-up also steps the jobs due this soon after it (on a clock this far ahead)
 __all__ = ["EXIT_UNGUARDED_MAIN", "HEARTBEAT_S", "ActiveJob", "Job", "Worker", "WorkerSpec", "worker_main"]
 
 
@@ -213,8 +213,9 @@ class Worker:
             # topping up rings that still hold hundreds of ms; a job that arrives meanwhile is
             # picked up after at most a few steps
             # the jobs due now, from the heap (the others are paced or held: not looked at)
-            # ... and those due within WAKE_SLACK, as if it were then: one wake-up serves them all,
-            # instead of one each (a paced frame written a few ms early is still 300 ms ahead)
+            # ... and those due within WAKE_SLACK: one wake-up serves them all instead of one each.
+            # Every job's times (its pacing clock, retry_at) are taken on this shifted clock, so the
+            # shift cancels out in its pacing: none writes further ahead of its reader than before.
             now += WAKE_SLACK
             due = self.due.pop_due(now)
             if len(due) > 1:  # (one job: no ring's fill to read)

@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     except RingAudioError as exc:
         log.error("wyoming service failed: %s", exc)
         return 1
+    if rate != cfg.output_sample_rate:  # the clients' resampler, loaded now rather than on a first speech
+        from ..resample import warm
+
+        warm(((cfg.output_sample_rate, rate),))
     backend = engine.pool.backend if engine.pool is not None else "synthetic"
     try:
         asyncio.run(serve(engine, info(backend), rate, uri.hostname, uri.port))

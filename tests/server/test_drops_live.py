@@ -11,7 +11,7 @@ from websockets.asyncio.client import connect
 
 from .conftest import ServerProcess
 
-LONG = "This sentence goes on for a while, so that the stream keeps going. " * 6
+LONG = "This sentence goes on for a while, so that the stream keeps going. " * 2  # ~9 s: well past a 2.5 s pause
 
 
 def scrape(srv: ServerProcess) -> dict[str, float]:

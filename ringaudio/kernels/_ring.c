@@ -283,10 +283,11 @@ static void put(u64 *ctrl, const Py_buffer *slots, const char *frame, i64 gen, i
     ST_SC(ctrl, C_WRITE_SEQ, w + 1);
 }
 
-/* the writes: admit and put up to `count` rows of `src` (from the write sequence on), each labelled
- * alike; how many went in, and in *refusal why the first did not (0 if all did) */
-static i64 put_rows(u64 *ctrl, const Py_buffer *slots, const char *src, i64 count, i64 gen, i64 utterance, i64 flags,
-                    i64 fmt, i64 nbytes, i64 *refusal) {
+/* the writes: admit and put up to `count` rows of `src` (from the write sequence on), labelled
+ * alike but for their flags: row 0 gets `first`, the last row `last` (one row: both), the rows
+ * between none; how many went in, and in *refusal why the first did not (0 if all did) */
+static i64 put_rows(u64 *ctrl, const Py_buffer *slots, const char *src, i64 count, i64 gen, i64 utterance, i64 first,
+                    i64 last, i64 fmt, i64 nbytes, i64 *refusal) {
     Py_ssize_t row = slots->shape[1] * slots->itemsize;
     *refusal = 0;
     for (i64 i = 0; i < count; i++) {
@@ -295,6 +296,7 @@ static i64 put_rows(u64 *ctrl, const Py_buffer *slots, const char *src, i64 coun
             *refusal = admitted;
             return i;
         }
+        i64 flags = (i == 0 ? first : 0) | (i == count - 1 ? last : 0);
         put(ctrl, slots, src + i * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), utterance, flags, fmt, nbytes);
     }
     return count;
@@ -393,43 +395,19 @@ static PyObject *k_write_frame(PyObject *self, PyObject *const *args, Py_ssize_t
         u64 *ctrl = CTRL(*c);
         i64 w = LD_RLX(ctrl, C_WRITE_SEQ);
         i64 refusal;
-        r = put_rows(ctrl, s, f->buf, 1, gen, utterance, flags, fmt, nbytes, &refusal) ? (w << 1) | readers_waiting(ctrl)
+        r = put_rows(ctrl, s, f->buf, 1, gen, utterance, flags, flags, fmt, nbytes, &refusal) ? (w << 1) | readers_waiting(ctrl)
                                                                                  : refusal;
     }
     release(&b);
     return PyLong_FromLongLong(r);
 }
 
-static PyObject *k_write_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* (ctrl, slots, block, gen) */
-    if (!nargs_ok("write_block", nargs, 4)) return NULL;
-    i64 gen;
-    if (get_i64s(args, 3, 1, &gen) < 0) return NULL;
-    Bufs b = {.n = 0};
-    Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 1) : NULL;
-    Py_buffer *f = s ? take_frames(&b, args[2], s, 2, 0) : NULL;
-    if (f == NULL) {
-        release(&b);
-        return NULL;
-    }
-    i64 r;
-    if (f->shape[1] != s->shape[1] || !FITS(*c, s->shape[0])) {
-        r = BAD_ARGUMENT;
-    } else {
-        u64 *ctrl = CTRL(*c);
-        i64 refusal;
-        i64 n = put_rows(ctrl, s, f->buf, f->shape[0], gen, 0, 0, 0, 0, &refusal);
-        r = n == 0 && refusal != 0 ? refusal : (n << 1) | readers_waiting(ctrl);
-    }
-    release(&b);
-    return PyLong_FromLongLong(r);
-}
-
-static PyObject *k_write_labelled_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* (ctrl, slots, block, gen, utterance, first, last, fmt): row 0 flagged first, the last row last */
-    if (!nargs_ok("write_labelled_block", nargs, 8)) return NULL;
-    i64 a[5];
-    if (get_i64s(args, 3, 5, a) < 0) return NULL;
+/* write_block (ctrl, slots, block, gen) and write_labelled_block (..., utterance, first, last, fmt):
+ * the rows of a block until done or told to wait; n << 1 | wake, or why the first did not go */
+static PyObject *write_rows(const char *name, PyObject *const *args, Py_ssize_t nargs, int labelled) {
+    if (!nargs_ok(name, nargs, labelled ? 8 : 4)) return NULL;
+    i64 a[5] = {0, 0, 0, 0, 0};
+    if (get_i64s(args, 3, labelled ? 5 : 1, a) < 0) return NULL;
     i64 gen = a[0], utterance = a[1], first = a[2], last = a[3], fmt = a[4];
     Bufs b = {.n = 0};
     Py_buffer *c = take_ctrl(&b, args[0]), *s = c ? take_slots(&b, args[1], 1) : NULL;
@@ -443,21 +421,20 @@ static PyObject *k_write_labelled_block(PyObject *self, PyObject *const *args, P
         r = BAD_ARGUMENT;
     } else {
         u64 *ctrl = CTRL(*c);
-        i64 count = f->shape[0], n = 0, refusal = 0;
-        Py_ssize_t row = s->shape[1] * s->itemsize;
-        for (; n < count; n++) {
-            i64 admitted = admit(ctrl, s->shape[0], gen);
-            if (admitted != 0) {
-                refusal = admitted;
-                break;
-            }
-            i64 flags = (n == 0 ? first : 0) | (n == count - 1 ? last : 0);
-            put(ctrl, s, (const char *)f->buf + n * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), utterance, flags, fmt, 0);
-        }
+        i64 refusal;
+        i64 n = put_rows(ctrl, s, f->buf, f->shape[0], gen, utterance, first, last, fmt, 0, &refusal);
         r = n == 0 && refusal != 0 ? refusal : (n << 1) | readers_waiting(ctrl);
     }
     release(&b);
     return PyLong_FromLongLong(r);
+}
+
+static PyObject *k_write_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return write_rows("write_block", args, nargs, 0);
+}
+
+static PyObject *k_write_labelled_block(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return write_rows("write_labelled_block", args, nargs, 1);
 }
 
 static PyObject *k_advance(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {

@@ -199,23 +199,6 @@ def write_frame(ctrl, slots, frame, gen, utterance, flags, fmt, nbytes):  # type
 
 
 @njit(cache=True, nogil=True)
-def write_block(ctrl, slots, block, gen):  # type: ignore[no-untyped-def]
-    """Write frames of ``block`` (unlabelled) until done or told to wait. Returns ``n << 1 | wake``,
-    WAIT or CLOSED."""
-    n = 0
-    for i in range(block.shape[0]):
-        admitted = _admit(ctrl, slots.shape[0], gen)
-        if admitted != 0:
-            if n == 0:
-                return admitted
-            break
-        _put(ctrl, slots, block[i], gen, np.int64(load_relaxed(ctrl, C_WRITE_SEQ)), 0, 0, 0, 0)
-        n += 1
-    wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
-    return (n << 1) | wake
-
-
-@njit(cache=True, nogil=True)
 def write_labelled_block(ctrl, slots, block, gen, utterance, first, last, fmt):  # type: ignore[no-untyped-def]
     """Write frames of ``block`` until done or told to wait, each labelled ``utterance`` and ``fmt``
     (whole slots); row 0 gets flags ``first`` and the block's last row ``last`` (both, for one row),
@@ -235,6 +218,13 @@ def write_labelled_block(ctrl, slots, block, gen, utterance, first, last, fmt): 
         n += 1
     wake = 1 if load_seq_cst(ctrl, C_READERS_WAITING) != 0 else 0
     return (n << 1) | wake
+
+
+@njit(cache=True, nogil=True)
+def write_block(ctrl, slots, block, gen):  # type: ignore[no-untyped-def]
+    """Write frames of ``block`` (unlabelled) until done or told to wait. Returns ``n << 1 | wake``,
+    WAIT, CLOSED or BAD_ARGUMENT."""
+    return write_labelled_block(ctrl, slots, block, gen, 0, 0, 0, 0)
 
 
 @njit(cache=True, nogil=True)

@@ -12,12 +12,14 @@ setup(
         Extension(
             "ringaudio.kernels._ring",
             ["ringaudio/kernels/_ring.c"],
+            depends=["ringaudio/kernels/buffers.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         ),
         Extension(
             "ringaudio.kernels._dsp",
             ["ringaudio/kernels/_dsp.c"],
+            depends=["ringaudio/kernels/buffers.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         ),

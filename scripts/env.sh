@@ -16,7 +16,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras=${1:-}
 stamp=".venv/.installed-${extras:-base}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] || [ ringaudio/kernels/_ring.c -nt "$stamp" ] || [ ringaudio/kernels/_dsp.c -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] || [ ringaudio/kernels/_ring.c -nt "$stamp" ] || [ ringaudio/kernels/_dsp.c -nt "$stamp" ] || [ ringaudio/kernels/buffers.h -nt "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".${extras:+[$extras]}"
     touch "$stamp"

@@ -23,6 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "buffers.h"
+
 /* the helpers below pass vectors by value; they are always inlined, so no ABI is at stake */
 #pragma GCC diagnostic ignored "-Wpsabi"
 
@@ -182,11 +184,9 @@ static PyObject *k_to_int16(PyObject *self, PyObject *const *args, Py_ssize_t na
         PyBuffer_Release(&vx);
         return NULL;
     }
-    const char *fx = vx.format ? vx.format : "B", *fo = vo.format ? vo.format : "B";
-    if (*fx == '<' || *fx == '=' || *fx == '@') fx++;
-    if (*fo == '<' || *fo == '=' || *fo == '@') fo++;
     i64 r = 0;
-    if (strcmp(fx, "f") || vx.itemsize != 4 || strcmp(fo, "h") || vo.itemsize != 2 || vx.len / 4 != vo.len / 2) {
+    if (strcmp(elem_format(&vx), "f") || vx.itemsize != 4 || strcmp(elem_format(&vo), "h") || vo.itemsize != 2 ||
+        vx.len / 4 != vo.len / 2) {
         PyErr_SetString(PyExc_TypeError, "to_int16 takes C-contiguous float32 samples and an int16 array as long");
         r = INT64_MIN;
     } else {
@@ -304,9 +304,7 @@ static i64 step(Stream2 *o, const float *x, i64 n, float *out, i64 out_rows) {
 /* a C-contiguous float32 buffer; ndim 1 is one channel's frames; its rows or -1 (TypeError set) */
 static i64 frames_of(PyObject *obj, Py_buffer *v, i64 ch, int writable, const char *what) {
     if (PyObject_GetBuffer(obj, v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
-    const char *f = v->format ? v->format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    if (f[0] == 'f' && f[1] == 0 && v->itemsize == 4) {
+    if (!strcmp(elem_format(v), "f") && v->itemsize == 4) {
         if (v->ndim == 1 && ch == 1) return v->shape[0];
         if (v->ndim == 2 && v->shape[1] == ch) return v->shape[0];
     }
@@ -359,11 +357,11 @@ static PyObject *stream_reset_m(Stream2 *o, PyObject *unused) {
 static i64 copy_of(PyObject *obj, char kind, void **dst, const char *what) {
     Py_buffer v;
     if (PyObject_GetBuffer(obj, &v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return -1;
-    const char *f = v.format ? v.format : "B";
-    if (*f == '<' || *f == '=' || *f == '@') f++;
-    int ok = kind == 'f' ? (f[0] == 'f' && v.itemsize == 4) : ((f[0] == 'q' || f[0] == 'l') && v.itemsize == 8);
+    const char *f = elem_format(&v);
+    int ok = kind == 'f' ? (!strcmp(f, "f") && v.itemsize == 4)
+                         : ((!strcmp(f, "q") || !strcmp(f, "l")) && v.itemsize == 8);
     i64 count = v.itemsize ? (i64)(v.len / v.itemsize) : 0;
-    if (!ok || f[1] != 0 || count < 1) {
+    if (!ok || count < 1) {
         PyBuffer_Release(&v);
         PyErr_Format(PyExc_TypeError, "Stream2: %s must be a non-empty C-contiguous %s array", what,
                      kind == 'f' ? "float32" : "int64");

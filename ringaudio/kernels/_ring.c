@@ -16,6 +16,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+
+#include "buffers.h"
 #ifdef __unix__
 #include <errno.h>
 #include <fcntl.h>
@@ -102,14 +104,6 @@ static inline i64 verdict(i64 stamp, i64 gen, i64 seq) {
 static inline int must_pause(i64 fill, int paused, i64 high, i64 low) { return paused ? fill > low : fill >= high; }
 
 /* -- arguments ----------------------------------------------------------------------------------- */
-/* A buffer's element type, without a native/little-endian prefix ("" for a big-endian one). */
-static const char *elem_format(const Py_buffer *v) {
-    const char *f = v->format ? v->format : "B";
-    if (*f == '@' || *f == '=' || *f == '<') f++;
-    if (*f == '>' || *f == '!') return "";
-    return f;
-}
-
 /* PyObject_GetBuffer, with every refusal a TypeError (numpy says ValueError for a non-contiguous
  * array, BufferError for a read-only one): the Python layer takes TypeError as "re-check and explain" */
 static int get_buf(PyObject *o, Py_buffer *v, int flags) {

@@ -194,20 +194,19 @@ class Resampler:
             grown = np.zeros((self.channels, 2 * self._hist.shape[1] + frames.shape[0]), np.float32)
             grown[:, : self._hist.shape[1]] = self._hist
             self._hist = grown
-        if r == k.OUT_TOO_SMALL:
-            raise SampleFormatError(f"out has room for {target.shape[0]} frames, more are ready")
-        if r <= k.NON_FINITE:
-            raise NonFiniteSamples(k.NON_FINITE - r)
-        result = target[:r]
-        return result.reshape(r) if self.channels == 1 else result
+        return self._result(r, target, k.OUT_TOO_SMALL, k.NON_FINITE)
 
     def _step_two(self, frames: np.ndarray, target: np.ndarray) -> np.ndarray:
         assert self._kernel is not None
         r = self._kernel.process(np.ascontiguousarray(frames), target)
-        if r == _dsp.OUT_TOO_SMALL:
+        return self._result(r, target, _dsp.OUT_TOO_SMALL, _dsp.NON_FINITE)
+
+    def _result(self, r: int, target: np.ndarray, too_small: int, non_finite: int) -> np.ndarray:
+        """Either kernel's result: the outputs written to ``target``, or its refusal as a typed error."""
+        if r == too_small:
             raise SampleFormatError(f"out has room for {target.shape[0]} frames, more are ready")
-        if r <= _dsp.NON_FINITE:
-            raise NonFiniteSamples(_dsp.NON_FINITE - r)
+        if r <= non_finite:
+            raise NonFiniteSamples(non_finite - r)
         result = target[:r]
         return result.reshape(r) if self.channels == 1 else result
 

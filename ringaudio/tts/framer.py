@@ -7,7 +7,6 @@ from collections.abc import Iterator
 import numpy as np
 
 from ..errors import ConfigError, NonFiniteSamples
-from ..resample import float32_to_int16
 from ..resample.core import to_int16
 
 
@@ -22,10 +21,10 @@ def _convert(x: np.ndarray, out: np.ndarray) -> None:
 class Framer:
     """Accumulates samples and hands out whole frames of ``frame_samples`` int16 samples.
 
-    ``push`` yields every frame completed by the new samples (views of one reusable buffer: copy
-    or write them before the next ``push``); ``flush`` pads the last partial frame with silence.
-    ``push_blocks`` and ``flush_blocks`` are the same cut, handed out as ``(k, frame_samples)``
-    blocks: one per push (two around a bad sample: the frames before it, then the error).
+    ``push_blocks`` yields every frame completed by the new samples as one ``(k, frame_samples)``
+    block (a view of one reusable buffer: copy or write it before the next push; around a bad
+    sample, the frames before it, then the error); ``push`` yields the same frames one by one.
+    ``flush`` (``flush_blocks``) pads the last partial frame with silence.
     """
 
     def __init__(self, frame_samples: int) -> None:
@@ -35,44 +34,12 @@ class Framer:
         self._pending = np.zeros(frame_samples, np.float32)
         self._have = 0
         self._frame = np.zeros(frame_samples, np.int16)
-        self._block = np.zeros(0, np.int16)  # a chunk's whole frames, converted at once
-        self._rows = np.zeros((0, frame_samples), np.int16)  # push_blocks' frames
+        self._rows = np.zeros((0, frame_samples), np.int16)  # the frames a push completed, converted at once
         self.frames = 0
 
     def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
-        fs = self.frame_samples
-        n = len(samples)
-        at = 0
-        if self._have:  # complete the frame begun by earlier samples
-            take = min(fs - self._have, n)
-            self._pending[self._have : self._have + take] = samples[:take]
-            self._have += take
-            at = take
-            if self._have < fs:
-                return
-            self._have = 0
-            self.frames += 1
-            yield float32_to_int16(self._pending, self._frame)
-        whole = (n - at) // fs
-        if whole:  # every whole frame of the chunk in one conversion, handed out as views
-            block = samples[at : at + whole * fs]
-            if len(self._block) < len(block):
-                self._block = np.empty(len(block), np.int16)
-            ints = self._block[: len(block)]
-            try:
-                float32_to_int16(np.ascontiguousarray(block, np.float32), ints)
-            except NonFiniteSamples:  # the frames before the bad sample still go, then the error
-                for i in range(whole):
-                    self.frames += 1
-                    yield float32_to_int16(np.ascontiguousarray(block[i * fs : (i + 1) * fs], np.float32), self._frame)
-                raise  # not reached: one of those frames holds the bad sample
-            for i in range(whole):
-                self.frames += 1
-                yield ints[i * fs : (i + 1) * fs]
-            at += whole * fs
-        rest = n - at
-        self._pending[:rest] = samples[at:]
-        self._have = rest
+        for block in self.push_blocks(samples):  # the same cut, one frame at a time
+            yield from block
 
     def push_blocks(self, samples: np.ndarray) -> Iterator[np.ndarray]:
         fs = self.frame_samples
@@ -119,7 +86,8 @@ class Framer:
             self._pending[self._have :] = 0.0
             self._have = 0
             self.frames += 1
-            yield float32_to_int16(self._pending, self._frame)
+            _convert(self._pending, self._frame)
+            yield self._frame
 
     @property
     def pending(self) -> int:

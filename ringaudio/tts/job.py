@@ -122,14 +122,14 @@ class ActiveJob:
         # One frame of look-ahead: a frame is written only once the next one exists (or the text is
         # done), so its label can say whether it is the utterance's last. Two buffers of our own,
         # because the framer hands out views of one buffer that the next frame overwrites.
-        self._buffers = np.zeros((0 if self._block_way(spec, job) else 2, spec.frame_samples), np.int16)
+        self._blocks = self._block_way(spec, job)
+        self._buffers = np.zeros((0 if self._blocks else 2, spec.frame_samples), np.int16)
         self._pending_bytes = 0
         self._next_bytes = 0
         self._turn = 0
         self._pending: np.ndarray | None = None  # the frame to write next
         self._next: np.ndarray | None = None  # the one after it, once produced
         self._exhausted = False  # the text is done: no frame comes after _next
-        self._blocks = self._block_way(spec, job)
         self._frames: Generator[np.ndarray | tuple[np.ndarray, tuple[int, int]], None, None]
         if self._blocks:
             # frames [_a, _b) of _staged wait to be written; the last one waits for its successor

@@ -76,7 +76,7 @@ DEFAULTS: dict[str, Any] = {
         "overflow": "block",
         "high_watermark": 0.8,
         "low_watermark": 0.5,
-        "lead_ms": 300,  # the worker writes at most this far ahead of its stream's real playback time
+        "lead_ms": 400,  # the worker writes at most this far ahead of its stream's real playback time
     },
 }
 FILES = ("orchestrator.yaml", "worker.yaml")
@@ -100,7 +100,7 @@ class WorkerSettings:
     overflow: str
     high_watermark: float
     low_watermark: float
-    lead_ms: int = 300
+    lead_ms: int = 400
 
 
 @dataclass(frozen=True)
@@ -351,7 +351,7 @@ def load(
                 lead,
             )
     else:
-        lead = max(frame_ms, min(max(lead, prebuffer + 100), high_ms))
+        lead = max(frame_ms, min(max(lead, prebuffer + 200), high_ms))
     settings = dataclasses.replace(settings, lead_ms=lead)
     server = ServerSettings(
         prebuffer_ms=prebuffer,

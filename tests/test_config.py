@@ -358,13 +358,13 @@ def test_the_server_exits_2_naming_the_key(tmp_path: Path, worker_yaml: str, key
 
 
 def test_the_lead_is_checked_against_the_prebuffer_and_the_high_watermark() -> None:
-    assert config.load(None, environ={}).worker.lead_ms == 300
+    assert config.load(None, environ={}).worker.lead_ms == 400
     assert config.load(None, environ={"RINGAUDIO__WORKER__LEAD_MS": "0"}).worker.lead_ms == 0  # unpaced
     for bad in ("100", "900", "true", "300.5"):  # below the 200 ms prebuffer, above 0.8 × 1 s, not integers
         with pytest.raises(ConfigError, match=r"^worker\.lead_ms must be 0 \(no pacing"):
             config.load(None, environ={"RINGAUDIO__WORKER__LEAD_MS": bad})
     # a default lead follows a larger prebuffer and fits a small ring
-    assert config.load(None, environ={"RINGAUDIO__SERVER__PREBUFFER_MS": "400"}).worker.lead_ms == 500
+    assert config.load(None, environ={"RINGAUDIO__SERVER__PREBUFFER_MS": "400"}).worker.lead_ms == 600
     small = {"RINGAUDIO__TRANSPORT__WEBSOCKET__FRAME_QUEUE_SIZE": "10", "RINGAUDIO__SERVER__PREBUFFER_MS": "100"}
     assert config.load(None, environ=small).worker.lead_ms == 160
 

@@ -72,7 +72,7 @@ RESOLUTIONS = {
         "(audio.frame_duration_ms: 40)."
     ),
     "worker_too_fast": (
-        "Pace the worker against real time (worker.lead_ms, 300 by default; 0 turns pacing off), or let it "
+        "Pace the worker against real time (worker.lead_ms, 400 by default; 0 turns pacing off), or let it "
         "wait at the high watermark instead of overwriting (worker.overflow: block), or give the stream a "
         "deeper ring (transport.websocket.frame_queue_size: 100 is 2 s)."
     ),

@@ -25,7 +25,6 @@ from .text import split_text
 STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
 BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
 BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
-PACE_BATCH = 4  # frames a paced job writes per look (its ring holds lead - PACE_BATCH .. lead frames)
 
 
 class PlaybackClock:
@@ -110,6 +109,8 @@ class ActiveJob:
         self._stage = LevelStage(spec.output_sample_rate, job.level or base_level) if adaptive else None
         self._frame_level = base_level  # the level of the frame written last (pacing follows it)
         self._lead_ms = spec.lead_frames * frame_us // 1000
+        self._pace = spec.pace_frames  # frames per look at the frame length now
+        self._pace_ms = spec.pace_frames * frame_us // 1000
         # Opus: each frame is encoded as it is produced (in order, once), into its own buffer; the
         # ring slot then holds the packet in its first ``nbytes`` bytes. One encoder per level.
         self._opus = job.encoding == "opus"
@@ -269,7 +270,7 @@ class ActiveJob:
             if self.spec.lead_frames:
                 due = self.clock.allowed(seq, now, self._reader)
                 if due == 0:
-                    self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
+                    self.retry_at = self.clock.due(seq + self._pace - 1, now, self._reader)
                     return "paced"
             while self._b - self._a < 2 and not self._exhausted and self._stage_next():
                 pass
@@ -309,11 +310,12 @@ class ActiveJob:
                 self._frame_level = self._pending_level
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
                 self.clock.retime(seq, self._frame_level[1] / 1000, self._lead_ms // self._frame_level[1])
+                self._pace = max(1, self._pace_ms // self._frame_level[1])
             if self.spec.lead_frames:
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
                 if self.clock.due(seq, now, self._reader) > now:
-                    # look again when a few frames may go at once: one pass per PACE_BATCH frames
-                    self.retry_at = self.clock.due(seq + PACE_BATCH - 1, now, self._reader)
+                    # look again when a few frames may go at once: one pass per _pace frames
+                    self.retry_at = self.clock.due(seq + self._pace - 1, now, self._reader)
                     return "paced"
             if self._next is None:
                 self._next = self._pull()  # costs at most one synthesis chunk, once per chunk
@@ -342,6 +344,10 @@ class ActiveJob:
             self.last_seq = seq
             self.frames += 1
         return "running"
+
+    def writing(self) -> int:
+        """1 once a frame is written, 0 before (a job yet to start sorts first)."""
+        return 1 if self.frames else 0
 
     def buffered(self) -> int:
         """Frames written and not yet read (how urgent this job is: fewer is more)."""

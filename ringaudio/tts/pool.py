@@ -34,7 +34,7 @@ from ..errors import PoolError
 from ..ring import RingHandle
 from .backends import default_backend_name
 from .handle import WorkerHandle
-from .spec import EXIT_UNGUARDED_MAIN, Job, WorkerSpec
+from .spec import EXIT_UNGUARDED_MAIN, Job, WorkerSpec, pace_frames
 from .supervise import QUICK_WINDOW_S, UNGUARDED_MAIN, Respawns, refuse_in_bootstrapping_child
 from .text import check_text
 
@@ -81,6 +81,9 @@ class WorkerPool:
             clause_chars=w.clause_chars,
             log_level=config.log_level,
             lead_frames=w.lead_ms // config.frame_duration_ms,
+            pace_frames=pace_frames(
+                w.lead_ms // config.frame_duration_ms, -(-config.server.prebuffer_ms // config.frame_duration_ms)
+            ),
             opus_bitrate=config.opus_bitrate,
             adaptive=config.adaptive_quality,
         )

@@ -15,6 +15,21 @@ from ..ring import RingHandle
 HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
 EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
 
+PACE_MAX = 8  # the most frames a paced job writes per look (see pace_frames)
+
+
+def pace_frames(lead: int, prebuffer: int) -> int:
+    """Frames a paced job writes per look, for a lead and the server's prebuffer (in frames).
+
+    The server takes ``prebuffer`` frames at once and then one a period; a writer ``lead`` frames
+    ahead of the clock that waits until ``pace`` frames are due writes each frame
+    ``lead - prebuffer - pace + 2`` periods before it is read. This keeps three periods of that
+    margin (a late wake-up of the worker is not heard), or what the lead leaves, and takes the rest
+    as fewer, larger looks (a look costs the worker about as much as the frames it writes), at most
+    ``PACE_MAX``: 8 for the defaults (400 ms lead, 200 ms prebuffer: a margin of 4 periods).
+    """
+    return max(1, min(PACE_MAX, lead - prebuffer - 1))
+
 
 @dataclass(frozen=True)
 class WorkerSpec:
@@ -30,7 +45,8 @@ class WorkerSpec:
     resample_quality: str
     clause_chars: int
     log_level: str = "INFO"
-    lead_frames: int = 15  # worker.lead_ms in frames (0: no pacing, only the watermarks)
+    lead_frames: int = 20  # worker.lead_ms in frames (0: no pacing, only the watermarks)
+    pace_frames: int = 8  # frames a paced job writes per look (pace_frames: from the lead and the prebuffer)
     opus_bitrate: int = 32_000  # audio.opus_bitrate, for jobs in Opus
     adaptive: bool = False  # audio.adaptive_quality: frames go through a LevelStage (levels.py)
 

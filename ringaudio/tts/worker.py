@@ -29,6 +29,7 @@ import os
 import select
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -66,6 +67,8 @@ class Worker:
         self.jobs: dict[str, ActiveJob] = {}
         self.due: Schedule[ActiveJob] = Schedule()  # when each job looks again (its retry_at), a heap
         self.last_sent = 0.0
+        # the order due jobs are stepped in (see run)
+        self._urgency: Callable[[ActiveJob], int] = ActiveJob.buffered if not spec.lead_frames else ActiveJob.writing
         # Connection.poll builds (and tears down) a selector on every call, a seventh of the worker's
         # time at 500 streams; one poll object registered once asks the same question of the pipe
         self._poller: Any = None
@@ -209,17 +212,18 @@ class Worker:
                     break
                 continue  # drain control messages first: a cancel must not wait for a step
             now = time.monotonic()
-            # the emptiest rings first: a job just started (nothing buffered) goes before jobs
-            # topping up rings that still hold hundreds of ms; a job that arrives meanwhile is
-            # picked up after at most a few steps
             # the jobs due now, from the heap (the others are paced or held: not looked at)
             # ... and those due within WAKE_SLACK: one wake-up serves them all instead of one each.
             # Every job's times (its pacing clock, retry_at) are taken on this shifted clock, so the
             # shift cancels out in its pacing: none writes further ahead of its reader than before.
             now += WAKE_SLACK
             due = self.due.pop_due(now)
-            if len(due) > 1:  # (one job: no ring's fill to read)
-                due.sort(key=ActiveJob.buffered)
+            # A job just started (nothing written) goes first; then, unpaced, the emptiest rings
+            # (jobs topping up rings that still hold hundreds of ms wait); paced, the heap's order
+            # (the earliest due: a job behind its clock first), reading no ring. A job that arrives
+            # meanwhile is picked up after at most a few steps.
+            if len(due) > 1:
+                due.sort(key=self._urgency)
             for n, active in enumerate(due):
                 self.step(active, now)
                 if self.jobs.get(active.job.session_id) is active:  # not finished, failed or cancelled

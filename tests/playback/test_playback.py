@@ -90,7 +90,7 @@ def test_say_renders_unpaced_and_quietly_unless_the_environment_says_otherwise()
     cfg = say.configure(rendering, {"RINGAUDIO__WORKER__LEAD_MS": "400", "LOG_LEVEL": "debug"})
     assert (cfg.worker.lead_ms, cfg.log_level) == (400, "DEBUG")
     playing = say.configure(say.parser().parse_args(["Hello."]), {"RINGAUDIO__WORKER__WORKERS": "4"})
-    assert (playing.worker.lead_ms, playing.worker.workers, playing.worker.backend) == (300, 1, "auto")
+    assert (playing.worker.lead_ms, playing.worker.workers, playing.worker.backend) == (400, 1, "auto")
 
 
 def test_a_producer_and_a_card_on_two_threads_keep_every_sample_in_order_across_the_wrap() -> None:

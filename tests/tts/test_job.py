@@ -9,6 +9,7 @@ from ringaudio import FrameRing, wire
 from ringaudio.ring import layout
 from ringaudio.tts.backends import Backend, SyntheticBackend
 from ringaudio.tts.job import ActiveJob, Job, PlaybackClock, WorkerSpec
+from ringaudio.tts.spec import pace_frames
 
 
 def spec(**kw: object) -> WorkerSpec:
@@ -99,6 +100,45 @@ def test_the_playback_clock_is_set_back_to_a_late_writer_and_restarts_from_the_r
     clock.restart()  # backpressure: the next question starts it where the reader is
     assert clock.due(60, 5.0, lambda: 50) == pytest.approx(5.0 - 5 * 0.02)  # 10 ahead of it: may go
     assert clock.due(66, 5.0, lambda: 50) == pytest.approx(5.02)
+
+
+@pytest.mark.parametrize(("lead", "prebuffer"), [(20, 10), (15, 10), (30, 10), (10, 10), (11, 10), (10, 5)])
+def test_a_paced_job_writes_each_frame_its_margin_before_the_server_reads_it(lead: int, prebuffer: int) -> None:
+    """On a simulated clock (1 ms steps): the server takes ``prebuffer`` frames at once, then one a
+    period; the job, stepped whenever it is due, writes every frame at least three periods (or all the
+    lead leaves beyond the prebuffer, if less) before it is read, in looks of ``pace`` frames."""
+    pace = pace_frames(lead, prebuffer)
+    assert 1 <= pace <= 8 and pace == max(1, min(8, lead - prebuffer - 1))
+    period = 0.02
+    with FrameRing.create(capacity=50, overflow="block") as ring:
+        job = Job("s", 1, "A paced job, stepped when it is due, for a few seconds of speech.", ring.handle)
+        active = ActiveJob(
+            job, ring, SyntheticBackend(native_rate=48_000, rtf=0.0), spec(lead_frames=lead, pace_frames=pace)
+        )
+        written: list[float] = []  # when each frame was written
+        looks = pos = 0
+        out = np.empty(960, np.int16)
+        t0, now, status = 100.0, 100.0, ""
+        while status != "done":
+            if active.retry_at <= now:
+                before = ring.write_seq
+                status = active.step(now)
+                written += [now] * (ring.write_seq - before)
+                looks += ring.write_seq > before
+            # the server: the prebuffer at once, then a frame a period (it reads what is there)
+            while pos < min(ring.write_seq, prebuffer + int((now - t0) / period + 1e-9)):
+                ring.read(pos, out)
+                pos += 1
+            now = round(now + 0.001, 6)
+    n = len(written)
+    assert n > 100
+    due_at = [t0 + max(0, k - prebuffer + 1) * period for k in range(n)]  # (the burst's last at t0)
+    margins = [(due - at) / period for due, at in zip(due_at, written, strict=True)]
+    # once past the first burst: lead - prebuffer - pace + 2 periods, three or more when the lead allows
+    margin = lead - prebuffer - pace + 2
+    assert margin >= min(3, lead - prebuffer + 1)
+    assert min(margins[lead + 1 :]) >= margin - 0.06  # (a wake-up within the 1 ms step)
+    assert looks <= n / pace + 3  # one look per pace frames (after the first burst)
 
 
 class Chunky(Backend):

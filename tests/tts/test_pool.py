@@ -138,9 +138,10 @@ def read_at_real_time(ring: Any, events: Events, session: str) -> list[tuple[int
 
 @pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
 def test_a_fast_model_is_paced_to_its_lead_ahead_of_a_real_time_reader(arena: RingArena, overflow: str) -> None:
-    """Pacing, not backpressure: a model 20× faster than real time writes about ``lead_ms`` (300 ms,
-    15 frames) ahead of a real-time reader and never reaches the high watermark; under drop_oldest
-    nothing is lost."""
+    """Pacing, not backpressure: a model 20× faster than real time writes about ``lead_ms`` (400 ms,
+    20 frames) ahead of a real-time reader, 8 frames at a look (the most: the lead less the 200 ms
+    prebuffer leaves room for 9 and two frames of margin), and never reaches the high watermark;
+    under drop_oldest nothing is lost."""
     events = Events()
     with make_pool(events, rtf=0.05) as pool:
         ring = arena.lease(overflow=overflow)
@@ -150,10 +151,11 @@ def test_a_fast_model_is_paced_to_its_lead_ahead_of_a_real_time_reader(arena: Ri
         done = events.of("s1", "finished")[0]
         assert done["utterance_id"] == uid and len(seen) == done["frames"]  # every frame, in sequence
         fills = [fill for fill, _ in seen]
-        assert max(fills) <= 15 + 1 < low  # the lead (+ the frame being written), not the watermarks
+        assert pool.spec.pace_frames == 8
+        assert max(fills) <= 20 + 1 < low  # the lead (+ the frame being written), not the watermarks
         assert not any(paused for _, paused in seen) and ring.full_count == 0
         steady = fills[5:-20]
-        assert steady and min(steady) >= 10  # it keeps about the lead buffered: nothing starves
+        assert steady and min(steady) >= 20 - 8 - 1  # about the lead less a look's frames: nothing starves
         ring.close()
 
 

@@ -197,6 +197,70 @@ static PyObject *k_to_int16(PyObject *self, PyObject *const *args, Py_ssize_t na
     return r == INT64_MIN ? NULL : PyLong_FromLongLong(r);
 }
 
+/* The framer's push in one call: cut(x, pending, have, out, row0) completes the frame begun in
+ * `pending` (its first `have` samples) from x, converts it and then x's whole frames to int16 into
+ * `out` from row `row0` on, and leaves the rest of x in `pending`. fs = len(pending); the frames it
+ * completes, (have + len(x)) // fs, must fit in out. None, or at a non-finite sample (good, index):
+ * how many rows from row0 are whole frames before it, and its index (in the begun frame, if it is
+ * there; else from the first sample after that frame). The Python framer's cut, step for step. */
+static PyObject *k_cut(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "cut(x, pending, have, out, row0) takes 5 arguments");
+        return NULL;
+    }
+    const i64 have = PyLong_AsLongLong(args[2]), row0 = PyLong_AsLongLong(args[4]);
+    if ((have == -1 || row0 == -1) && PyErr_Occurred()) return NULL;
+    Py_buffer vx, vp, vo;
+    if (PyObject_GetBuffer(args[0], &vx, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (PyObject_GetBuffer(args[1], &vp, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&vx);
+        return NULL;
+    }
+    if (PyObject_GetBuffer(args[3], &vo, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&vx);
+        PyBuffer_Release(&vp);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    const i64 n = (i64)(vx.len / 4), fs = (i64)(vp.len / 4), out_rows = fs ? (i64)(vo.len / 2) / fs : 0;
+    if (strcmp(elem_format(&vx), "f") || vx.itemsize != 4 || strcmp(elem_format(&vp), "f") || vp.itemsize != 4 ||
+        strcmp(elem_format(&vo), "h") || vo.itemsize != 2) {
+        PyErr_SetString(PyExc_TypeError, "cut takes C-contiguous float32 samples and pending, and an int16 out");
+    } else if (fs == 0 || have < 0 || have >= fs || row0 < 0 || (vo.len / 2) % fs ||
+               row0 + (have + n) / fs > out_rows) {
+        PyErr_SetString(PyExc_ValueError, "cut: have must be in 0..len(pending)-1, and the frames must fit in out");
+    } else {
+        float *x = vx.buf, *pending = vp.buf;
+        int16_t *out = (int16_t *)vo.buf + row0 * fs;
+        const i64 rows = (have + n) / fs;
+        i64 at = 0, r = 0, bad = -1;
+        if (rows == 0) {
+            memcpy(pending + have, x, (size_t)n * 4);
+        } else {
+            if (have) { /* the frame begun by earlier samples */
+                at = fs - have;
+                memcpy(pending + have, x, (size_t)at * 4);
+                bad = to_int16_run(pending, out, fs);
+                r = bad < 0;
+            }
+            if (bad < 0) {
+                bad = to_int16_run(x + at, out + r * fs, (rows - r) * fs);
+                if (bad >= 0) {
+                    r += bad / fs;
+                } else {
+                    at += (rows - r) * fs;
+                    memcpy(pending, x + at, (size_t)(n - at) * 4);
+                }
+            }
+        }
+        result = bad < 0 ? Py_NewRef(Py_None) : Py_BuildValue("(LL)", (long long)r, (long long)bad);
+    }
+    PyBuffer_Release(&vx);
+    PyBuffer_Release(&vp);
+    PyBuffer_Release(&vo);
+    return result;
+}
+
 /* One stream: the filters (copied from the design), its history at both rates, its counters. */
 typedef struct {
     PyObject_HEAD i64 ch, sh[SHAPE_WORDS], st[STATE_WORDS];
@@ -467,6 +531,8 @@ static PyTypeObject Stream2Type = {
 static PyMethodDef module_methods[] = {
     {"to_int16", (PyCFunction)(void (*)(void))k_to_int16, METH_FASTCALL,
      "to_int16(x, out): float32 to int16, rounded half to even and clipped; -1 or the first non-finite index"},
+    {"cut", (PyCFunction)(void (*)(void))k_cut, METH_FASTCALL,
+     "cut(x, pending, have, out, row0): the framer's push; None, or (good rows, index) at a non-finite sample"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -9,6 +9,11 @@ import numpy as np
 from ..errors import ConfigError, NonFiniteSamples
 from ..resample.core import to_int16
 
+try:
+    from ..kernels._dsp import cut as _cut  # type: ignore[import-not-found]
+except ImportError:  # no C compiler at install: the same cut in NumPy
+    _cut = None
+
 
 def _convert(x: np.ndarray, out: np.ndarray) -> None:
     """``float32_to_int16`` for arrays this module made (C-contiguous float32 in, int16 of its size
@@ -45,12 +50,39 @@ class Framer:
         fs = self.frame_samples
         n = len(samples)
         rows = (self._have + n) // fs  # frames these samples complete
+        if len(self._rows) < rows:
+            self._rows = np.empty((max(rows, 2 * len(self._rows)), fs), np.int16)
+        if _cut is not None:
+            if samples.dtype != np.float32 or not samples.flags.c_contiguous:
+                samples = np.ascontiguousarray(samples, np.float32)
+            bad = _cut(samples, self._pending, self._have, self._rows, 0)
+            if bad is not None:  # the frames before the bad sample still go, then the error
+                good, index = bad
+                if good:  # (none: the bad sample is in the begun frame, which stays begun)
+                    self._have = 0
+                yield from self._fail(good, index)
+            self._have = (self._have + n) % fs
+        else:
+            yield from self._cut_numpy(samples, rows)
+            return
+        if rows:
+            self.frames += rows
+            yield self._rows[:rows]
+
+    def _fail(self, good: int, index: int) -> Iterator[np.ndarray]:
+        self.frames += good
+        if good:
+            yield self._rows[:good]
+        raise NonFiniteSamples(index)
+
+    def _cut_numpy(self, samples: np.ndarray, rows: int) -> Iterator[np.ndarray]:
+        """push_blocks where the C kernel is not built: the same cut in NumPy."""
+        fs = self.frame_samples
+        n = len(samples)
         if rows == 0:
             self._pending[self._have : self._have + n] = samples
             self._have += n
             return
-        if len(self._rows) < rows:
-            self._rows = np.empty((max(rows, 2 * len(self._rows)), fs), np.int16)
         out = self._rows
         at = r = 0
         if self._have:  # the frame begun by earlier samples
@@ -65,11 +97,7 @@ class Framer:
         try:
             _convert(block, out[r:rows].reshape(-1))
         except NonFiniteSamples as bad:  # the frames before the bad sample still go, then the error
-            good = r + bad.index // fs
-            self.frames += good
-            if good:
-                yield out[:good]
-            raise
+            yield from self._fail(r + bad.index // fs, bad.index)
         self.frames += rows
         yield out[:rows]
         at += (rows - r) * fs

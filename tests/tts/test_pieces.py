@@ -55,14 +55,23 @@ def test_synthetic_backend_plays_a_slow_model() -> None:
     assert took >= 1.4 * n / b.native_rate  # RTF 1.5: slower than real time
 
 
+@pytest.mark.parametrize("kernel", [True, False])
 @pytest.mark.parametrize("blocks", [False, True])
-def test_framer_gives_the_same_frames_whatever_the_chunking(blocks: bool) -> None:
+def test_framer_gives_the_same_frames_whatever_the_chunking(
+    blocks: bool, kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Chunks converted whole (views of one buffer) or frame by frame, handed out as frames or as
-    blocks: the same int16 frames, the same count, and a non-finite sample still fails after the
-    frames before it."""
+    blocks, cut by the C kernel or in NumPy: the same int16 frames, the same count, and a non-finite
+    sample still fails after the frames before it, at its index."""
     from ringaudio.errors import NonFiniteSamples
     from ringaudio.resample import float32_to_int16
+    from ringaudio.tts import framer as framing
     from ringaudio.tts.framer import Framer
+
+    if not kernel:
+        monkeypatch.setattr(framing, "_cut", None)
+    elif framing._cut is None:
+        pytest.skip("the C kernels are not built")
 
     def push(framer: Framer, samples: np.ndarray) -> list[np.ndarray]:
         if blocks:
@@ -94,7 +103,7 @@ def test_framer_gives_the_same_frames_whatever_the_chunking(blocks: bool) -> Non
         for first in (0, 500):  # ... and a frame begun by an earlier push
             framer = Framer(960)
             before = push(framer, samples[:first])
-            with pytest.raises(NonFiniteSamples):
+            with pytest.raises(NonFiniteSamples) as caught:
                 if blocks:
                     for block in framer.push_blocks(samples[first:]):
                         before += [f.copy() for f in block]
@@ -102,3 +111,11 @@ def test_framer_gives_the_same_frames_whatever_the_chunking(blocks: bool) -> Non
                     for f in framer.push(samples[first:]):
                         before.append(f.copy())
             assert np.array_equal(np.array(before), expected[:3])
+            # counted from the first sample after the begun frame (the first of the frames)
+            assert caught.value.index == 960 * 3 + 10 - (960 if first else 0)
+            assert framer.frames == 3
+    framer = Framer(960)  # a bad sample in the begun frame: nothing goes, its index in that frame
+    push(framer, x[:500])
+    with pytest.raises(NonFiniteSamples) as caught:
+        push(framer, np.concatenate([np.array([np.nan], np.float32), x[: 960 * 2]]))
+    assert caught.value.index == 500 and framer.frames == 0

@@ -296,7 +296,7 @@ class ActiveJob:
             if n < k:
                 self.clock.restart()  # backpressure: the clock starts again from the reader
                 return "blocked"
-        return "running"
+        return self._running_or_paced(now, self._b > self._a or not self._exhausted)
 
     def _step_frames(self, now: float) -> str:
         for _ in range(STEP_FRAMES):
@@ -343,6 +343,17 @@ class ActiveJob:
                 self.first_seq = seq
             self.last_seq = seq
             self.frames += 1
+        return self._running_or_paced(now, self._pending is not None and self._pending_level == self._frame_level)
+
+    def _running_or_paced(self, now: float, more: bool) -> str:
+        """After a step that wrote its STEP_FRAMES: 'paced' (``retry_at`` set) if there is ``more``
+        and the next frame is not due yet (so a look of that many frames costs one step, not a
+        second one to learn that), else 'running'."""
+        if more and self.spec.lead_frames:
+            seq = self.last_seq + 1
+            if self.clock.due(seq, now, self._reader) > now:
+                self.retry_at = self.clock.due(seq + self._pace - 1, now, self._reader)
+                return "paced"
         return "running"
 
     def writing(self) -> int:

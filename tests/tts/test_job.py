@@ -116,13 +116,14 @@ def test_a_paced_job_writes_each_frame_its_margin_before_the_server_reads_it(lea
             job, ring, SyntheticBackend(native_rate=48_000, rtf=0.0), spec(lead_frames=lead, pace_frames=pace)
         )
         written: list[float] = []  # when each frame was written
-        looks = pos = 0
+        looks = steps = pos = 0
         out = np.empty(960, np.int16)
         t0, now, status = 100.0, 100.0, ""
         while status != "done":
             if active.retry_at <= now:
                 before = ring.write_seq
                 status = active.step(now)
+                steps += 1
                 written += [now] * (ring.write_seq - before)
                 looks += ring.write_seq > before
             # the server: the prebuffer at once, then a frame a period (it reads what is there)
@@ -138,7 +139,8 @@ def test_a_paced_job_writes_each_frame_its_margin_before_the_server_reads_it(lea
     margin = lead - prebuffer - pace + 2
     assert margin >= min(3, lead - prebuffer + 1)
     assert min(margins[lead + 1 :]) >= margin - 0.06  # (a wake-up within the 1 ms step)
-    assert looks <= n / pace + 3  # one look per pace frames (after the first burst)
+    assert looks <= n / pace + 3  # one look per pace frames (after the first burst) ...
+    assert steps <= looks + 4  # ... each one step (not a second to learn the next frame is not due)
 
 
 class Chunky(Backend):

@@ -274,7 +274,7 @@ static void put(u64 *ctrl, const Py_buffer *slots, const char *frame, i64 gen, i
     ST_RLX(ctrl, line + S_BYTES, nbytes > 0 ? nbytes : (i64)row);
     memcpy((char *)slots->buf + (w % capacity) * row, frame, (size_t)row);
     ST_REL(ctrl, line, stamp_published(gen, w));
-    ST_SC(ctrl, C_WRITE_SEQ, w + 1);
+    ST_REL(ctrl, C_WRITE_SEQ, w + 1); /* (put_rows fences once after its last row) */
 }
 
 /* the writes: admit and put up to `count` rows of `src` (from the write sequence on), labelled
@@ -284,16 +284,22 @@ static i64 put_rows(u64 *ctrl, const Py_buffer *slots, const char *src, i64 coun
                     i64 last, i64 fmt, i64 nbytes, i64 *refusal) {
     Py_ssize_t row = slots->shape[1] * slots->itemsize;
     *refusal = 0;
-    for (i64 i = 0; i < count; i++) {
+    i64 i = 0;
+    for (; i < count; i++) {
         i64 admitted = admit(ctrl, slots->shape[0], gen);
         if (admitted != 0) {
             *refusal = admitted;
-            return i;
+            break;
         }
         i64 flags = (i == 0 ? first : 0) | (i == count - 1 ? last : 0);
         put(ctrl, slots, src + i * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), utterance, flags, fmt, nbytes);
     }
-    return count;
+    /* Each row's write_seq went out with release; one full fence, before the caller asks whether a
+     * reader sleeps (a reader counts itself waiting, then looks at write_seq: one of the two sees
+     * the other's store), instead of a sequentially consistent store per row, which on x86 drains
+     * the store buffer behind every row's copy. */
+    if (i > 0) __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    return i;
 }
 
 static inline i64 readers_waiting(u64 *ctrl) { return LD_SC(ctrl, C_READERS_WAITING) != 0 ? 1 : 0; }

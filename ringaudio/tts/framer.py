@@ -30,6 +30,10 @@ class Framer:
     block (a view of one reusable buffer: copy or write it before the next push; around a bad
     sample, the frames before it, then the error); ``push`` yields the same frames one by one.
     ``flush`` (``flush_blocks``) pads the last partial frame with silence.
+
+    ``keep``: set to k before the next push, the last k frames of the block handed out last are
+    moved to the front of the next block, before its new frames (a writer that holds back a frame
+    for its successor keeps it here instead of copying every block aside).
     """
 
     def __init__(self, frame_samples: int) -> None:
@@ -40,39 +44,55 @@ class Framer:
         self._have = 0
         self._frame = np.zeros(frame_samples, np.int16)
         self._rows = np.zeros((0, frame_samples), np.int16)  # the frames a push completed, converted at once
+        self._last = 0  # rows in the block handed out last
+        self.keep = 0
         self.frames = 0
 
     def push(self, samples: np.ndarray) -> Iterator[np.ndarray]:
         for block in self.push_blocks(samples):  # the same cut, one frame at a time
             yield from block
 
+    def _room(self, rows: int) -> int:
+        """Make room for ``rows`` new frames after the kept ones (moved to the front): where they go."""
+        keep = self.keep
+        if not 0 <= keep <= self._last:
+            raise ValueError(f"keep must be in 0..{self._last} (the last block's frames), got {keep!r}")
+        old = self._rows
+        if len(old) < keep + rows:
+            self._rows = np.empty((max(keep + rows, 2 * len(old)), self.frame_samples), np.int16)
+        if keep:
+            self._rows[:keep] = old[self._last - keep : self._last]
+        self.keep = 0
+        return keep
+
+    def _hand_out(self, row0: int, rows: int) -> np.ndarray:
+        self.frames += rows
+        self._last = row0 + rows
+        return self._rows[: self._last]
+
     def push_blocks(self, samples: np.ndarray) -> Iterator[np.ndarray]:
         fs = self.frame_samples
         n = len(samples)
         rows = (self._have + n) // fs  # frames these samples complete
-        if len(self._rows) < rows:
-            self._rows = np.empty((max(rows, 2 * len(self._rows)), fs), np.int16)
-        if _cut is not None:
-            if samples.dtype != np.float32 or not samples.flags.c_contiguous:
-                samples = np.ascontiguousarray(samples, np.float32)
-            bad = _cut(samples, self._pending, self._have, self._rows, 0)
-            if bad is not None:  # the frames before the bad sample still go, then the error
-                good, index = bad
-                if good:  # (none: the bad sample is in the begun frame, which stays begun)
-                    self._have = 0
-                yield from self._fail(good, index)
-            self._have = (self._have + n) % fs
-        else:
+        if _cut is None:
             yield from self._cut_numpy(samples, rows)
             return
+        if samples.dtype != np.float32 or not samples.flags.c_contiguous:
+            samples = np.ascontiguousarray(samples, np.float32)
+        row0 = self._room(rows) if rows else 0
+        bad = _cut(samples, self._pending, self._have, self._rows, row0)
+        if bad is not None:  # the frames before the bad sample still go, then the error
+            good, index = bad
+            if good:  # (none: the bad sample is in the begun frame, which stays begun)
+                self._have = 0
+            yield from self._fail(row0, good, index)
+        self._have = (self._have + n) % fs
         if rows:
-            self.frames += rows
-            yield self._rows[:rows]
+            yield self._hand_out(row0, rows)
 
-    def _fail(self, good: int, index: int) -> Iterator[np.ndarray]:
-        self.frames += good
-        if good:
-            yield self._rows[:good]
+    def _fail(self, row0: int, good: int, index: int) -> Iterator[np.ndarray]:
+        if row0 or good:
+            yield self._hand_out(row0, good)
         raise NonFiniteSamples(index)
 
     def _cut_numpy(self, samples: np.ndarray, rows: int) -> Iterator[np.ndarray]:
@@ -83,31 +103,38 @@ class Framer:
             self._pending[self._have : self._have + n] = samples
             self._have += n
             return
+        row0 = self._room(rows)
         out = self._rows
-        at = r = 0
+        at, r = 0, row0
         if self._have:  # the frame begun by earlier samples
             at = fs - self._have
             self._pending[self._have :] = samples[:at]
-            _convert(self._pending, out[0])  # a bad sample in it: nothing before it is left
+            try:
+                _convert(self._pending, out[r])
+            except NonFiniteSamples as bad:  # nothing of it goes
+                yield from self._fail(row0, 0, bad.index)
             self._have = 0
-            r = 1
-        block = samples[at : at + (rows - r) * fs]
+            r += 1
+        block = samples[at : at + (rows - r + row0) * fs]
         if block.dtype != np.float32 or not block.flags.c_contiguous:
             block = np.ascontiguousarray(block, np.float32)
         try:
-            _convert(block, out[r:rows].reshape(-1))
+            _convert(block, out[r : row0 + rows].reshape(-1))
         except NonFiniteSamples as bad:  # the frames before the bad sample still go, then the error
-            yield from self._fail(r + bad.index // fs, bad.index)
-        self.frames += rows
-        yield out[:rows]
-        at += (rows - r) * fs
+            yield from self._fail(row0, r - row0 + bad.index // fs, bad.index)
+        yield self._hand_out(row0, rows)
+        at += len(block)
         if n > at:
             self._pending[: n - at] = samples[at:]
         self._have = n - at
 
     def flush_blocks(self) -> Iterator[np.ndarray]:
-        for frame in self.flush():
-            yield frame.reshape(1, -1)
+        if self._have:
+            row0 = self._room(1)
+            self._pending[self._have :] = 0.0
+            self._have = 0
+            _convert(self._pending, self._rows[row0])
+            yield self._hand_out(row0, 1)
 
     def flush(self) -> Iterator[np.ndarray]:
         if self._have:

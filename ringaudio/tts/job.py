@@ -132,9 +132,11 @@ class ActiveJob:
         self._next: np.ndarray | None = None  # the one after it, once produced
         self._exhausted = False  # the text is done: no frame comes after _next
         self._frames: Generator[np.ndarray | tuple[np.ndarray, tuple[int, int]], None, None]
+        self._framer = Framer(spec.frame_samples)
         if self._blocks:
-            # frames [_a, _b) of _staged wait to be written; the last one waits for its successor
-            self._staged = np.zeros((STEP_FRAMES, spec.frame_samples), np.int16)  # grown to a chunk's frames
+            # frames [_a, _b) of _staged (the framer's last block) wait to be written; the last one
+            # waits for its successor
+            self._staged: np.ndarray = np.zeros((0, spec.frame_samples), np.int16)
             self._a = self._b = 0
             self._frames = self._produce(blocks=True)
         else:
@@ -148,7 +150,7 @@ class ActiveJob:
         """Frames (or, with ``blocks``, each chunk's frames as one ``(k, frame_samples)`` block)."""
         same_rate = self.backend.native_rate == self.spec.output_sample_rate  # a model speaking the wire's rate
         resampler = Resampler(self.backend.native_rate, self.spec.output_sample_rate, self.spec.resample_quality)
-        framer = Framer(self.spec.frame_samples)
+        framer = self._framer
         push = framer.push_blocks if blocks else framer.push
         for piece in split_text(self.job.text, self.spec.clause_chars):
             chunks = self.backend.synthesize(piece, self.job.voice)
@@ -241,20 +243,15 @@ class ActiveJob:
         return self._step_blocks(now) if self._blocks else self._step_frames(now)
 
     def _stage_next(self) -> bool:
-        """Stage the next chunk's frames; False when the text is done."""
+        """Stage the next chunk's frames, after those still waiting (the framer keeps them in front
+        of the new ones: no copy); False when the text is done."""
+        self._framer.keep = self._b - self._a  # (the last frames of the framer's last block)
         block = next(self._frames, None)
         if block is None:
             self._exhausted = True
             return False
-        a, b, k = self._a, self._b, len(block)
-        staged = self._staged
-        if b + k > len(staged):  # move what waits to the front, and grow if that is not room enough
-            if b - a + k > len(staged):
-                staged = np.zeros((b - a + k + STEP_FRAMES, staged.shape[1]), np.int16)
-            staged[: b - a] = self._staged[a:b]
-            self._staged, self._a, self._b = staged, 0, b - a
-        self._staged[self._b : self._b + k] = block
-        self._b += k
+        assert isinstance(block, np.ndarray)  # (the block way's generator yields blocks)
+        self._staged, self._a, self._b = block, 0, len(block)
         return True
 
     def _step_blocks(self, now: float) -> str:

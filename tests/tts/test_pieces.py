@@ -119,3 +119,43 @@ def test_framer_gives_the_same_frames_whatever_the_chunking(
     with pytest.raises(NonFiniteSamples) as caught:
         push(framer, np.concatenate([np.array([np.nan], np.float32), x[: 960 * 2]]))
     assert caught.value.index == 500 and framer.frames == 0
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_framer_keeps_the_frames_a_writer_holds_back_in_front_of_the_next_block(
+    kernel: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer that takes all but the last k frames of each block and sets ``keep = k`` gets them
+    back at the front of the next block (from a push or the flush), and so takes every frame once,
+    in order; a keep longer than the last block is refused."""
+    from ringaudio.resample import float32_to_int16
+    from ringaudio.tts import framer as framing
+
+    if not kernel:
+        monkeypatch.setattr(framing, "_cut", None)
+    elif framing._cut is None:
+        pytest.skip("the C kernels are not built")
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(960 * 41 + 77) * 0.4).astype(np.float32)
+    expected = float32_to_int16(np.concatenate([x, np.zeros(-len(x) % 960, np.float32)])).reshape(-1, 960)
+    framer, taken, at, waiting = framing.Framer(960), [], 0, 0
+    sizes = [int(s) for s in rng.integers(1, 4000, 60)]
+    blocks = []
+    for size in sizes:
+        framer.keep = waiting
+        blocks += [b for b in framer.push_blocks(x[at : at + size])]
+        at += size
+        if blocks:
+            block = blocks.pop()
+            assert len(block) >= waiting
+            waiting = min(len(block), int(rng.integers(0, 3)))  # hold back 0..2 frames
+            taken += [f.copy() for f in block[: len(block) - waiting]]
+        if at >= len(x):
+            break
+    framer.keep = waiting
+    (last,) = list(framer.flush_blocks())
+    taken += [f.copy() for f in last]
+    assert np.array_equal(np.array(taken), expected)
+    framer.keep = 5
+    with pytest.raises(ValueError, match="keep must be in"):
+        list(framer.push_blocks(x[: 960 * 3]))

@@ -226,9 +226,10 @@ static PyObject *k_cut(PyObject *self, PyObject *const *args, Py_ssize_t nargs) 
     if (strcmp(elem_format(&vx), "f") || vx.itemsize != 4 || strcmp(elem_format(&vp), "f") || vp.itemsize != 4 ||
         strcmp(elem_format(&vo), "h") || vo.itemsize != 2) {
         PyErr_SetString(PyExc_TypeError, "cut takes C-contiguous float32 samples and pending, and an int16 out");
-    } else if (fs == 0 || have < 0 || have >= fs || row0 < 0 || (vo.len / 2) % fs ||
-               row0 + (have + n) / fs > out_rows) {
-        PyErr_SetString(PyExc_ValueError, "cut: have must be in 0..len(pending)-1, and the frames must fit in out");
+    } else if (fs == 0 || have < 0 || have >= fs || row0 < 0 || (vo.len / 2) % fs || row0 > out_rows ||
+               (have + n) / fs > out_rows - row0 || vx.buf == vp.buf) {
+        PyErr_SetString(PyExc_ValueError,
+                        "cut: have must be in 0..len(pending)-1, the frames must fit in out from row0, and x is not pending");
     } else {
         float *x = vx.buf, *pending = vp.buf;
         int16_t *out = (int16_t *)vo.buf + row0 * fs;

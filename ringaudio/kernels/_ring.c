@@ -1,6 +1,9 @@
 /* The frame ring's kernels in C: the same functions, arguments, results and memory ordering as the
  * numba kernels of ringaudio/kernels/ring.py and ring_slow.py (their docstrings explain the protocol),
- * for processes that should not load numba and LLVM (~120 MB) only to read a ring: the server.
+ * for processes that should not load numba and LLVM (~120 MB) only to read a ring: the server. One
+ * difference in ordering: a block's rows store write_seq with release and fence once after the
+ * last (put_rows), where the numba kernels store it seq_cst per row; the sleeping protocol is the
+ * same (a full barrier between each side's store and its look at the other's).
  *
  * Ordering uses the compiler's __atomic builtins on the shared uint64 words, which GCC and Clang
  * lower per target as LLVM does for the numba kernels: on x86-64 an acquire load is a plain mov and
@@ -295,9 +298,10 @@ static i64 put_rows(u64 *ctrl, const Py_buffer *slots, const char *src, i64 coun
         put(ctrl, slots, src + i * row, gen, LD_RLX(ctrl, C_WRITE_SEQ), utterance, flags, fmt, nbytes);
     }
     /* Each row's write_seq went out with release; one full fence, before the caller asks whether a
-     * reader sleeps (a reader counts itself waiting, then looks at write_seq: one of the two sees
-     * the other's store), instead of a sequentially consistent store per row, which on x86 drains
-     * the store buffer behind every row's copy. */
+     * reader sleeps (a reader counts itself waiting, fences, then looks at the slot and sleeps on
+     * write_seq, which the futex compares: one of the two sees the other's store), instead of a
+     * sequentially consistent store per row, which on x86 drains the store buffer behind every
+     * row's copy (the numba kernels keep that store per row). */
     if (i > 0) __atomic_thread_fence(__ATOMIC_SEQ_CST);
     return i;
 }
@@ -545,6 +549,7 @@ static PyObject *k_begin_reader_wait(PyObject *self, PyObject *const *args, Py_s
     u64 *ctrl = CTRL(c);
     i64 word = LD_SC(ctrl, C_WRITE_SEQ) & 0xFFFFFFFF;
     ADD_SC(ctrl, C_READERS_WAITING, 1);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the count before the look (the writer fences after its rows) */
     if (readable_(ctrl, a[0], a[1], a[2], 0) != NOT_READY || LD_ACQ(ctrl, C_STATE) != LEASED) {
         ADD_SC(ctrl, C_READERS_WAITING, UINT64_MAX);
         word = -1;

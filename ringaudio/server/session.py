@@ -26,6 +26,7 @@ from ..engine import Engine
 from ..errors import RingClosed
 from ..schedule import Schedule
 from ..stream import Source, Stream
+from ..tts.spec import prebuffer_frames
 from . import web
 from .metrics import Metrics
 from .pacing import Pacer, batch_slack
@@ -146,7 +147,7 @@ class ServerBase:
         self._out_from = 0
         self._steady: list[tuple[Session, float]] = []  # sessions whose pump this pass was all steady
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
-        self.prebuffer = max(1, config.server.prebuffer_ms // config.frame_duration_ms)
+        self.prebuffer = prebuffer_frames(config.server.prebuffer_ms, config.frame_duration_ms)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
         self.frame_bytes = len(self.ws_prefix) + self.payload_bytes

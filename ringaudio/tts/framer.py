@@ -71,6 +71,8 @@ class Framer:
         return self._rows[: self._last]
 
     def push_blocks(self, samples: np.ndarray) -> Iterator[np.ndarray]:
+        if samples.ndim != 1:  # (a voice's (1, n) or (n, 1) chunk: its samples in order)
+            samples = samples.reshape(-1)
         fs = self.frame_samples
         n = len(samples)
         rows = (self._have + n) // fs  # frames these samples complete

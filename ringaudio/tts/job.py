@@ -19,10 +19,10 @@ from ..wire import FLAG_FIRST, FLAG_LAST
 from .backends import Backend
 from .framer import Framer
 from .levels import LevelStage
-from .spec import Job, WorkerSpec
+from .spec import PACE_MAX, Job, WorkerSpec, pace_frames, prebuffer_frames
 from .text import split_text
 
-STEP_FRAMES = 8  # frames a job writes before the loop looks at the others and at the pipe
+STEP_FRAMES = PACE_MAX  # frames a job writes before the loop looks at the others and at the pipe
 BLOCKED_POLL = 0.005  # s: the shortest wait before a job held at the watermark looks again
 BLOCKED_POLL_MAX = 0.1  # s: the longest (the ring still holds ≥ low watermark frames of audio then)
 
@@ -109,8 +109,7 @@ class ActiveJob:
         self._stage = LevelStage(spec.output_sample_rate, job.level or base_level) if adaptive else None
         self._frame_level = base_level  # the level of the frame written last (pacing follows it)
         self._lead_ms = spec.lead_frames * frame_us // 1000
-        self._pace = spec.pace_frames  # frames per look at the frame length now
-        self._pace_ms = spec.pace_frames * frame_us // 1000
+        self._pace = self._pace_at(frame_us // 1000)  # frames per look, at the frame length now
         # Opus: each frame is encoded as it is produced (in order, once), into its own buffer; the
         # ring slot then holds the packet in its first ``nbytes`` bytes. One encoder per level.
         self._opus = job.encoding == "opus"
@@ -267,8 +266,7 @@ class ActiveJob:
             if self.spec.lead_frames:
                 due = self.clock.allowed(seq, now, self._reader)
                 if due == 0:
-                    self.retry_at = self.clock.due(seq + self._pace - 1, now, self._reader)
-                    return "paced"
+                    return self._paced(seq, now, self._b - self._a if self._exhausted else self._pace)
             while self._b - self._a < 2 and not self._exhausted and self._stage_next():
                 pass
             # (a block is never empty: two frames wait here unless the text is done)
@@ -293,7 +291,8 @@ class ActiveJob:
             if n < k:
                 self.clock.restart()  # backpressure: the clock starts again from the reader
                 return "blocked"
-        return self._running_or_paced(now, self._b > self._a or not self._exhausted)
+        left = self._b - self._a if self._exhausted else self._pace
+        return self._running_or_paced(now, self._b > self._a or not self._exhausted, left)
 
     def _step_frames(self, now: float) -> str:
         for _ in range(STEP_FRAMES):
@@ -307,13 +306,11 @@ class ActiveJob:
                 self._frame_level = self._pending_level
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
                 self.clock.retime(seq, self._frame_level[1] / 1000, self._lead_ms // self._frame_level[1])
-                self._pace = max(1, self._pace_ms // self._frame_level[1])
+                self._pace = self._pace_at(self._frame_level[1])
             if self.spec.lead_frames:
                 seq = self.last_seq + 1 if self.last_seq >= 0 else self.ring.write_seq
                 if self.clock.due(seq, now, self._reader) > now:
-                    # look again when a few frames may go at once: one pass per _pace frames
-                    self.retry_at = self.clock.due(seq + self._pace - 1, now, self._reader)
-                    return "paced"
+                    return self._paced(seq, now, self._pace)
             if self._next is None:
                 self._next = self._pull()  # costs at most one synthesis chunk, once per chunk
                 self._next_bytes, self._next_fmt, self._next_level = (
@@ -340,18 +337,29 @@ class ActiveJob:
                 self.first_seq = seq
             self.last_seq = seq
             self.frames += 1
-        return self._running_or_paced(now, self._pending is not None and self._pending_level == self._frame_level)
+        more = self._pending is not None and self._pending_level == self._frame_level
+        return self._running_or_paced(now, more, self._pace)
 
-    def _running_or_paced(self, now: float, more: bool) -> str:
-        """After a step that wrote its STEP_FRAMES: 'paced' (``retry_at`` set) if there is ``more``
-        and the next frame is not due yet (so a look of that many frames costs one step, not a
-        second one to learn that), else 'running'."""
+    def _running_or_paced(self, now: float, more: bool, left: int) -> str:
+        """After a step that wrote its STEP_FRAMES: 'paced' if there is ``more`` and the next frame
+        is not due yet (so a look of that many frames costs one step, not a second one to learn
+        that), else 'running'."""
         if more and self.spec.lead_frames:
             seq = self.last_seq + 1
             if self.clock.due(seq, now, self._reader) > now:
-                self.retry_at = self.clock.due(seq + self._pace - 1, now, self._reader)
-                return "paced"
+                return self._paced(seq, now, left)
         return "running"
+
+    def _paced(self, seq: int, now: float, left: int) -> str:
+        """Frame ``seq`` is not due: look again when ``_pace`` frames may go at once, or the last of
+        the ``left`` known to remain (an utterance's tail does not wait for frames it does not have)."""
+        self.retry_at = self.clock.due(seq + min(self._pace, max(1, left)) - 1, now, self._reader)
+        return "paced"
+
+    def _pace_at(self, frame_ms: int) -> int:
+        """Frames per look at a frame length (the lead and the prebuffer counted in those frames)."""
+        lead_ms = self.spec.lead_frames * self.spec.frame_samples * 1000 // self.spec.output_sample_rate
+        return pace_frames(lead_ms // frame_ms, prebuffer_frames(self.spec.prebuffer_ms, frame_ms))
 
     def writing(self) -> int:
         """1 once a frame is written, 0 before (a job yet to start sorts first)."""

@@ -34,7 +34,7 @@ from ..errors import PoolError
 from ..ring import RingHandle
 from .backends import default_backend_name
 from .handle import WorkerHandle
-from .spec import EXIT_UNGUARDED_MAIN, Job, WorkerSpec, pace_frames
+from .spec import EXIT_UNGUARDED_MAIN, Job, WorkerSpec
 from .supervise import QUICK_WINDOW_S, UNGUARDED_MAIN, Respawns, refuse_in_bootstrapping_child
 from .text import check_text
 
@@ -69,24 +69,7 @@ class WorkerPool:
         w = config.worker
         name = backend or w.backend
         self.backend = default_backend_name() if name == "auto" else name
-        self.spec = WorkerSpec(
-            backend=self.backend,
-            voice=w.voice,
-            speed=w.speed,
-            synthetic_rtf=w.synthetic_rtf,
-            synthetic_rate=w.synthetic_rate,
-            output_sample_rate=config.output_sample_rate,
-            frame_samples=config.frame_samples,
-            resample_quality=w.resample_quality,
-            clause_chars=w.clause_chars,
-            log_level=config.log_level,
-            lead_frames=w.lead_ms // config.frame_duration_ms,
-            pace_frames=pace_frames(
-                w.lead_ms // config.frame_duration_ms, -(-config.server.prebuffer_ms // config.frame_duration_ms)
-            ),
-            opus_bitrate=config.opus_bitrate,
-            adaptive=config.adaptive_quality,
-        )
+        self.spec = WorkerSpec.of(config, self.backend)
         self.size = w.workers
         self.max_text_chars = w.max_text_chars
         self.on_event = on_event or (lambda event: None)

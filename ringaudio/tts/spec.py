@@ -10,12 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
+from ..config import Config
 from ..ring import RingHandle
 
 HEARTBEAT_S = 1.0  # a worker that says nothing for three of these is reported stale
 EXIT_UNGUARDED_MAIN = 78  # the exit status of a spawned child whose main module started an engine
 
-PACE_MAX = 8  # the most frames a paced job writes per look (see pace_frames)
+PACE_MAX = 8  # the most frames a paced job writes per look (its step's frames: job.STEP_FRAMES)
+
+
+def prebuffer_frames(prebuffer_ms: int, frame_ms: int) -> int:
+    """The frames the server sends at once when a stream starts (``server.prebuffer_ms``; at least one)."""
+    return max(1, prebuffer_ms // frame_ms)
 
 
 def pace_frames(lead: int, prebuffer: int) -> int:
@@ -23,10 +29,11 @@ def pace_frames(lead: int, prebuffer: int) -> int:
 
     The server takes ``prebuffer`` frames at once and then one a period; a writer ``lead`` frames
     ahead of the clock that waits until ``pace`` frames are due writes each frame
-    ``lead - prebuffer - pace + 2`` periods before it is read. This keeps three periods of that
-    margin (a late wake-up of the worker is not heard), or what the lead leaves, and takes the rest
-    as fewer, larger looks (a look costs the worker about as much as the frames it writes), at most
-    ``PACE_MAX``: 8 for the defaults (400 ms lead, 200 ms prebuffer: a margin of 4 periods).
+    ``lead - prebuffer - pace + 2`` periods before the server reads it (its margin). This keeps a
+    margin of three periods (a late wake-up of the worker is not heard), or what the lead leaves,
+    and takes the rest as fewer, larger looks (a look costs the worker about as much as the frames
+    it writes), at most ``PACE_MAX``: 8 for the defaults (400 ms lead, 200 ms prebuffer: a margin of
+    4 periods). A lead no longer than the prebuffer leaves one period: a look per frame.
     """
     return max(1, min(PACE_MAX, lead - prebuffer - 1))
 
@@ -46,9 +53,30 @@ class WorkerSpec:
     clause_chars: int
     log_level: str = "INFO"
     lead_frames: int = 20  # worker.lead_ms in frames (0: no pacing, only the watermarks)
-    pace_frames: int = 8  # frames a paced job writes per look (pace_frames: from the lead and the prebuffer)
+    prebuffer_ms: int = 200  # server.prebuffer_ms: a paced job's looks are sized to the margin it leaves
     opus_bitrate: int = 32_000  # audio.opus_bitrate, for jobs in Opus
     adaptive: bool = False  # audio.adaptive_quality: frames go through a LevelStage (levels.py)
+
+    @classmethod
+    def of(cls, config: Config, backend: str) -> WorkerSpec:
+        """The spec of a configuration's workers, with ``backend`` (a name, not ``auto``)."""
+        w = config.worker
+        return cls(
+            backend=backend,
+            voice=w.voice,
+            speed=w.speed,
+            synthetic_rtf=w.synthetic_rtf,
+            synthetic_rate=w.synthetic_rate,
+            output_sample_rate=config.output_sample_rate,
+            frame_samples=config.frame_samples,
+            resample_quality=w.resample_quality,
+            clause_chars=w.clause_chars,
+            log_level=config.log_level,
+            lead_frames=w.lead_ms // config.frame_duration_ms,
+            prebuffer_ms=config.server.prebuffer_ms,
+            opus_bitrate=config.opus_bitrate,
+            adaptive=config.adaptive_quality,
+        )
 
 
 @dataclass(frozen=True)

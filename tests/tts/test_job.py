@@ -102,18 +102,26 @@ def test_the_playback_clock_is_set_back_to_a_late_writer_and_restarts_from_the_r
     assert clock.due(66, 5.0, lambda: 50) == pytest.approx(5.02)
 
 
+@pytest.mark.parametrize("blocks", [True, False])
 @pytest.mark.parametrize(("lead", "prebuffer"), [(20, 10), (15, 10), (30, 10), (10, 10), (11, 10), (10, 5)])
-def test_a_paced_job_writes_each_frame_its_margin_before_the_server_reads_it(lead: int, prebuffer: int) -> None:
+def test_a_paced_job_writes_each_frame_its_margin_before_the_server_reads_it(
+    lead: int, prebuffer: int, blocks: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """On a simulated clock (1 ms steps): the server takes ``prebuffer`` frames at once, then one a
     period; the job, stepped whenever it is due, writes every frame at least three periods (or all the
-    lead leaves beyond the prebuffer, if less) before it is read, in looks of ``pace`` frames."""
+    lead leaves beyond the prebuffer, if less) before it is read, in looks of ``pace`` frames, each
+    one step; the block way and the frame way alike."""
+    monkeypatch.setattr(ActiveJob, "BLOCKS", blocks)
     pace = pace_frames(lead, prebuffer)
-    assert 1 <= pace <= 8 and pace == max(1, min(8, lead - prebuffer - 1))
+    assert pace == {(20, 10): 8, (15, 10): 4, (30, 10): 8, (10, 10): 1, (11, 10): 1, (10, 5): 4}[lead, prebuffer]
     period = 0.02
     with FrameRing.create(capacity=50, overflow="block") as ring:
         job = Job("s", 1, "A paced job, stepped when it is due, for a few seconds of speech.", ring.handle)
         active = ActiveJob(
-            job, ring, SyntheticBackend(native_rate=48_000, rtf=0.0), spec(lead_frames=lead, pace_frames=pace)
+            job,
+            ring,
+            SyntheticBackend(native_rate=48_000, rtf=0.0),
+            spec(lead_frames=lead, prebuffer_ms=prebuffer * 20),
         )
         written: list[float] = []  # when each frame was written
         looks = steps = pos = 0

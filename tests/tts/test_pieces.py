@@ -159,3 +159,23 @@ def test_framer_keeps_the_frames_a_writer_holds_back_in_front_of_the_next_block(
     framer.keep = 5
     with pytest.raises(ValueError, match="keep must be in"):
         list(framer.push_blocks(x[: 960 * 3]))
+
+
+def test_the_cut_kernel_refuses_what_would_write_outside_its_arrays() -> None:
+    """Bounds (a huge row0 included: no overflow), ``have`` out of range, an aliased pending and
+    wrong types are refused; the arrays are left as they were."""
+    from ringaudio.tts import framer as framing
+
+    cut = framing._cut
+    if cut is None:
+        pytest.skip("the C kernels are not built")
+    x, pending, out = np.ones(8, np.float32), np.zeros(4, np.float32), np.zeros((2, 4), np.int16)
+    for row0, have in ((2**63 - 1, 0), (1, 0), (3, 0), (-1, 0), (0, 4), (0, -1)):
+        with pytest.raises(ValueError, match="cut: have must be"):
+            cut(x, pending, have, out, row0)
+    with pytest.raises(ValueError, match="x is not pending"):
+        cut(pending, pending, 0, out, 0)
+    with pytest.raises(TypeError):
+        cut(x.astype(np.float64), pending, 0, out, 0)
+    assert not out.any() and not pending.any()
+    assert cut(x, pending, 0, out, 0) is None and (out == 32767).all()  # 1.0 clips to the top

@@ -139,9 +139,8 @@ def read_at_real_time(ring: Any, events: Events, session: str) -> list[tuple[int
 @pytest.mark.parametrize("overflow", ["block", "drop_oldest"])
 def test_a_fast_model_is_paced_to_its_lead_ahead_of_a_real_time_reader(arena: RingArena, overflow: str) -> None:
     """Pacing, not backpressure: a model 20× faster than real time writes about ``lead_ms`` (400 ms,
-    20 frames) ahead of a real-time reader, 8 frames at a look (the most: the lead less the 200 ms
-    prebuffer leaves room for 9 and two frames of margin), and never reaches the high watermark;
-    under drop_oldest nothing is lost."""
+    20 frames) ahead of a real-time reader, 8 frames at a look (the most: spec.pace_frames), and
+    never reaches the high watermark; under drop_oldest nothing is lost."""
     events = Events()
     with make_pool(events, rtf=0.05) as pool:
         ring = arena.lease(overflow=overflow)
@@ -151,7 +150,7 @@ def test_a_fast_model_is_paced_to_its_lead_ahead_of_a_real_time_reader(arena: Ri
         done = events.of("s1", "finished")[0]
         assert done["utterance_id"] == uid and len(seen) == done["frames"]  # every frame, in sequence
         fills = [fill for fill, _ in seen]
-        assert pool.spec.pace_frames == 8
+        assert (pool.spec.lead_frames, pool.spec.prebuffer_ms) == (20, 200)  # 8 frames a look (pace_frames)
         assert max(fills) <= 20 + 1 < low  # the lead (+ the frame being written), not the watermarks
         assert not any(paused for _, paused in seen) and ring.full_count == 0
         steady = fills[5:-20]

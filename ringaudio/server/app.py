@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import hmac
 import logging
 import os
@@ -62,7 +61,7 @@ class App(Siblings, Scheduling):
         try:
             if not await self._start_engine():
                 return
-            gc.freeze()  # what start-up made (numba's, the engine's) is never garbage: the collector skips it
+            self.collections.settle()  # start-up's objects frozen; full collections on the scheduler's clock
             origins: list[Any] | None = [*cfg.server.allowed_origins, None] if cfg.server.allowed_origins else None
             options: dict[str, Any] = {
                 "compression": "deflate" if cfg.compress else None,

@@ -162,6 +162,8 @@ class Scheduling(Formats):
                 self.slack = batch_slack(len(self.sessions) - (self.lanes.count if self.lanes is not None else 0))
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
+                if self.collections.maybe(now):
+                    log.debug("full collection", extra={"ms": round(self.collections.last_ms, 2)})
                 self._reap_idle(now)
                 if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
                     logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)

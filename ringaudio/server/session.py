@@ -21,6 +21,7 @@ from websockets.asyncio.server import ServerConnection
 
 from .. import opus
 from .. import wire as P
+from ..collect import FullCollections
 from ..config import Config
 from ..engine import Engine
 from ..errors import RingClosed
@@ -148,6 +149,7 @@ class ServerBase:
         self._steady: list[tuple[Session, float]] = []  # sessions whose pump this pass was all steady
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = prebuffer_frames(config.server.prebuffer_ms, config.frame_duration_ms)
+        self.collections = FullCollections()  # (ringaudio.collect: the scheduler runs them)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
         self.frame_bytes = len(self.ws_prefix) + self.payload_bytes

@@ -22,7 +22,6 @@ back on it (the pool logs them, so lines stay whole).
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from .. import logs
+from ..collect import FullCollections
 from ..errors import ConfigError, RingAudioError, RingClosed
 from ..kernels.backend import slow as ring_slow
 from ..resample import warm
@@ -200,10 +200,12 @@ class Worker:
 
     def run(self) -> None:
         self.warm()
-        gc.freeze()  # what start-up made (numba's, the backend's) is never garbage: the collector skips it
+        collections = FullCollections()
+        collections.settle()  # start-up's objects (numba's, the backend's) frozen; full collections on our clock
         self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
         while True:
             now = time.monotonic()
+            collections.maybe(now)
             if now - self.last_sent >= HEARTBEAT_S:
                 self.send("heartbeat")
             timeout = self._idle_timeout(now)

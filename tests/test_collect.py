@@ -1,5 +1,5 @@
 """Full collections on a schedule (ringaudio.collect): none set off by a burst of allocations, one
-when due, and the cycles it frees."""
+when due (by the clock, or by the sessions that ended), and the cycles it frees."""
 
 from __future__ import annotations
 
@@ -53,3 +53,15 @@ def test_a_burst_of_allocations_sets_off_no_full_collection_and_the_scheduled_on
     assert gc.get_stats()[2]["collections"] == full + 1
     assert garbage() is None
     assert len(kept) == 30_000
+
+
+def test_a_full_collection_is_due_sooner_once_enough_sessions_ended(restore_gc: None) -> None:
+    collections = FullCollections(every=30.0, limit=3)
+    collections.settle()
+    garbage = old_cycle()
+    for _ in range(2):
+        collections.ended_one()
+    assert not collections.maybe(collections.last + 1.0) and garbage() is not None
+    collections.ended_one()  # the third: due now, whatever the clock says
+    assert collections.maybe(collections.last + 1.0) and garbage() is None
+    assert collections.ended == 0 and not collections.maybe(collections.last + 1.0)

@@ -284,6 +284,7 @@ class App(Siblings, Scheduling):
     async def _close(self, s: Session, code: int, reason: str) -> None:
         if self.sessions.pop(s.id, None) is None:
             return
+        self.collections.ended_one()
         self._eject(s, reschedule=False)
         for listener in s.listeners:  # their lanes read this stream's ring, which goes back now
             self._eject(listener)

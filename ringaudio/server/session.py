@@ -149,7 +149,8 @@ class ServerBase:
         self._steady: list[tuple[Session, float]] = []  # sessions whose pump this pass was all steady
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = prebuffer_frames(config.server.prebuffer_ms, config.frame_duration_ms)
-        self.collections = FullCollections()  # (ringaudio.collect: the scheduler runs them)
+        # (ringaudio.collect: the scheduler runs them, every 30 s or once max_sessions have closed)
+        self.collections = FullCollections(limit=config.server.max_sessions)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
         self.frame_bytes = len(self.ws_prefix) + self.payload_bytes

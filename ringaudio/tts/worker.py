@@ -66,6 +66,7 @@ class Worker:
         self.arenas: dict[str, RingArena] = {}
         self.jobs: dict[str, ActiveJob] = {}
         self.due: Schedule[ActiveJob] = Schedule()  # when each job looks again (its retry_at), a heap
+        self.collections = FullCollections()  # (ringaudio.collect: every 30 s, or once 1 000 jobs ended)
         self.last_sent = 0.0
         # the order due jobs are stepped in (see run)
         self._urgency: Callable[[ActiveJob], int] = ActiveJob.buffered if not spec.lead_frames else ActiveJob.writing
@@ -128,6 +129,7 @@ class Worker:
         active = self.jobs.pop(session_id, None)
         if active is not None:
             self.due.discard(active)
+            self.collections.ended_one()
         if active is None:
             if not quiet:  # it finished (or failed) just before the cancel came: answer all the same
                 self.send(
@@ -148,6 +150,7 @@ class Worker:
 
     def finish(self, active: ActiveJob) -> None:
         self.jobs.pop(active.job.session_id, None)
+        self.collections.ended_one()
         self.due.discard(active)
         active.ring.close()
         audio = active.audio_seconds()
@@ -171,6 +174,7 @@ class Worker:
 
     def fail(self, active: ActiveJob, code: str, exc: BaseException) -> None:
         self.jobs.pop(active.job.session_id, None)
+        self.collections.ended_one()
         self.due.discard(active)
         active.close()
         active.ring.close()
@@ -200,12 +204,11 @@ class Worker:
 
     def run(self) -> None:
         self.warm()
-        collections = FullCollections()
-        collections.settle()  # start-up's objects (numba's, the backend's) frozen; full collections on our clock
+        self.collections.settle()  # start-up's objects (numba's, the backend's) frozen; full collections on our clock
         self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
         while True:
             now = time.monotonic()
-            collections.maybe(now)
+            self.collections.maybe(now)
             if now - self.last_sent >= HEARTBEAT_S:
                 self.send("heartbeat")
             timeout = self._idle_timeout(now)

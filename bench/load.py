@@ -3,7 +3,8 @@
 For each N it starts the real server as a separate process (synthetic backend at its fastest: RTF 0,
 the same text for every session, so synthesis is a cached copy and the server path is what is
 measured), opens N sessions from separate client processes on loopback for a bounded time, and
-reports: delivered frames %, gaps, lost, p50/p99/max inter-frame jitter, first-audio latency
+reports: delivered frames %, gaps, lost, p50/p99/max inter-frame jitter, stalls (100 ms windows in
+which at least 5 % of all sessions' intervals were off by more than 15 ms), first-audio latency
 p50/p95/p99, server and worker CPU (psutil) and RSS. The same clients then run against a bare
 websockets + uvloop server sending canned frames on the same schedule (``bench/bare_server.py``),
 so the engine's overhead is a ratio. Results go to ``bench/results/load-<date>.json``.
@@ -85,6 +86,8 @@ async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dic
                 expected = seq + 1
                 if last is not None and stats["frames"] > 10:  # after the 200 ms burst: real-time pacing
                     intervals.append((now - last) * 1000)
+                elif stats["frames"] == 10:  # (the intervals' times are counted from here)
+                    stats["paced_from"] = now
                 last = now
                 stats["frames"] += 1
                 if stats["slow"]:
@@ -95,6 +98,27 @@ async def _session(url: str, seconds: float, role: dict[str, Any], out: list[dic
 
 
 STEADY_AFTER = 100  # intervals (2 s of 20 ms frames) before a session counts as steady
+STALL_WINDOW_S, STALL_SHARE = 0.1, 0.05  # a stall: a 100 ms in which >= 5 % of all intervals were off by > 15 ms
+
+
+def stalls(results: list[dict[str, Any]]) -> tuple[int, float]:
+    """Stalls that hit many sessions at once (a collection, a burst of connections, the host): how
+    many STALL_WINDOW_S windows had at least STALL_SHARE of the intervals ending in them off by
+    more than 15 ms, and the worst window's share (%)."""
+    times, off = [], []
+    for r in results:
+        if r["intervals"] and r.get("paced_from") is not None:
+            iv = np.asarray(r["intervals"], np.float64)
+            times.append(r["paced_from"] + np.cumsum(iv) / 1000)
+            off.append(np.abs(iv - 20.0) > 15.0)
+    if not times:
+        return 0, 0.0
+    at, bad = np.concatenate(times), np.concatenate(off)
+    window = ((at - at.min()) // STALL_WINDOW_S).astype(np.int64)
+    n = np.bincount(window)
+    share = np.bincount(window, weights=bad) / np.maximum(n, 1)
+    busy = n >= 50  # (windows with fewer intervals say little)
+    return int(np.sum(share[busy] >= STALL_SHARE)), round(float(share[busy].max(initial=0.0)) * 100, 2)
 
 
 def _client_process(url: str, count: int, seconds: float, scenario: str, first: bool, queue: Any, text: str) -> None:
@@ -227,6 +251,7 @@ def run_one(
     # together, the worker's first audio for all of them), as the CPU figures are
     steady = [np.asarray(r["intervals"][STEADY_AFTER:], np.float64) for r in results]
     steady_jitter = np.abs(np.concatenate([x for x in steady if len(x)] or [np.zeros(1)]) - 20.0)
+    stall_windows, stall_worst = stalls(results)
     firsts = np.asarray([r["first_ms"] for r in results if r["first_ms"] is not None] or [np.nan])
     expected = len(results) * (seconds * 50)
     wall = t1 - t0
@@ -243,6 +268,8 @@ def run_one(
         "jitter_p99_ms": round(float(np.percentile(jitter, 99)), 3),
         "jitter_max_ms": round(float(jitter.max()), 3),
         "steady_jitter_p99_ms": round(float(np.percentile(steady_jitter, 99)), 3),
+        "stall_windows": stall_windows,
+        "stall_worst_pct": stall_worst,
         "first_audio_p50_ms": round(float(np.nanpercentile(firsts, 50)), 2),
         "first_audio_p95_ms": round(float(np.nanpercentile(firsts, 95)), 2),
         "first_audio_p99_ms": round(float(np.nanpercentile(firsts, 99)), 2),
@@ -336,6 +363,7 @@ def main(argv: list[str] | None = None) -> int:
         "jitter_p50_ms",
         "jitter_p99_ms",
         "steady_jitter_p99_ms",
+        "stall_windows",
         "first_audio_p95_ms",
     ]
     cols += ["server_cpu_pct", "worker_cpu_pct", "server_rss_mb", "client_cpu_pct"]

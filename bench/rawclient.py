@@ -174,6 +174,7 @@ class RawSession(asyncio.Protocol):
         self.last = 0.0
         self.first_ms: float | None = None
         self.intervals: list[float] = []
+        self.paced_from: float | None = None  # monotonic: when the frame before the first interval came
 
     # -- asyncio.Protocol
 
@@ -242,7 +243,7 @@ class RawSession(asyncio.Protocol):
 
     def stats(self, slow: bool) -> dict[str, Any]:
         out: dict[str, Any] = {"frames": self.frames, "gaps": self.gaps, "lost": self.lost}
-        out.update(first_ms=self.first_ms, intervals=self.intervals, slow=slow)
+        out.update(first_ms=self.first_ms, intervals=self.intervals, slow=slow, paced_from=self.paced_from)
         if self.error is not None:
             out["error"] = self.error
         return out
@@ -291,6 +292,8 @@ class RawSession(asyncio.Protocol):
                     expected = seq + 1
                     if frames > BURST:  # after the 200 ms burst: real-time pacing
                         intervals.append((now - last) * 1000)
+                    elif frames == BURST:  # (the intervals' times are counted from here)
+                        self.paced_from = now
                     last = now
                     frames += 1
                 pos = end

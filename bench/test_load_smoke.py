@@ -142,3 +142,25 @@ def test_plot_is_written(tmp_path: object) -> None:
     ]
     plot(rows, path)
     assert path.stat().st_size > 1000 and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stalls_are_windows_where_many_sessions_were_late_at_once() -> None:
+    """100 sessions, 2 s each at 20 ms, all stalled once for 50 ms (a frame 50 ms late, the next at
+    once): one stall window. One session alone off on every interval, among 100 calm ones: none."""
+    from bench.load import stalls
+
+    def session(start: float, stall_at: int | None, lone: bool = False) -> dict[str, object]:
+        iv = [20.0] * 100
+        if stall_at is not None:
+            iv[stall_at], iv[stall_at + 1] = 70.0, 0.0
+        if lone:
+            iv = [50.0 if i % 2 else 0.0 for i in range(100)]
+        return {"intervals": iv, "paced_from": start}
+
+    results = [session(100.0 + i * 0.0001, 50) for i in range(100)]
+    windows, worst = stalls(results)
+    assert windows == 1 and worst >= 25  # (each session's 70 and 0 land in one window of ~4 intervals)
+    calm = [session(100.0 + i * 0.0001, None) for i in range(100)] + [session(100.0, None, lone=True)]
+    windows, worst = stalls(calm)
+    assert windows == 0 and 0 < worst < 5
+    assert stalls([]) == (0, 0.0)

@@ -158,11 +158,19 @@ def _cpu(procs: list[psutil.Process]) -> float:
 
 
 class Server(LoggedProcess):
-    def __init__(self, kind: str, sessions: int, scenario: str, backend: str = "synthetic", processes: int = 1) -> None:
-        # the synthetic voice at its fastest and at the output rate (no resampling): the server path
-        # is what is measured; the espeak scenario measures synthesis and resampling
+    def __init__(
+        self,
+        kind: str,
+        sessions: int,
+        scenario: str,
+        backend: str = "synthetic",
+        processes: int = 1,
+        voice_rate: int = 48_000,
+    ) -> None:
+        # the synthetic voice at its fastest and (by default) at the output rate, no resampling: the
+        # server path is what is measured; the espeak scenario measures synthesis and resampling
         env = {**os.environ, "RINGAUDIO__WORKER__SYNTHETIC_RTF": "0", "LOG_LEVEL": "WARNING"}
-        env["RINGAUDIO__WORKER__SYNTHETIC_RATE"] = "48000"
+        env["RINGAUDIO__WORKER__SYNTHETIC_RATE"] = str(voice_rate)
         env["RINGAUDIO__SERVER__MAX_SESSIONS"] = str(sessions + 16)
         if kind == "ringaudio":
             cmd = [sys.executable, "-m", "ringaudio.server", "--port", "0", "--backend", backend, "--workers", "1"]
@@ -208,10 +216,11 @@ def run_one(
     text: str = "",
     client: str = "raw",
     processes: int = 1,
+    voice_rate: int = 48_000,
 ) -> dict[str, Any]:
     text = text or TEXT * int(seconds / 4 + 3)
     target = CLIENTS[client]
-    server = Server(kind, sessions, scenario, backend, processes)
+    server = Server(kind, sessions, scenario, backend, processes, voice_rate)
     try:
         url = f"ws://127.0.0.1:{server.port}/ws"
         ctx = mp.get_context("spawn")
@@ -336,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bare", action="store_true", help="skip the bare websockets baseline")
     parser.add_argument("--name", default="", help="results file name (default: load-<scenario>-<backend>-<date>)")
     parser.add_argument("--processes", default="1", help="comma-separated: ringaudio server processes (--processes)")
+    parser.add_argument(
+        "--voice-rate", type=int, default=48_000, help="the synthetic voice's rate (22050: every frame resampled)"
+    )
     args = parser.parse_args(argv)
     if args.scenario == "fanout" and args.clients > 1:
         # the owner's session id reaches its listeners in memory: other processes would wait forever
@@ -345,7 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         runs = [("ringaudio", int(p)) for p in args.processes.split(",")] + ([] if args.no_bare else [("bare", 1)])
         for kind, procs in runs:
             row = run_one(
-                kind, n, args.seconds, args.scenario, args.clients, args.backend, args.text, args.client, procs
+                kind,
+                n,
+                args.seconds,
+                args.scenario,
+                args.clients,
+                args.backend,
+                args.text,
+                args.client,
+                procs,
+                args.voice_rate,
             )
             rows.append(row)
             print(json.dumps(rows[-1]), flush=True)

@@ -101,10 +101,11 @@ STEADY_AFTER = 100  # intervals (2 s of 20 ms frames) before a session counts as
 STALL_WINDOW_S, STALL_SHARE = 0.1, 0.05  # a stall: a 100 ms in which >= 5 % of all intervals were off by > 15 ms
 
 
-def stalls(results: list[dict[str, Any]]) -> tuple[int, float]:
+def stalls(results: list[dict[str, Any]]) -> tuple[int, float, list[float]]:
     """Stalls that hit many sessions at once (a collection, a burst of connections, the host): how
     many STALL_WINDOW_S windows had at least STALL_SHARE of the intervals ending in them off by
-    more than 15 ms, and the worst window's share (%)."""
+    more than 15 ms, the worst window's share (%), and when each run of such windows began (s from
+    the first interval: one stall's late and early intervals may fall in two windows)."""
     times, off = [], []
     for r in results:
         if r["intervals"] and r.get("paced_from") is not None:
@@ -112,13 +113,15 @@ def stalls(results: list[dict[str, Any]]) -> tuple[int, float]:
             times.append(r["paced_from"] + np.cumsum(iv) / 1000)
             off.append(np.abs(iv - 20.0) > 15.0)
     if not times:
-        return 0, 0.0
+        return 0, 0.0, []
     at, bad = np.concatenate(times), np.concatenate(off)
     window = ((at - at.min()) // STALL_WINDOW_S).astype(np.int64)
     n = np.bincount(window)
     share = np.bincount(window, weights=bad) / np.maximum(n, 1)
-    busy = n >= 50  # (windows with fewer intervals say little)
-    return int(np.sum(share[busy] >= STALL_SHARE)), round(float(share[busy].max(initial=0.0)) * 100, 2)
+    busy = n >= len(times)  # (a window with fewer intervals than sessions says little: the run's ends)
+    hit = busy & (share >= STALL_SHARE)
+    starts = [round(float(i) * STALL_WINDOW_S, 1) for i in np.flatnonzero(hit) if i == 0 or not hit[i - 1]]
+    return int(hit.sum()), round(float(share[busy].max(initial=0.0)) * 100, 2), starts
 
 
 def _client_process(url: str, count: int, seconds: float, scenario: str, first: bool, queue: Any, text: str) -> None:
@@ -260,7 +263,7 @@ def run_one(
     # together, the worker's first audio for all of them), as the CPU figures are
     steady = [np.asarray(r["intervals"][STEADY_AFTER:], np.float64) for r in results]
     steady_jitter = np.abs(np.concatenate([x for x in steady if len(x)] or [np.zeros(1)]) - 20.0)
-    stall_windows, stall_worst = stalls(results)
+    stall_windows, stall_worst, stall_at = stalls(results)
     firsts = np.asarray([r["first_ms"] for r in results if r["first_ms"] is not None] or [np.nan])
     expected = len(results) * (seconds * 50)
     wall = t1 - t0
@@ -279,6 +282,7 @@ def run_one(
         "steady_jitter_p99_ms": round(float(np.percentile(steady_jitter, 99)), 3),
         "stall_windows": stall_windows,
         "stall_worst_pct": stall_worst,
+        "stall_at_s": stall_at,
         "first_audio_p50_ms": round(float(np.nanpercentile(firsts, 50)), 2),
         "first_audio_p95_ms": round(float(np.nanpercentile(firsts, 95)), 2),
         "first_audio_p99_ms": round(float(np.nanpercentile(firsts, 99)), 2),
@@ -289,6 +293,7 @@ def run_one(
         "worker_rss_mb": round(rss[1] / 2**20, 1),
         "backend": backend if kind == "ringaudio" else None,
         "processes": processes if kind == "ringaudio" else 1,
+        "voice_rate": voice_rate if kind == "ringaudio" else None,
         "slow_client_frames": slow[0]["frames"] if slow else None,
         "slow_client_lost": slow[0]["lost"] if slow else None,
     }

@@ -158,9 +158,12 @@ def test_stalls_are_windows_where_many_sessions_were_late_at_once() -> None:
         return {"intervals": iv, "paced_from": start}
 
     results = [session(100.0 + i * 0.0001, 50) for i in range(100)]
-    windows, worst = stalls(results)
+    windows, worst, at = stalls(results)
     assert windows == 1 and worst >= 25  # (each session's 70 and 0 land in one window of ~4 intervals)
+    assert at == [1.0]  # 50 intervals of 20 ms, then the late one
     calm = [session(100.0 + i * 0.0001, None) for i in range(100)] + [session(100.0, None, lone=True)]
-    windows, worst = stalls(calm)
-    assert windows == 0 and 0 < worst < 5
-    assert stalls([]) == (0, 0.0)
+    windows, worst, at = stalls(calm)
+    assert windows == 0 and 0 < worst < 5 and at == []
+    few = [session(100.0 + i * 0.0001, 50) for i in range(8)]  # a few sessions: still seen
+    assert stalls(few)[0] == 1
+    assert stalls([]) == (0, 0.0, [])

@@ -3,54 +3,71 @@
 CPython's full (generation 2) collection runs whenever enough objects have survived since the last
 one: a burst of new connections (a few hundred clients reconnecting at once) sets off one after
 another, each walking every object of every session, and each stops every stream of the process at
-once (measured: a 40 ms stall of 1 000 streams as the thousandth connected). The young generations'
-collections stay automatic (they cost a few ms at most); the full one runs only on a schedule,
-every ``FULL_EVERY_S``, from a point of the loop that owns no frame in flight, or sooner once
-``limit`` sessions (jobs) have ended since the last: the cycles a closed session leaves are freed
-within that time, and a churn of connections cannot pile up more than ``limit`` sessions' worth.
+once (measured: a 40 ms stall of 1 000 streams as the thousandth connected). What needs a full
+collection here is what sessions (jobs) leave when they end: so the young generations' collections
+stay automatic (a few ms at most), and the full one runs from the loop, at a point that owns no
+frame in flight, once a quarter as many sessions as are open have ended since the last (CPython's
+own rule of a quarter, counted in sessions, not in survivors: a burst of *new* sessions sets off
+none), and otherwise at most every ``BACKSTOP_S`` for whatever else may have made cycles.
+
+Only where the collector is generational and its full collections stop the world (CPython 3.11 to
+3.13 with the GIL): elsewhere (3.14's incremental collector, free-threaded builds) the collector is
+left as it is and :meth:`FullCollections.maybe` never collects.
 """
 
 from __future__ import annotations
 
 import gc
+import sys
+import sysconfig
 import time
 
-FULL_EVERY_S = 30.0  # the longest a cycle of long-lived garbage waits to be freed
+BACKSTOP_S = 600.0  # the longest a cycle that no ended session made waits to be freed
 _NEVER = 1 << 30  # gen1 collections before an automatic full one: never, in practice
+GENERATIONAL = sys.version_info < (3, 14) and not sysconfig.get_config_var("Py_GIL_DISABLED")
 
 
 class FullCollections:
     """After :meth:`settle` (at the end of start-up), a full collection only when :meth:`maybe` says."""
 
-    def __init__(self, every: float = FULL_EVERY_S, limit: int = 1_000) -> None:
-        self.every = every
-        self.limit = limit
+    def __init__(self, backstop: float = BACKSTOP_S, *, enabled: bool = True) -> None:
+        self.backstop = backstop
+        self.enabled = enabled  # False: settle() and maybe() do nothing (a process that is not ours)
         self.ended = 0  # sessions (jobs) ended since the last full collection
         self.last = time.monotonic()
         self.count = 0  # full collections run so far (scheduled ones)
         self.last_ms = 0.0  # how long the last one took
+        self.freed = 0  # what the last one freed (gc.collect's count)
+        self.active = False  # settled here (this process's collector is ours to schedule)
 
     def settle(self) -> None:
-        """What start-up made is never garbage: freeze it (the collector skips it from now on), and
-        take automatic full collections away."""
+        """What start-up made is never garbage: freeze it (the collector skips it from now on), and,
+        where that is how the collector works, take automatic full collections away."""
+        if not self.enabled:
+            return
         gc.collect()
         gc.freeze()
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, _NEVER)
+        if GENERATIONAL:
+            young, middle, _ = gc.get_threshold()
+            gc.set_threshold(young, middle, _NEVER)
+            self.active = True
         self.last = time.monotonic()
 
     def ended_one(self) -> None:
         """A session (a job) ended: what it leaves is garbage for the next full collection."""
         self.ended += 1
 
-    def maybe(self, now: float) -> bool:
-        """Run the scheduled full collection if it is due (``now``: monotonic); whether it ran."""
-        if now - self.last < self.every and self.ended < self.limit:
+    def maybe(self, now: float, live: int) -> bool:
+        """Run a full collection if one is due (``now``: monotonic; ``live``: the sessions or jobs
+        open now); whether it ran."""
+        if not self.active:
             return False
-        self.ended = 0
+        if self.ended < max(1, live // 4) and now - self.last < self.backstop:
+            return False
         t0 = time.perf_counter()
-        gc.collect(2)
+        self.freed = gc.collect(2)
         self.last_ms = (time.perf_counter() - t0) * 1000
         self.last = now
+        self.ended = 0
         self.count += 1
         return True

@@ -1,5 +1,6 @@
-"""Full collections on a schedule (ringaudio.collect): none set off by a burst of allocations, one
-when due (by the clock, or by the sessions that ended), and the cycles it frees."""
+"""Full collections on the loop's schedule (ringaudio.collect): none set off by a burst of new
+objects, one once a quarter as many sessions as are open have ended (or at the backstop), and the
+cycles it frees."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from ringaudio.collect import FullCollections
+from ringaudio.collect import GENERATIONAL, FullCollections
+
+pytestmark = pytest.mark.skipif(not GENERATIONAL, reason="the collector here is not generational")
 
 
 @pytest.fixture
@@ -33,35 +36,49 @@ def old_cycle() -> weakref.ref[Node]:
     return weakref.ref(a)
 
 
-def test_a_burst_of_allocations_sets_off_no_full_collection_and_the_scheduled_one_frees_cycles(
+def test_a_burst_of_new_objects_sets_off_no_full_collection_and_the_backstop_frees_cycles(
     restore_gc: None,
 ) -> None:
-    collections = FullCollections(every=30.0)
+    tracked = len(gc.get_objects())
+    collections = FullCollections(backstop=600.0)
     collections.settle()
-    assert gc.get_freeze_count() > 0  # start-up's objects are frozen
+    assert collections.active and gc.get_freeze_count() > 0  # start-up's objects are frozen
     full = gc.get_stats()[2]["collections"]
     young = gc.get_stats()[0]["collections"]
     garbage = old_cycle()
-    kept = [[Node() for _ in range(10)] for _ in range(30_000)]  # long-lived objects, as sessions make
+    # survivors enough (more than a quarter of what was tracked) to set off CPython's own full collection
+    kept = [Node() for _ in range(max(200_000, tracked))]
     assert gc.get_stats()[0]["collections"] > young  # the young generations are still collected ...
     assert gc.get_stats()[2]["collections"] == full  # ... but no full collection ran
     assert garbage() is not None  # (so the old cycle is still there)
-    assert not collections.maybe(collections.last + 29.0)  # not due
+    assert not collections.maybe(collections.last + 599.0, live=100)  # no session ended: not due
     assert collections.count == 0
-    assert collections.maybe(collections.last + 30.0)  # due: it runs, and the cycle is freed
-    assert collections.count == 1 and collections.last_ms > 0
+    assert collections.maybe(collections.last + 600.0, live=100)  # the backstop: it runs, the cycle is freed
+    assert collections.count == 1 and collections.last_ms > 0 and collections.freed >= 2
     assert gc.get_stats()[2]["collections"] == full + 1
     assert garbage() is None
-    assert len(kept) == 30_000
+    assert len(kept) >= 200_000
 
 
-def test_a_full_collection_is_due_sooner_once_enough_sessions_ended(restore_gc: None) -> None:
-    collections = FullCollections(every=30.0, limit=3)
+def test_a_full_collection_is_due_once_a_quarter_of_the_open_sessions_have_ended(restore_gc: None) -> None:
+    collections = FullCollections(backstop=600.0)
     collections.settle()
     garbage = old_cycle()
-    for _ in range(2):
+    for _ in range(24):
         collections.ended_one()
-    assert not collections.maybe(collections.last + 1.0) and garbage() is not None
-    collections.ended_one()  # the third: due now, whatever the clock says
-    assert collections.maybe(collections.last + 1.0) and garbage() is None
-    assert collections.ended == 0 and not collections.maybe(collections.last + 1.0)
+    assert not collections.maybe(collections.last + 1.0, live=100) and garbage() is not None
+    collections.ended_one()  # the 25th of 100: due now, whatever the clock says
+    assert collections.maybe(collections.last + 1.0, live=100) and garbage() is None
+    assert collections.ended == 0 and not collections.maybe(collections.last + 1.0, live=100)
+    collections.ended_one()  # with nothing open, one ended session is enough
+    assert collections.maybe(collections.last + 1.0, live=0)
+
+
+def test_an_unsettled_or_disabled_collector_never_collects_nor_touches_the_process(restore_gc: None) -> None:
+    threshold, frozen = gc.get_threshold(), gc.get_freeze_count()
+    for collections in (FullCollections(), FullCollections(enabled=False)):
+        if not collections.enabled:
+            collections.settle()  # (an App embedded in another program's process)
+        collections.ended_one()
+        assert not collections.maybe(collections.last + 1e6, live=0) and collections.count == 0
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (threshold, frozen)

@@ -82,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         return supervisor.run()
     # the WebSocket library's DEBUG lines trace every frame it sends: "frame sent" is ours, once
     logging.getLogger("ringaudio.websockets").setLevel(max(logging.INFO, logging.getLogger("ringaudio").level))
-    app = App(cfg, host=args.host, port=args.port, instance=args.instance, siblings=args.siblings, family=args.family)
+    app = App(
+        cfg,
+        host=args.host,
+        port=args.port,
+        instance=args.instance,
+        siblings=args.siblings,
+        family=args.family,
+        own_process=True,
+    )
 
     async def serve() -> None:
         loop = asyncio.get_running_loop()

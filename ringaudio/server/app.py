@@ -61,7 +61,7 @@ class App(Siblings, Scheduling):
         try:
             if not await self._start_engine():
                 return
-            self.collections.settle()  # start-up's objects frozen; full collections on the scheduler's clock
+            self.collections.settle()  # (own process only) start-up's objects frozen; full collections by the scheduler
             origins: list[Any] | None = [*cfg.server.allowed_origins, None] if cfg.server.allowed_origins else None
             options: dict[str, Any] = {
                 "compression": "deflate" if cfg.compress else None,

@@ -162,8 +162,9 @@ class Scheduling(Formats):
                 self.slack = batch_slack(len(self.sessions) - (self.lanes.count if self.lanes is not None else 0))
                 self.metrics.interval.fold()
                 self.metrics.jitter.fold()
-                if self.collections.maybe(now):
-                    log.debug("full collection", extra={"ms": round(self.collections.last_ms, 2)})
+                if self.collections.maybe(now, len(self.sessions)):
+                    c = self.collections
+                    log.debug("full collection", extra={"ms": round(c.last_ms, 2), "freed": c.freed})
                 self._reap_idle(now)
                 if engine.fatal and not self.exit_code:  # the workers gave up: so does the server
                     logs.event(log, logging.CRITICAL, "server failed", None, error=engine.fatal)
@@ -172,8 +173,9 @@ class Scheduling(Formats):
             next_due = schedule.next_due()
             if self._lane_next < (next_due if next_due is not None else float("inf")):
                 next_due = self._lane_next
-            # idle: no wake-ups at all until a command or a worker event. (asyncio.timeout, not
-            # wait_for: on Python 3.11 wait_for can swallow the cancellation that stops this task.)
+            # idle: one wake-up a second (the figures, idle reaping, the collector's schedule) until
+            # a command or a worker event. (asyncio.timeout, not wait_for: on Python 3.11 wait_for
+            # can swallow the cancellation that stops this task.)
             delay = 1.0 if next_due is None else next_due - time.monotonic()
             if delay > 0 and not wake.is_set():
                 with contextlib.suppress(TimeoutError):

@@ -117,6 +117,7 @@ class ServerBase:
         instance: str = "",
         siblings: tuple[str, ...] = (),
         family: str = "",
+        own_process: bool = False,
     ) -> None:
         self.config = config
         self.host = host
@@ -149,8 +150,9 @@ class ServerBase:
         self._steady: list[tuple[Session, float]] = []  # sessions whose pump this pass was all steady
         self.poll_interval = config.server.tick_ms / 1000  # how often a stream waiting for its worker is looked at
         self.prebuffer = prebuffer_frames(config.server.prebuffer_ms, config.frame_duration_ms)
-        # (ringaudio.collect: the scheduler runs them, every 30 s or once max_sessions have closed)
-        self.collections = FullCollections(limit=config.server.max_sessions)
+        # own_process: the process is the server's (python -m ringaudio.server), its collector ours to
+        # schedule (ringaudio.collect); an App embedded in someone else's process leaves theirs alone
+        self.collections = FullCollections(enabled=own_process)
         self.payload_bytes = P.HEADER_SIZE + self.frame_samples * 2
         self.ws_prefix = P.ws_binary_prefix(self.payload_bytes)
         self.frame_bytes = len(self.ws_prefix) + self.payload_bytes

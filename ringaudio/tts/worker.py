@@ -66,7 +66,7 @@ class Worker:
         self.arenas: dict[str, RingArena] = {}
         self.jobs: dict[str, ActiveJob] = {}
         self.due: Schedule[ActiveJob] = Schedule()  # when each job looks again (its retry_at), a heap
-        self.collections = FullCollections()  # (ringaudio.collect: every 30 s, or once 1 000 jobs ended)
+        self.collections = FullCollections()  # (ringaudio.collect: this loop runs them)
         self.last_sent = 0.0
         # the order due jobs are stepped in (see run)
         self._urgency: Callable[[ActiveJob], int] = ActiveJob.buffered if not spec.lead_frames else ActiveJob.writing
@@ -208,7 +208,7 @@ class Worker:
         self.send("ready", pid=os.getpid(), model_id=self.backend.model_id, native_rate=self.backend.native_rate)
         while True:
             now = time.monotonic()
-            self.collections.maybe(now)
+            self.collections.maybe(now, len(self.jobs))
             if now - self.last_sent >= HEARTBEAT_S:
                 self.send("heartbeat")
             timeout = self._idle_timeout(now)

@@ -266,7 +266,7 @@ class ActiveJob:
             if self.spec.lead_frames:
                 due = self.clock.allowed(seq, now, self._reader)
                 if due == 0:
-                    return self._paced(seq, now, self._b - self._a if self._exhausted else self._pace)
+                    return self._paced(seq, now, self._left())
             while self._b - self._a < 2 and not self._exhausted and self._stage_next():
                 pass
             # (a block is never empty: two frames wait here unless the text is done)
@@ -291,8 +291,7 @@ class ActiveJob:
             if n < k:
                 self.clock.restart()  # backpressure: the clock starts again from the reader
                 return "blocked"
-        left = self._b - self._a if self._exhausted else self._pace
-        return self._running_or_paced(now, self._b > self._a or not self._exhausted, left)
+        return self._running_or_paced(now, self._b > self._a or not self._exhausted, self._left())
 
     def _step_frames(self, now: float) -> str:
         for _ in range(STEP_FRAMES):
@@ -350,6 +349,10 @@ class ActiveJob:
                 return self._paced(seq, now, left)
         return "running"
 
+    def _left(self) -> int:
+        """The block way: the frames known to remain (once the text is done), else a look's."""
+        return self._b - self._a if self._exhausted else self._pace
+
     def _paced(self, seq: int, now: float, left: int) -> str:
         """Frame ``seq`` is not due: look again when ``_pace`` frames may go at once, or the last of
         the ``left`` known to remain (an utterance's tail does not wait for frames it does not have)."""
@@ -358,8 +361,7 @@ class ActiveJob:
 
     def _pace_at(self, frame_ms: int) -> int:
         """Frames per look at a frame length (the lead and the prebuffer counted in those frames)."""
-        lead_ms = self.spec.lead_frames * self.spec.frame_samples * 1000 // self.spec.output_sample_rate
-        return pace_frames(lead_ms // frame_ms, prebuffer_frames(self.spec.prebuffer_ms, frame_ms))
+        return pace_frames(self._lead_ms // frame_ms, prebuffer_frames(self.spec.prebuffer_ms, frame_ms))
 
     def writing(self) -> int:
         """1 once a frame is written, 0 before (a job yet to start sorts first)."""

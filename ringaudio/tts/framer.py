@@ -42,7 +42,6 @@ class Framer:
         self.frame_samples = frame_samples
         self._pending = np.zeros(frame_samples, np.float32)
         self._have = 0
-        self._frame = np.zeros(frame_samples, np.int16)
         self._rows = np.zeros((0, frame_samples), np.int16)  # the frames a push completed, converted at once
         self._last = 0  # rows in the block handed out last
         self.keep = 0
@@ -139,12 +138,8 @@ class Framer:
             yield self._hand_out(row0, 1)
 
     def flush(self) -> Iterator[np.ndarray]:
-        if self._have:
-            self._pending[self._have :] = 0.0
-            self._have = 0
-            self.frames += 1
-            _convert(self._pending, self._frame)
-            yield self._frame
+        for block in self.flush_blocks():  # the same padded frame, as a frame
+            yield from block
 
     @property
     def pending(self) -> int:

@@ -31,8 +31,13 @@
 #ifdef __linux__
 #include <limits.h>
 #include <linux/futex.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#undef CTRL /* (termios' control-key macro, from sys/ioctl.h: the name is ours below) */
 #endif
 
 #define LINE_WORDS 8
@@ -921,18 +926,54 @@ done:
  * can never get its frames), where it reads, what its frames are like, and its pacing (the token
  * bucket of ringaudio/server/pacing.py, the same arithmetic). Lanes.run serves every lane that is due:
  * it sends what the bucket allows as send_frames does and stops a lane (for the server to take back,
- * with eject) at whatever needs a look: a frame not like the last, a limit, an overrun, a socket that
- * did not take everything, or the time the server wanted to look at it anyway (visit_at). */
-#define VISIT 4        /* the lane's visit time came: the server looks at the session */
-#define LANE_TIMES 128 /* send times kept per lane, for the sequence numbers acks name */
+ * with eject) at whatever needs a look: a frame not like the last, a limit, an overrun, or a socket
+ * that did not take everything. Every refresh seconds (from visit_at on) it reads the client's
+ * backlog as ringaudio/server/backlog.py does, keeps it as a sample for the server, and stops the
+ * lane (VISIT) only when the backlog is over the session's send limit: a client that keeps up never
+ * comes back to Python for it. */
+#define VISIT 4         /* the client's backlog is over the send limit: the server looks at the session */
+#define LANE_TIMES 128  /* send times kept per lane, for the sequence numbers acks name */
+#define LANE_SAMPLES 16 /* backlog samples kept per lane: 4 s at the server's 0.25 s refresh */
+#define TCP_INFO_SIZE 232  /* up to and including tcpi_snd_wnd (Linux >= 5.4) */
+#define SND_WND_OFFSET 228 /* u32 tcpi_snd_wnd: the peer's advertised receive window, after scaling */
 
 typedef struct {
     int fd, stopped;
     Bufs b; /* ctrl, slots */
     i64 seq, gen, reader, uid, fmt, nbytes, limit, first;
-    double tokens, last, period, prebuffer, due, visit_at, last_send, last_interval;
+    i64 max_window, send_limit, outq, window, probes; /* the backlog's baseline, limit and last reading */
+    double tokens, last, period, prebuffer, due, visit_at, last_send, last_interval, refresh;
     double times[LANE_TIMES];
+    double samples[LANE_SAMPLES][3]; /* (time, frames taken before it, backlog bytes) */
 } Lane;
+
+/* The client's backlog as backlog.probe and backlog.unconsumed read it (nothing is ever queued on the
+ * transport of a session in a lane): the kernel's send queue, plus what the client's kernel holds
+ * unread, its advertised window below the largest it has advertised. Returns it, and keeps it as a
+ * sample. A reading the kernel refuses counts as nothing, as there. */
+static i64 lane_probe(Lane *l, double now) {
+    i64 outq = 0, window = -1;
+#ifdef __linux__
+    int q = 0;
+    if (ioctl(l->fd, SIOCOUTQ, &q) == 0) outq = q;
+    unsigned char info[TCP_INFO_SIZE];
+    socklen_t len = sizeof info;
+    if (getsockopt(l->fd, IPPROTO_TCP, TCP_INFO, info, &len) == 0 && len >= SND_WND_OFFSET + 4) {
+        uint32_t w;
+        memcpy(&w, info + SND_WND_OFFSET, sizeof w);
+        window = (i64)w;
+        if (window > l->max_window) l->max_window = window;
+    }
+#endif
+    i64 backlog = outq + (window >= 0 && l->max_window > window ? l->max_window - window : 0);
+    l->outq = outq;
+    l->window = window;
+    double *s = l->samples[l->probes++ % LANE_SAMPLES];
+    s[0] = now;
+    s[1] = (double)(l->seq - l->first);
+    s[2] = (double)backlog;
+    return backlog;
+}
 
 typedef struct {
     PyObject_HEAD Lane **v; /* by slot; each Lane allocated on its own (Py_buffers must not move) */
@@ -965,20 +1006,23 @@ static int get_f64s(PyObject *const *args, Py_ssize_t first, Py_ssize_t n, doubl
 }
 
 static PyObject *lanes_admit(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* (slot, ctrl, slots, fd, seq, gen, reader, utterance, format, nbytes, limit,
-     *  tokens, last, period, prebuffer, due, visit_at, last_send, last_interval) -> None */
-    if (!nargs_ok("admit", nargs, 19)) return NULL;
-    i64 a[8];
-    double f[8];
+    /* (slot, ctrl, slots, fd, seq, gen, reader, utterance, format, nbytes, limit, max_window, send_limit,
+     *  tokens, last, period, prebuffer, due, visit_at, last_send, last_interval, refresh) -> None
+     * (max_window: the backlog's baseline window so far; send_limit: the backlog, in bytes, past which
+     * the lane stops; visit_at: its first reading of the backlog, then one every refresh seconds) */
+    if (!nargs_ok("admit", nargs, 22)) return NULL;
+    i64 a[10];
+    double f[9];
     Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
     if (slot == -1 && PyErr_Occurred()) return NULL;
-    if (get_i64s(args, 3, 8, a) < 0 || get_f64s(args, 11, 8, f) < 0) return NULL;
+    if (get_i64s(args, 3, 10, a) < 0 || get_f64s(args, 13, 9, f) < 0) return NULL;
     i64 fd = a[0], seq = a[1], reader = a[3], nbytes = a[6];
     if (slot < 0 || slot > (1 << 20) || (slot < self->top && self->v[slot] != NULL)) {
         PyErr_Format(PyExc_ValueError, "lane slot %zd is taken or out of range", slot);
         return NULL;
     }
-    if (fd < 0 || fd > INT32_MAX || seq < 0 || !READER_OK(reader) || !(f[2] > 0) || !(f[3] >= 1)) {
+    if (fd < 0 || fd > INT32_MAX || seq < 0 || !READER_OK(reader) || a[8] < 0 || a[9] < 0 || !(f[2] > 0) ||
+        !(f[3] >= 1) || !(f[8] > 0)) {
         PyErr_SetString(PyExc_ValueError, "bad lane arguments");
         return NULL;
     }
@@ -1014,6 +1058,8 @@ static PyObject *lanes_admit(LanesObject *self, PyObject *const *args, Py_ssize_
     l->fmt = a[5];
     l->nbytes = nbytes;
     l->limit = a[7];
+    l->max_window = a[8];
+    l->send_limit = a[9];
     l->tokens = f[0];
     l->last = f[1];
     l->period = f[2];
@@ -1022,6 +1068,7 @@ static PyObject *lanes_admit(LanesObject *self, PyObject *const *args, Py_ssize_
     l->visit_at = f[5];
     l->last_send = f[6];
     l->last_interval = f[7];
+    l->refresh = f[8];
     self->v[slot] = l;
     self->count++;
     if (slot >= self->top) self->top = slot + 1;
@@ -1029,9 +1076,12 @@ static PyObject *lanes_admit(LanesObject *self, PyObject *const *args, Py_ssize_
 }
 
 static PyObject *lanes_eject(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* (slot) -> (taken, seq, tokens, last, due, last_send, last_interval, times): the lane's state
-     * for the server to carry on from (taken: frames sent since admit; times: the send times of the
-     * last min(taken, LANE_TIMES) of them, as float64 bytes, the first at seq - len) */
+    /* (slot) -> (taken, seq, tokens, last, due, last_send, last_interval, times, max_window, outq,
+     * window, samples): the lane's state for the server to carry on from (taken: frames sent since
+     * admit; times: the send times of the last min(taken, LANE_TIMES) of them, as float64 bytes, the
+     * first at seq - len; outq and window (-1: unknown) as the last backlog reading found them;
+     * samples: the last min(readings, LANE_SAMPLES) readings, oldest first, as float64 bytes of
+     * (time, frames taken before it, backlog bytes); none: no reading since admit) */
     if (!nargs_ok("eject", nargs, 1)) return NULL;
     Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
     if (slot == -1 && PyErr_Occurred()) return NULL;
@@ -1045,8 +1095,17 @@ static PyObject *lanes_eject(LanesObject *self, PyObject *const *args, Py_ssize_
     if (times == NULL) return NULL;
     double *t = (double *)PyBytes_AS_STRING(times);
     for (i64 i = 0; i < kept; i++) t[i] = l->times[(l->seq - kept + i) % LANE_TIMES];
-    PyObject *r = Py_BuildValue("(LLdddddN)", (long long)taken, (long long)l->seq, l->tokens, l->last, l->due,
-                                l->last_send, l->last_interval, times);
+    i64 read = l->probes < LANE_SAMPLES ? l->probes : LANE_SAMPLES;
+    PyObject *samples = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(read * 3 * (i64)sizeof(double)));
+    if (samples == NULL) {
+        Py_DECREF(times);
+        return NULL;
+    }
+    double *u = (double *)PyBytes_AS_STRING(samples);
+    for (i64 i = 0; i < read; i++) memcpy(u + 3 * i, l->samples[(l->probes - read + i) % LANE_SAMPLES], 3 * sizeof(double));
+    PyObject *r = Py_BuildValue("(LLdddddNLLLN)", (long long)taken, (long long)l->seq, l->tokens, l->last, l->due,
+                                l->last_send, l->last_interval, times, (long long)l->max_window, (long long)l->outq,
+                                (long long)l->window, samples);
     if (r != NULL) lane_free(self, slot);
     return r;
 }
@@ -1066,7 +1125,8 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
      * change, as the server's pump observes them, up to their length. frames: sent in all; next_due:
      * the earliest due time of a lane left (inf: none); stopped: [(slot, code, rest)] of the lanes
      * stopped (VISIT, LONG_WAY, AT_LIMIT, OVERRUN, CLOSED, BLOCKED with the bytes the socket did not
-     * take): run skips them until the server ejects them. */
+     * take): run skips them until the server ejects them. A lane due for a reading of its client's
+     * backlog (lane_probe) is read before it sends, as the server's pump does. */
     if (!nargs_ok("run", nargs, 6)) return NULL;
     double now = PyFloat_AsDouble(args[0]), early = PyFloat_AsDouble(args[2]), poll = PyFloat_AsDouble(args[3]);
     long long now_us = PyLong_AsLongLong(args[1]);
@@ -1104,7 +1164,7 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
         u64 *ctrl = CTRL(l->b.v[0]);
         if (LD_ACQ(ctrl, C_GENERATION) != l->gen || LD_ACQ(ctrl, C_STATE) != LEASED) {
             code = CLOSED; /* its stream ended and the ring went back (or to another stream) */
-        } else if (now >= l->visit_at) {
+        } else if (now >= l->visit_at && (l->visit_at = now + l->refresh, lane_probe(l, now) > l->send_limit)) {
             code = VISIT;
         } else {
             double t = l->tokens + (now - l->last) / l->period;

@@ -17,7 +17,8 @@ knows more. For each audio socket the server adds up:
 A client that reads as fast as the audio comes keeps ``held`` near zero and ``outq`` at about one
 round trip of audio; one that reads slower than real time shows a backlog that grows by the
 difference, seconds before any buffer is full. Where ``TCP_INFO`` or ``SIOCOUTQ`` are missing (not
-Linux), only what is visible counts. :func:`unconsumed` is the pure part; :func:`probe` the syscalls.
+Linux), only what is visible counts. :func:`unconsumed` is the pure part; :func:`probe` the syscalls
+(the C kernels' lanes read the same two, in ``lane_probe``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import struct
 import termios
 from dataclasses import dataclass
 
+REFRESH = 0.25  # s: how often a streaming session's backlog is read (by its pump, or by its lane in C)
 TCP_INFO_SIZE = 232  # up to and including tcpi_snd_wnd
 SND_WND_OFFSET = 228  # u32 tcpi_snd_wnd: the peer's advertised receive window, after scaling (bytes)
 _U32 = struct.Struct("<I")

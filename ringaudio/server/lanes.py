@@ -5,8 +5,9 @@ A session enters a lane after a pump that sent all it was allowed the fast way (
 with nothing queued on its transport: from then on the kernel paces it (the same token bucket as
 :class:`~.pacing.Pacer`), reads its frames and writes them to its socket. The kernel gives a lane back
 (:meth:`Laning._eject`) at whatever needs a look — a frame not like the last, an event's position,
-an overrun, a socket that did not take everything, or the next look at the client's backlog — and
-the server takes it back before anything else touches the session: a command from its client, a
+an overrun, a socket that did not take everything, or a client's backlog over its send limit (the
+kernel reads it every :data:`backlog.REFRESH` as the pump does, and hands the readings back with the
+lane) — and the server takes it back before anything else touches the session: a command from its client, a
 worker event, a write of the library's own (a pong, a close) or of ours (an event, a ping), its
 close. A session is in exactly one of: a lane, the schedule, neither (idle or paused).
 
@@ -27,13 +28,15 @@ import numpy as np
 
 from ..kernels import backend
 from ..ring import futex
+from . import backlog
 from .session import ServerBase, Session
 
 log = logging.getLogger("ringaudio.server")
 _Lanes: Any = getattr(backend.hot, "Lanes", None) if futex.AVAILABLE else None
-VISIT_EVERY = 0.25  # s: about how long a lane runs before the server looks at its session again (its backlog)
-# ... and up to VISIT_SPREAD of that later: sessions that started together would otherwise all come back
-# to Python in the same pass, a burst of pumps that delays every other frame of that pass
+_VISIT: int = getattr(backend.hot, "VISIT", -1)
+# A lane's first reading of its client's backlog comes backlog.REFRESH after the pump's last, and up to
+# VISIT_SPREAD of that later: sessions that started together would otherwise all read theirs in the
+# same passes, a burst of syscalls that delays every other frame of those passes
 VISIT_SPREAD = 0.4
 
 
@@ -89,13 +92,12 @@ class Laning(ServerBase):
                 self._lane_jitters = np.zeros(2 * len(self._lane_jitters), np.float64)
         ctrl, slots, seq, gen, reader, uid, fmt, nbytes, limit = args
         p = s.pacer
-        # (never before the pump would read the backlog again: a visit that does not is wasted)
-        visit = VISIT_EVERY * (1 + VISIT_SPREAD * random.random())
+        visit = s.backlog_at + backlog.REFRESH * (1 + VISIT_SPREAD * random.random())
         try:
             self.lanes.admit(
                 slot, ctrl, slots, sock.fileno(), seq, gen, reader, uid, fmt, nbytes, limit,
-                p.tokens, p._last, p.period, float(p.prebuffer), due, s.backlog_at + visit,
-                s.last_send, s.last_interval,
+                s.max_window, s.send_limit, p.tokens, p._last, p.period, float(p.prebuffer), due, visit,
+                s.last_send, s.last_interval, backlog.REFRESH,
             )  # fmt: skip
         except (OSError, ValueError, TypeError, OverflowError):
             self._lane_free.append(slot)
@@ -113,12 +115,22 @@ class Laning(ServerBase):
         slot = s.lane
         if slot < 0:
             return
-        taken, seq, tokens, last, due, last_send, last_interval, times = self.lanes.eject(slot)
+        taken, seq, tokens, last, due, last_send, last_interval, times, max_window, outq, window, samples = (
+            self.lanes.eject(slot)
+        )
         s.lane = -1
         self._lane_of[slot] = None
         self._lane_free.append(slot)
         if s.source is not None:
             s.source.lane_taken(taken)
+        s.max_window = max_window
+        if samples:  # the lane's readings of the backlog, as the pump would have taken them
+            readings = memoryview(samples).cast("d")
+            sent, size = s.frames_sent, s.frame_bytes or 1
+            for i in range(0, len(readings), 3):
+                s.consumed.append((readings[i], sent + readings[i + 1] - readings[i + 2] / size))
+            s.backlog_at, s.kernel_backlog = readings[-3], int(readings[-1])
+            s.outq, s.window = outq, (window if window >= 0 else None)
         s.frames_sent += taken
         p = s.pacer
         p.tokens, p._last = tokens, last
@@ -154,10 +166,12 @@ class Laning(ServerBase):
         if nj:
             self.metrics.jitter.pending.extend(jitters[:nj].tolist())
         out: list[Session] = []
-        for slot, _code, rest in stopped:
+        for slot, code, rest in stopped:
             s = self._lane_of[slot]
             assert s is not None
             self._eject(s, reschedule=False)
+            if code == _VISIT:
+                s.backlog_at = 0.0  # over its send limit: the pump reads it again and holds it back
             if rest is not None:
                 transport = s.ws.transport
                 if transport is not None:

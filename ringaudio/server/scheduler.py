@@ -29,7 +29,6 @@ from .pacing import batch_slack
 from .session import Session
 
 log = logging.getLogger("ringaudio.server")
-BACKLOG_REFRESH = 0.25  # how often a session's kernel-side backlog (TCP_INFO, SIOCOUTQ) is read (s)
 WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
 OVER_RECENT = 0.5  # s: a session held back this recently counts as congested for adaptive quality
@@ -209,7 +208,7 @@ class Scheduling(Formats):
         transport = ws.transport
         if transport is None or transport.is_closing() or ws.protocol.state is not OPEN:
             return None
-        if now - s.backlog_at >= BACKLOG_REFRESH and s.sock is not None:
+        if now - s.backlog_at >= backlog.REFRESH and s.sock is not None:
             probe = backlog.probe(s.sock)
             if probe.window is not None and probe.window > s.max_window:
                 s.max_window = probe.window

@@ -77,9 +77,9 @@ class Sending(Laning):
         finally:
             s.probing = False
 
-    @staticmethod
-    def _rebase(s: Session) -> None:
+    def _rebase(self, s: Session) -> None:
         """The client answered a ping, so it has read all that came before: its window now is what it can hold."""
+        self._eject(s)  # (a lane keeps the baseline while it runs)
         if s.sock is not None:
             probe = backlog.probe(s.sock)
             if probe.window is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ import pytest
 from ringaudio import FrameRing, wire
 from ringaudio.kernels import backend
 from ringaudio.ring import reader
+from ringaudio.server import backlog
 from ringaudio.server.pacing import Pacer
 
 from .test_send_frames import pcm, received
@@ -39,10 +41,14 @@ def fill(ring: FrameRing, frames: int, uid: int = UID) -> None:
 
 def admit(lanes: object, slot: int, ring: FrameRing, fd: int, seq: int, *, tokens: float = 3.0, **kw: float) -> None:
     ctrl, slots, gen = ring.lane_buffers()  # type: ignore[misc]
-    args = {"limit": 1 << 62, "due": 0.0, "visit_at": 1e9, "last_send": 0.0, "last_interval": 0.0} | kw
+    args = {
+        "limit": 1 << 62, "max_window": 0, "send_limit": 1 << 40, "due": 0.0, "visit_at": 1e9,
+        "last_send": 0.0, "last_interval": 0.0, "refresh": 0.25,
+    } | kw  # fmt: skip
     lanes.admit(  # type: ignore[attr-defined]
-        slot, ctrl, slots, fd, seq, gen, 0, UID, FMT, 1920, int(args["limit"]),
-        tokens, 0.0, PERIOD, 3.0, args["due"], args["visit_at"], args["last_send"], args["last_interval"],
+        slot, ctrl, slots, fd, seq, gen, 0, UID, FMT, 1920, int(args["limit"]), int(args["max_window"]),
+        int(args["send_limit"]), tokens, 0.0, PERIOD, 3.0, args["due"], args["visit_at"], args["last_send"],
+        args["last_interval"], args["refresh"],
     )  # fmt: skip
 
 
@@ -69,9 +75,10 @@ def test_a_lane_paces_as_the_pacer_does_and_sends_exactly_the_frames(pair: tuple
             sent += frames
         assert received(b) == b"".join(message(q) for q in range(sent))
         assert ring.write_seq - ring.fill == sent  # the gating reader moved past them
-        taken, seq, tokens, _last, _due, last_send, _li, times = lanes.eject(0)
+        taken, seq, tokens, _last, _due, last_send, _li, times, *_probe, samples = lanes.eject(0)
         assert (taken, seq) == (sent, sent) and tokens == pytest.approx(pacer.tokens)
         assert last_send == 0.2001 and len(times) == 8 * sent
+        assert samples == b""  # no reading of the backlog was due
         assert lanes.count == 0
 
 
@@ -88,7 +95,7 @@ def test_intervals_and_jitters_are_what_the_pump_observes(pair: tuple[socket.soc
         lanes.eject(0)
 
 
-def test_a_lane_stops_at_a_new_utterance_at_its_limit_and_at_its_visit(
+def test_a_lane_stops_at_a_new_utterance_at_its_limit_and_at_a_backlog_over_its_send_limit(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     a, b = pair
@@ -98,13 +105,88 @@ def test_a_lane_stops_at_a_new_utterance_at_its_limit_and_at_its_visit(
         fill(ring, 2, uid=UID + 1)
         admit(lanes, 0, ring, a.fileno(), 0, tokens=3.0)
         admit(lanes, 1, ring, a.fileno(), 0, tokens=3.0, limit=1)
-        admit(lanes, 2, ring, a.fileno(), 0, tokens=3.0, visit_at=0.0)
+        a.send(b"y" * 100)  # what b has not read: a's backlog
+        admit(lanes, 2, ring, a.fileno(), 0, tokens=3.0, visit_at=0.0, send_limit=99)
         frames, _, _, next_due, stopped = run(lanes, 0.0)
         assert frames == 2 + 1 and next_due == float("inf")
         assert stopped == [(0, reader.LONG_WAY, None), (1, reader.AT_LIMIT, None), (2, backend.hot.VISIT, None)]
-        assert received(b) == message(0) + message(1) + message(0)
+        assert received(b) == b"y" * 100 + message(0) + message(1) + message(0)
         assert run(lanes, 1.0)[0] == 0  # stopped lanes wait for the server
         assert [lanes.eject(i)[:2] for i in range(3)] == [(2, 2), (1, 1), (0, 0)]
+
+
+def samples_of(eject: tuple[object, ...]) -> list[tuple[float, float, float]]:
+    flat = memoryview(eject[-1]).cast("d").tolist()  # type: ignore[arg-type]
+    return [tuple(flat[i : i + 3]) for i in range(0, len(flat), 3)]  # type: ignore[misc]
+
+
+def test_a_lane_reads_its_clients_backlog_every_refresh_as_the_pump_would_and_goes_on_within_the_limit(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, _b = pair  # nobody reads _b: everything sent is backlog
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 40)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=1.0, visit_at=0.01, refresh=0.25)
+        seen: list[tuple[float, int, int]] = []  # (time, frames sent before it, backlog.probe's send queue)
+        sent, due = 0, 0.01
+        for i in range(31):
+            now = i * PERIOD
+            before = backlog.probe(a)
+            frames, _, _, _, stopped = run(lanes, now)
+            assert stopped == []  # within its send limit: the lane goes on
+            if now >= due:  # as the pump: once refresh has passed since the last reading
+                seen.append((now, sent, before.outq))
+                due = now + 0.25
+            sent += frames
+        got = lanes.eject(0)
+        assert [t for t, *_ in samples_of(got)] == [t for t, *_ in seen] == [0.02, 0.28, 0.54]
+        assert [(int(n), int(q)) for _, n, q in samples_of(got)] == [(n, q) for _, n, q in seen]
+        assert seen[-1][2] > seen[0][2] > 0  # (a unix socket's send queue: what b has not read)
+        assert got[9:11] == (seen[-1][2], -1)  # the last reading's send queue; no TCP window on a unix socket
+
+
+def tcp_pair(rcvbuf: int) -> tuple[socket.socket, socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        client.connect(server.getsockname())
+        conn, _ = server.accept()
+    conn.setblocking(False)
+    return conn, client
+
+
+def test_over_tcp_the_backlog_counts_what_the_clients_kernel_holds_unread_against_the_largest_window() -> None:
+    a, b = tcp_pair(16_384)  # b reads nothing
+    lanes = Lanes()  # type: ignore[misc]
+
+    def settled() -> backlog.Probe:
+        time.sleep(0.05)  # (the client's kernel acknowledges what came and advertises its window)
+        return backlog.probe(a)
+
+    try:
+        with FrameRing.create(capacity=64) as ring:
+            fill(ring, 40)
+            first = backlog.probe(a)
+            assert first.window is not None  # (Linux >= 5.4)
+            admit(lanes, 0, ring, a.fileno(), 0, tokens=3.0, visit_at=0.0, refresh=0.1, max_window=first.window)
+            run(lanes, 0.0)  # a reading, then 3 frames (the prebuffer's)
+            mid = settled()
+            run(lanes, 0.1)  # a reading, then 3 more (the bucket, full again)
+            a.send(b"z" * 40_000)  # more than the client's buffer: its window closes
+            last = settled()
+            baseline = max(first.window, mid.window or 0)  # the largest window the lane has read
+            want = [0, backlog.unconsumed(0, mid, first.window), backlog.unconsumed(0, last, baseline)]
+            stopped = run(lanes, 0.2)[4]
+            got = lanes.eject(0)
+            assert stopped == []  # (its send limit is far off)
+            assert [q for _, _, q in samples_of(got)] == want
+            assert want[2] >= 40_000  # (of the bytes sent and not read: the window measures at best to its baseline)
+            assert [n for _, n, _ in samples_of(got)] == [0, 3, 6]
+            assert got[8:11] == (baseline, last.outq, last.window)  # the baseline, the last reading
+    finally:
+        a.close()
+        b.close()
 
 
 def test_a_frame_not_written_yet_is_looked_for_again_after_poll(pair: tuple[socket.socket, socket.socket]) -> None:

@@ -1110,38 +1110,80 @@ static PyObject *lanes_eject(LanesObject *self, PyObject *const *args, Py_ssize_
     return r;
 }
 
-static int put_f64(const Py_buffer *v, Py_ssize_t *n, double x) {
-    if (*n >= v->shape[0]) return 0;
-    ((double *)v->buf)[(*n)++] = x;
-    return 1;
+static PyObject *lanes_write(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    /* (slot, data) -> None, or the bytes of data the socket did not take: a message of the server's
+     * own (a ping, a pong, an event) written to a lane's socket between its frames, without taking
+     * the lane back. The caller takes the lane back and queues the rest before anything else. */
+    if (!nargs_ok("write", nargs, 2)) return NULL;
+    Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
+    if (slot == -1 && PyErr_Occurred()) return NULL;
+    if (slot < 0 || slot >= self->top || self->v[slot] == NULL || self->v[slot]->stopped) {
+        PyErr_Format(PyExc_KeyError, "no running lane in slot %zd", slot);
+        return NULL;
+    }
+    Py_buffer v;
+    if (PyObject_GetBuffer(args[1], &v, PyBUF_SIMPLE) < 0) return NULL;
+    size_t sent = send_out(self->v[slot]->fd, v.buf, (size_t)v.len);
+    PyObject *rest = sent < (size_t)v.len ? PyBytes_FromStringAndSize((const char *)v.buf + sent, v.len - (Py_ssize_t)sent)
+                                          : Py_NewRef(Py_None);
+    PyBuffer_Release(&v);
+    return rest;
+}
+
+/* A histogram as ringaudio/server/metrics.py's BatchHistogram keeps it: float64 bounds[n] and int64
+ * counts[n + 1] (the last: +Inf); a value goes to the first bucket whose bound it does not exceed
+ * (numpy's searchsorted, side="left"), so the lanes bin their observations where they make them. */
+typedef struct {
+    const double *bounds;
+    i64 *counts;
+    Py_ssize_t n;
+    double sum;
+} Hist;
+
+static int take_hist(Bufs *b, PyObject *bounds, PyObject *counts, Hist *h) {
+    Py_buffer *bv = taken(b, get_buf(bounds, &b->v[b->n], PyBUF_FORMAT | PyBUF_C_CONTIGUOUS));
+    Py_buffer *cv = bv ? taken(b, get_buf(counts, &b->v[b->n], PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)) : NULL;
+    if (cv == NULL) return -1;
+    const char *cf = elem_format(cv);
+    if (bv->ndim != 1 || cv->ndim != 1 || bv->itemsize != 8 || cv->itemsize != 8 || strcmp(elem_format(bv), "d") ||
+        (strcmp(cf, "q") && strcmp(cf, "l")) || cv->shape[0] != bv->shape[0] + 1) {
+        PyErr_SetString(PyExc_TypeError, "a histogram is float64 bounds[n] and int64 counts[n + 1]");
+        return -1;
+    }
+    h->bounds = bv->buf;
+    h->counts = cv->buf;
+    h->n = bv->shape[0];
+    h->sum = 0;
+    return 0;
+}
+
+static void hist_add(Hist *h, double v) {
+    Py_ssize_t i = 0;
+    while (i < h->n && h->bounds[i] < v) i++;
+    h->counts[i]++;
+    h->sum += v;
 }
 
 static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* (now, now_us, early, poll, intervals, jitters) -> (frames, intervals, jitters, next_due, stopped):
+    /* (now, now_us, early, poll, interval_bounds, interval_counts, jitter_bounds, jitter_counts)
+     *   -> (frames, interval_sum, jitter_sum, next_due, stopped):
      * serve every lane due by now + early (seconds, monotonic): what its bucket allows, a frame due
      * within early counting as due, as the server's Pacer.allowance. A lane that sent its allowance
      * is due again when its bucket holds a token; one whose next frame is not written yet, after poll
-     * seconds. intervals and jitters (float64 arrays) get the ms between a lane's sends and their
-     * change, as the server's pump observes them, up to their length. frames: sent in all; next_due:
-     * the earliest due time of a lane left (inf: none); stopped: [(slot, code, rest)] of the lanes
-     * stopped (VISIT, LONG_WAY, AT_LIMIT, OVERRUN, CLOSED, BLOCKED with the bytes the socket did not
-     * take): run skips them until the server ejects them. A lane due for a reading of its client's
-     * backlog (lane_probe) is read before it sends, as the server's pump does. */
-    if (!nargs_ok("run", nargs, 6)) return NULL;
+     * seconds. The ms between a lane's sends and their change, as the server's pump observes them,
+     * are counted into the two histograms (Hist), their sums returned. frames: sent in all;
+     * next_due: the earliest due time of a lane left (inf: none); stopped: [(slot, code, rest)] of
+     * the lanes stopped (VISIT, LONG_WAY, AT_LIMIT, OVERRUN, CLOSED, BLOCKED with the bytes the socket
+     * did not take): run skips them until the server ejects them. A lane due for a reading of its
+     * client's backlog (lane_probe) is read before it sends, as the server's pump does. */
+    if (!nargs_ok("run", nargs, 8)) return NULL;
     double now = PyFloat_AsDouble(args[0]), early = PyFloat_AsDouble(args[2]), poll = PyFloat_AsDouble(args[3]);
     long long now_us = PyLong_AsLongLong(args[1]);
     if (PyErr_Occurred()) return NULL;
     Bufs b = {.n = 0};
-    Py_buffer *iv = taken(&b, get_buf(args[4], &b.v[0], PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS));
-    Py_buffer *jv = iv ? taken(&b, get_buf(args[5], &b.v[1], PyBUF_WRITABLE | PyBUF_FORMAT | PyBUF_C_CONTIGUOUS)) : NULL;
-    if (jv == NULL) {
+    Hist iv, jv;
+    if (take_hist(&b, args[4], args[5], &iv) < 0 || take_hist(&b, args[6], args[7], &jv) < 0) {
         release(&b);
-        return NULL;
-    }
-    if (iv->ndim != 1 || jv->ndim != 1 || iv->itemsize != 8 || jv->itemsize != 8 || strcmp(elem_format(iv), "d") ||
-        strcmp(elem_format(jv), "d")) {
-        release(&b);
-        PyErr_SetString(PyExc_TypeError, "intervals and jitters must be float64 arrays");
         return NULL;
     }
     PyObject *stopped = PyList_New(0);
@@ -1149,7 +1191,6 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
         release(&b);
         return NULL;
     }
-    Py_ssize_t ni = 0, nj = 0;
     i64 frames = 0;
     double next = 1.0 / 0.0;
     for (Py_ssize_t slot = 0; slot < self->top; slot++) {
@@ -1183,8 +1224,8 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
                     frames += n;
                     if (l->last_send != 0) {
                         double interval = (now - l->last_send) * 1000;
-                        put_f64(iv, &ni, interval);
-                        if (l->last_interval != 0) put_f64(jv, &nj, fabs(interval - l->last_interval));
+                        hist_add(&iv, interval);
+                        if (l->last_interval != 0) hist_add(&jv, fabs(interval - l->last_interval));
                         l->last_interval = interval;
                     }
                     l->last_send = now;
@@ -1219,7 +1260,7 @@ static PyObject *lanes_run(LanesObject *self, PyObject *const *args, Py_ssize_t 
         l->stopped = 1; /* (only once the server is sure to hear of it) */
     }
     release(&b);
-    return Py_BuildValue("(LnndN)", (long long)frames, ni, nj, next, stopped);
+    return Py_BuildValue("(LdddN)", (long long)frames, iv.sum, jv.sum, next, stopped);
 fail: /* (the server, told of no stop, takes every lane back) */
     release(&b);
     Py_DECREF(stopped);
@@ -1241,6 +1282,7 @@ static PyMethodDef lanes_methods[] = {
     LANE_METHOD(admit),
     LANE_METHOD(eject),
     LANE_METHOD(run),
+    LANE_METHOD(write),
     {NULL, NULL, 0, NULL},
 };
 

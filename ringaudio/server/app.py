@@ -168,11 +168,11 @@ class App(Siblings, Scheduling):
 
             def send_data(self) -> None:
                 # whatever the library writes (our events, its pongs, pings and closes) goes out in
-                # order with the frames: a session in a lane leaves it first
+                # order with the frames: a session in a lane has its lane write it
                 if self.protocol.writes:  # (called after every read too, mostly with nothing to write)
                     s = app._by_ws.get(self)
                     if s is not None and s.lane >= 0:
-                        app._eject(s)
+                        app._send_from_lane(s, self.protocol)
                 super().send_data()
 
             def data_received(self, data: bytes) -> None:

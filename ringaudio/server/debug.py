@@ -72,6 +72,7 @@ def session_view(server: ServerBase, s: Session, now: float) -> dict[str, Any]:
         "position": s.source.position if s.source is not None else None,
         "frames_sent": s.frames_sent,
         "kernel_lane": in_lane,  # its steady state was served by the C kernels (server.kernel_lanes)
+        "kernel_lane_entries": s.lane_entries,  # how often it went into a lane (this view takes it out)
         "ring_depth": ring_depth,  # frames written by the worker and not read yet
         "queue_depth": server.depth(s),  # tts_frame_queue_depth
         "unsent_frames": unsent // frame,  # read from the ring, still in the server's transport buffer

@@ -12,9 +12,10 @@ worker event, a write of the library's own (a pong, a close) or of ours (an even
 close. A session is in exactly one of: a lane, the schedule, neither (idle or paused).
 
 The invariant that makes it safe: while a session is in a lane nothing but the lane writes to its
-socket, and nothing was queued on its transport when it entered. Every write that does not come from
-the lane takes the session out of it first (``Connection.send_data`` and the pump do), so frames and
-other messages keep their order and a message is never split.
+socket, and nothing was queued on its transport when it entered. What the library writes for it (a
+ping, a pong, our events) the lane writes between its frames (``Connection.send_data`` hands it to
+:meth:`Laning._send_from_lane`); every other write takes the session out of its lane first (the
+pump does), so frames and other messages keep their order and a message is never split.
 """
 
 from __future__ import annotations
@@ -23,8 +24,6 @@ import contextlib
 import logging
 import random
 from typing import Any
-
-import numpy as np
 
 from ..kernels import backend
 from ..ring import futex
@@ -66,8 +65,6 @@ class Laning(ServerBase):
         self._lane_cap = _lane_cap() if self.lanes is not None else 0
         self._lane_of: list[Session | None] = []  # by lane slot
         self._lane_free: list[int] = []
-        self._lane_intervals = np.zeros(64, np.float64)
-        self._lane_jitters = np.zeros(64, np.float64)
         self._lane_next = float("inf")  # the earliest due time of a lane, as the last run said
 
     def _admit(self, s: Session, due: float) -> bool:
@@ -87,9 +84,6 @@ class Laning(ServerBase):
         else:
             slot = len(self._lane_of)
             self._lane_of.append(None)
-            if slot >= len(self._lane_intervals):
-                self._lane_intervals = np.zeros(2 * len(self._lane_intervals), np.float64)
-                self._lane_jitters = np.zeros(2 * len(self._lane_jitters), np.float64)
         ctrl, slots, seq, gen, reader, uid, fmt, nbytes, limit = args
         p = s.pacer
         visit = s.backlog_at + backlog.REFRESH * (1 + VISIT_SPREAD * random.random())
@@ -104,6 +98,7 @@ class Laning(ServerBase):
             return False
         self._lane_of[slot] = s
         s.lane = slot
+        s.lane_entries += 1
         if due < self._lane_next:
             self._lane_next = due
         return True
@@ -145,6 +140,26 @@ class Laning(ServerBase):
         if reschedule:
             self.schedule.add(s, due)
 
+    def _send_from_lane(self, s: Session, protocol: Any) -> None:
+        """What the library has to write (a ping, a pong, our event) for a session in a lane,
+        written to its socket between the lane's frames: the lane goes on. A half-close (an empty
+        write) takes the session out of its lane first and leaves the writes to the library, and a
+        socket that does not take them all takes it out with the rest queued first."""
+        transport = s.ws.transport
+        if transport is None or not all(protocol.writes):
+            self._eject(s)
+            return
+        writes = protocol.data_to_send()
+        data = writes[0] if len(writes) == 1 else b"".join(writes)
+        try:
+            rest = self.lanes.write(s.lane, data)
+        except Exception:  # (nothing was sent): the transport's way
+            log.exception("lane write failed")
+            rest = data
+        if rest is not None:
+            self._eject(s)
+            transport.write(rest)
+
     def _eject_with_listeners(self, s: Session) -> None:
         self._eject(s)
         for listener in s.listeners:
@@ -157,14 +172,15 @@ class Laning(ServerBase):
         if lanes is None or not lanes.count:
             self._lane_next = float("inf")
             return []
-        intervals, jitters = self._lane_intervals, self._lane_jitters
-        frames, ni, nj, self._lane_next, stopped = lanes.run(now, now_us, early, self.poll_interval, intervals, jitters)
+        m = self.metrics
+        iv, jv = m.interval, m.jitter  # (binned by the kernel as it sends)
+        frames, isum, jsum, self._lane_next, stopped = lanes.run(
+            now, now_us, early, self.poll_interval, iv.bounds, iv.counts, jv.bounds, jv.counts
+        )
         if frames:
-            self.metrics.totals.frames_sent += frames
-        if ni:
-            self.metrics.interval.pending.extend(intervals[:ni].tolist())
-        if nj:
-            self.metrics.jitter.pending.extend(jitters[:nj].tolist())
+            m.totals.frames_sent += frames
+            iv.total += isum
+            jv.total += jsum
         out: list[Session] = []
         for slot, code, rest in stopped:
             s = self._lane_of[slot]

@@ -103,6 +103,7 @@ class Session:
     over_at: float = -1e9  # when the pump last found it over its send limit
     relay: Relay | None = None  # a listen carried to a sibling process (see .relay)
     lane: int = -1  # its lane's slot while the kernel serves its steady state (see .lanes), else -1
+    lane_entries: int = 0  # how often it went into a lane
 
 
 class ServerBase:

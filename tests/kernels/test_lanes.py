@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from ringaudio import FrameRing, wire
 from ringaudio.kernels import backend
 from ringaudio.ring import reader
 from ringaudio.server import backlog
+from ringaudio.server.metrics import _JITTER, _MS, BatchHistogram
 from ringaudio.server.pacing import Pacer
 
 from .test_send_frames import pcm, received
@@ -52,11 +54,25 @@ def admit(lanes: object, slot: int, ring: FrameRing, fd: int, seq: int, *, token
     )  # fmt: skip
 
 
-def run(lanes: object, now: float, early: float = 0.0) -> tuple[int, int, int, float, list[tuple[int, int, object]]]:
-    iv, jv = np.zeros(8), np.zeros(8)
-    frames, ni, nj, next_due, stopped = lanes.run(now, NOW_US, early, 0.005, iv, jv)  # type: ignore[attr-defined]
-    run.intervals, run.jitters = iv[:ni].tolist(), jv[:nj].tolist()  # type: ignore[attr-defined]
-    return frames, ni, nj, next_due, stopped
+INTERVALS, JITTERS = BatchHistogram("i", "", _MS), BatchHistogram("j", "", _JITTER)
+
+
+def run(lanes: object, now: float, early: float = 0.0) -> tuple[int, float, float, float, list[Any]]:
+    """One pass; the histograms hold only what it observed."""
+    for h in (INTERVALS, JITTERS):
+        h.counts[:] = 0
+    i, j = INTERVALS, JITTERS
+    return lanes.run(now, NOW_US, early, 0.005, i.bounds, i.counts, j.bounds, j.counts)  # type: ignore[attr-defined,no-any-return]
+
+
+JITTERS_ARGS = (JITTERS.bounds, JITTERS.counts)
+
+
+def observed(h: BatchHistogram, value: float) -> bool:
+    """Exactly one observation, in the bucket numpy's searchsorted (as BatchHistogram.fold) puts value."""
+    want = np.zeros_like(h.counts)
+    want[np.searchsorted(h.bounds, value, side="left")] = 1
+    return bool((h.counts == want).all())
 
 
 def test_a_lane_paces_as_the_pacer_does_and_sends_exactly_the_frames(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -88,10 +104,14 @@ def test_intervals_and_jitters_are_what_the_pump_observes(pair: tuple[socket.soc
     with FrameRing.create(capacity=64) as ring:
         fill(ring, 10)
         admit(lanes, 0, ring, a.fileno(), 0, tokens=1.0, last_send=9.98, last_interval=20.0)
-        run(lanes, 10.0)
-        assert run.intervals == [pytest.approx(20.0)] and run.jitters == [pytest.approx(0.0)]  # type: ignore[attr-defined]
-        run(lanes, 10.025)
-        assert run.intervals == [pytest.approx(25.0)] and run.jitters == [pytest.approx(5.0)]  # type: ignore[attr-defined]
+        _, isum, jsum, _, _ = run(lanes, 10.0)
+        assert (isum, jsum) == (pytest.approx(20.0), pytest.approx(0.0))
+        assert observed(INTERVALS, isum) and observed(JITTERS, jsum)  # (the one observation each, binned as fold bins)
+        _, isum, jsum, _, _ = run(lanes, 10.025)
+        assert (isum, jsum) == (pytest.approx(25.0), pytest.approx(5.0))
+        assert observed(INTERVALS, isum) and observed(JITTERS, jsum)
+        _, isum, jsum, _, _ = run(lanes, 10.07)
+        assert (isum, jsum) == (pytest.approx(45.0), pytest.approx(20.0)) and observed(INTERVALS, isum)
         lanes.eject(0)
 
 
@@ -228,6 +248,37 @@ def test_a_full_socket_gives_back_the_rest_and_nothing_is_lost(pair: tuple[socke
         lanes.eject(0)
 
 
+def test_a_message_of_the_servers_own_goes_out_between_the_lanes_frames(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = pair
+    lanes = Lanes()  # type: ignore[misc]
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 8)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=2.0)
+        run(lanes, 0.0)
+        assert lanes.write(0, b"\x89\x00") is None  # (a ping) all taken
+        run(lanes, 0.04)
+        assert lanes.write(0, memoryview(b"\x8a\x00")) is None
+        assert received(b) == message(0) + message(1) + b"\x89\x00" + message(2) + message(3) + b"\x8a\x00"
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        big = bytes(range(256)) * 4096
+        rest = lanes.write(0, big)  # more than the socket takes: the rest, for the caller to queue
+        assert isinstance(rest, bytes) and 0 < len(rest) < len(big)
+        assert received(b) + rest == big
+        with pytest.raises(KeyError):
+            lanes.write(1, b"x")  # no such lane
+        lanes.eject(0)
+    with FrameRing.create(capacity=64) as ring:
+        fill(ring, 1)
+        fill(ring, 1, uid=UID + 1)
+        admit(lanes, 0, ring, a.fileno(), 0, tokens=2.0)
+        assert run(lanes, 0.0)[4] == [(0, reader.LONG_WAY, None)]
+        with pytest.raises(KeyError):
+            lanes.write(0, b"x")  # stopped: the server takes it back before anything else goes there
+        lanes.eject(0)
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -271,7 +322,9 @@ def test_refused_arguments_are_typed_errors_and_leave_nothing_held(pair: tuple[s
         with pytest.raises(KeyError):
             lanes.eject(5)
         with pytest.raises(TypeError):
-            lanes.run(0.0, 0, 0.0, 0.005, np.zeros(4, np.int64), np.zeros(4))
+            lanes.run(0.0, 0, 0.0, 0.005, np.zeros(4, np.int64), np.zeros(5, np.int64), *JITTERS_ARGS)
+        with pytest.raises(TypeError):
+            lanes.run(0.0, 0, 0.0, 0.005, np.zeros(4), np.zeros(4, np.int64), *JITTERS_ARGS)  # one count short
         assert lanes.count == 1
         lanes.eject(0)
         del lanes  # nothing held: the ring closes (no exported buffer)

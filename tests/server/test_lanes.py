@@ -37,6 +37,7 @@ async def a_session(srv: ServerProcess) -> dict[str, Any]:
         seen_in_lane = False
         pongs: list[asyncio.Future[float]] = []
         marks: list[tuple[str, int, int]] = []
+        entries: list[int] = []
         for n, text in enumerate((TEXT, "And a second one.")):
             await ws.send(json.dumps({"type": "synthesize", "text": text}))
             paused = n > 0
@@ -44,9 +45,10 @@ async def a_session(srv: ServerProcess) -> dict[str, Any]:
                 msg = await asyncio.wait_for(ws.recv(), 20)
                 if isinstance(msg, bytes):
                     frames.append(msg)
-                    if n == 0 and len(frames) == 50:  # 1 s in: well into the steady state
+                    if n == 0 and len(frames) in (50, 150):  # 1 s in (the steady state), and after the pings
                         mine = [x for x in await asyncio.to_thread(sessions, srv) if x["session_id"] == sid]
                         seen_in_lane = seen_in_lane or mine[0]["kernel_lane"]
+                        entries.append(mine[0]["kernel_lane_entries"])
                     if n == 0 and len(frames) in range(60, 150, 10):  # the library's pongs, between frames
                         pongs.append(await ws.ping())
                     if not paused and len(frames) == 150:
@@ -69,10 +71,10 @@ async def a_session(srv: ServerProcess) -> dict[str, Any]:
                 seen_in_lane = True
                 break
             await asyncio.sleep(0.02)
-        return {"frames": frames, "events": events, "in_lane": seen_in_lane, "marks": marks}
+        return {"frames": frames, "events": events, "in_lane": seen_in_lane, "marks": marks, "entries": entries}
 
 
-def test_a_lane_sends_exactly_what_the_python_pump_sends_and_steps_aside_for_pongs_and_pauses() -> None:
+def test_a_lane_sends_exactly_what_the_python_pump_sends_with_the_pongs_between_and_steps_aside_for_pauses() -> None:
     got = {}
     for lanes in ("true", "false"):
         srv = ServerProcess({"RINGAUDIO__SERVER__KERNEL_LANES": lanes})
@@ -82,6 +84,8 @@ def test_a_lane_sends_exactly_what_the_python_pump_sends_and_steps_aside_for_pon
             assert srv.stop() == 0
     on, off = got["true"], got["false"]
     assert on["in_lane"] and not off["in_lane"]
+    before, after = on["entries"]
+    assert after - before == 1  # back in after the first view took it out: the pongs went out from its lane
     heard = audio(on["frames"])
     assert heard == audio(off["frames"])  # every frame, its sequence, flags and samples
     seqs = [seq for seq, _, _ in heard]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 
 import numpy as np
@@ -29,7 +30,10 @@ from .pacing import batch_slack
 from .session import Session
 
 log = logging.getLogger("ringaudio.server")
-WATCH_EVERY = 0.2  # how often queue depths are compared with the watermarks (s)
+WATCH_EVERY = 0.2  # s: how often each session's queue depth is compared with the watermarks ...
+# ... a slice of the sessions each pass over the first WATCH_SPREAD of that time: a look at a thousand
+# at once (their depth reads and pings) would hold up every lane due in that pass by milliseconds
+WATCH_SPREAD = 0.75
 SLOW_CLEAR = 5.0  # a slow-client episode ends when the client has kept up this long (s)
 OVER_RECENT = 0.5  # s: a session held back this recently counts as congested for adaptive quality
 UNDERRUN_HOLD = 1.0  # s: a client's reported underrun makes its session count as congested this long
@@ -39,12 +43,14 @@ _pack = P.HEADER.pack_into
 
 
 class Scheduling(Formats):
-    def _watch(self) -> None:
+    def _watch(self, sessions: list[Session], now: float) -> None:
         """Backpressure episodes: a session's depth crossing its high watermark starts one (counted,
-        logged with the real depth), coming back below the low one ends it (logged); and adaptive
-        quality's look at each session."""
-        now = time.monotonic()
-        for s in self.sessions.values():
+        logged with the real depth), coming back below the low one ends it (logged); adaptive
+        quality's look at each session, and its round trip's ping when one is due."""
+        for s in sessions:
+            if s.closing or self.sessions.get(s.id) is not s:  # (gone since the round began)
+                continue
+            self._measure_rtt(s, now)
             if s.quality is not None:
                 self._adapt(s, now)
             depth = self.depth(s)
@@ -103,6 +109,8 @@ class Scheduling(Formats):
     async def _tick(self) -> None:
         schedule, engine, wake = self.schedule, self.engine, self._wake
         folded = watched = time.monotonic()
+        watching: list[Session] = []  # this round's sessions, looked at up to [looked]
+        looked = 0
         steady = self._steady
         while not self.stopping.is_set():
             wake.clear()
@@ -148,13 +156,15 @@ class Scheduling(Formats):
                 except Exception:  # (memory): that session stays in Python
                     log.exception("lane admission failed")
                 steady.clear()
-            if now - watched >= WATCH_EVERY:
-                watched = now
+            if looked >= len(watching) and now - watched >= WATCH_EVERY:  # a new round
+                watching, looked, watched = list(self.sessions.values()), 0, now
+            upto = min(len(watching), math.ceil(len(watching) * (now - watched) / (WATCH_EVERY * WATCH_SPREAD)))
+            if upto > looked:
                 try:
-                    self._watch()
-                    self._measure_rtt(now)  # a few sessions each time (send.RTT_SPREAD)
+                    self._watch(watching[looked:upto], now)
                 except Exception:  # the scheduler of every session must not die of one session's figures
                     log.exception("watch failed")
+                looked = upto
             if now - folded > 1.0:
                 folded = now
                 # the slack batches Python pumps; a lane costs next to nothing per pass

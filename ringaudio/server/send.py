@@ -86,16 +86,15 @@ class Sending(Laning):
                 s.max_window = probe.window
             s.backlog_at = 0.0  # look again at the next pump
 
-    def _measure_rtt(self, now: float) -> None:
+    def _measure_rtt(self, s: Session, now: float) -> None:
         """One WebSocket ping per session every RTT_EVERY seconds, unless one is still unanswered: the
         round trip to the client's application (network, its socket buffers, its reading), as
         /debug/sessions shows it. Never a reason to close a session: a deliberately slow client is
         slow, not dead."""
-        for s in self.sessions.values():
-            if not s.closing and not s.ping_out and now - s.pinged_at >= RTT_EVERY:
-                s.ping_out = now
-                s.pinged_at = now - RTT_SPREAD * random.random()
-                self._spawn(self._round_trip(s))
+        if not s.closing and not s.ping_out and now - s.pinged_at >= RTT_EVERY:
+            s.ping_out = now
+            s.pinged_at = now - RTT_SPREAD * random.random()
+            self._spawn(self._round_trip(s))
 
     async def _round_trip(self, s: Session) -> None:
         try:

@@ -37,6 +37,7 @@ class FullCollections:
         self.last = time.monotonic()
         self.count = 0  # full collections run so far (scheduled ones)
         self.last_ms = 0.0  # how long the last one took
+        self.seconds = 0.0  # how long they all took (every stream of the process stops for it)
         self.freed = 0  # what the last one freed (gc.collect's count)
         self.active = False  # settled here (this process's collector is ours to schedule)
 
@@ -66,7 +67,9 @@ class FullCollections:
             return False
         t0 = time.perf_counter()
         self.freed = gc.collect(2)
-        self.last_ms = (time.perf_counter() - t0) * 1000
+        took = time.perf_counter() - t0
+        self.last_ms = took * 1000
+        self.seconds += took
         self.last = now
         self.ended = 0
         self.count += 1

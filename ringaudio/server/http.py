@@ -56,6 +56,7 @@ class Http(ServerBase):
         pool = self.engine.pool
         if pool is not None:
             self.metrics.totals.workers = (pool.alive(), pool.size, pool.restarts)
+        self.metrics.totals.collections = (self.collections.count, self.collections.seconds)
         body, content_type = self.metrics.exposition(self._session_gauges())
         return Response(200, "OK", Headers([("Content-Type", content_type)]), body)
 

@@ -62,6 +62,7 @@ class Totals(Collector):
     def __init__(self) -> None:
         self.frames_sent = 0
         self.workers = (0, 0, 0)  # alive, configured, restarts (set before each scrape)
+        self.collections = (0, 0.0)  # the server's scheduled full collections: how many, seconds (likewise)
         self.frames_lost = 0  # all sessions: what tts_frames_dropped_total{session_id} added up to
         self.overruns = 0
         self.utterances = {"ended": 0, "failed": 0, "cancelled": 0}
@@ -78,6 +79,15 @@ class Totals(Collector):
         yield GaugeMetricFamily("tts_workers_alive", "Worker processes alive and ready", value=alive)
         yield GaugeMetricFamily("tts_workers", "Worker processes configured", value=size)
         yield CounterMetricFamily("tts_worker_restarts", "Worker processes started again after dying", value=restarts)
+        runs, seconds = self.collections
+        yield CounterMetricFamily(
+            "tts_full_collections", "Full garbage collections the server ran on its schedule", value=runs
+        )
+        yield CounterMetricFamily(
+            "tts_full_collection_seconds",
+            "Time the server's scheduled full garbage collections took (every stream waits for one)",
+            value=seconds,
+        )
         outcomes = CounterMetricFamily("tts_utterances", "Utterances by how they ended", labels=["outcome"])
         for outcome, n in self.utterances.items():
             outcomes.add_metric([outcome], n)

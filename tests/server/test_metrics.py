@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from websockets.sync.client import connect as sync_connect
 
 from ringaudio.server.metrics import BatchHistogram, Metrics
+
+from .conftest import ServerProcess, wait_until
 
 
 def test_batch_histogram_bins_like_prometheus() -> None:
@@ -57,3 +62,28 @@ def test_exposition_has_the_runbook_names_and_a_forgotten_session_has_no_series(
     m.forget("never-seen")  # no series: nothing to remove
     after = m.exposition({"s2": (0, 0, None)})[0]
     assert b'session_id="s1"' not in after and b'session_id="s2"' in after
+
+
+def scraped(srv: ServerProcess, name: str) -> float:
+    with urllib.request.urlopen(f"{srv.http}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def test_the_servers_scheduled_full_collections_are_counted_and_timed_on_metrics() -> None:
+    """``python -m ringaudio.server`` runs its full collections itself: with no session left open,
+    the first that ends makes one due, run at the scheduler's next once-a-second look."""
+    srv = ServerProcess()
+    try:
+        assert scraped(srv, "tts_full_collections_total") == 0
+        with sync_connect(srv.url, open_timeout=10) as ws:
+            ws.recv(10)  # its session event
+        wait_until(lambda: scraped(srv, "tts_full_collections_total") == 1, timeout=10)
+        assert scraped(srv, "tts_full_collection_seconds_total") > 0
+    finally:
+        assert srv.stop() == 0

@@ -1060,6 +1060,7 @@ static PyObject *lanes_admit(LanesObject *self, PyObject *const *args, Py_ssize_
     l->limit = a[7];
     l->max_window = a[8];
     l->send_limit = a[9];
+    l->window = -1; /* (no reading yet) */
     l->tokens = f[0];
     l->last = f[1];
     l->period = f[2];
@@ -1111,9 +1112,10 @@ static PyObject *lanes_eject(LanesObject *self, PyObject *const *args, Py_ssize_
 }
 
 static PyObject *lanes_write(LanesObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    /* (slot, data) -> None, or the bytes of data the socket did not take: a message of the server's
-     * own (a ping, a pong, an event) written to a lane's socket between its frames, without taking
-     * the lane back. The caller takes the lane back and queues the rest before anything else. */
+    /* (slot, data) -> the bytes of data the socket took (all of it, or the first part): a message of
+     * the server's own (a ping, a pong, an event) written to a lane's socket between its frames,
+     * without taking the lane back. The caller takes the lane back, if the socket did not take it
+     * all, and queues the rest before anything else. */
     if (!nargs_ok("write", nargs, 2)) return NULL;
     Py_ssize_t slot = PyLong_AsSsize_t(args[0]);
     if (slot == -1 && PyErr_Occurred()) return NULL;
@@ -1124,10 +1126,8 @@ static PyObject *lanes_write(LanesObject *self, PyObject *const *args, Py_ssize_
     Py_buffer v;
     if (PyObject_GetBuffer(args[1], &v, PyBUF_SIMPLE) < 0) return NULL;
     size_t sent = send_out(self->v[slot]->fd, v.buf, (size_t)v.len);
-    PyObject *rest = sent < (size_t)v.len ? PyBytes_FromStringAndSize((const char *)v.buf + sent, v.len - (Py_ssize_t)sent)
-                                          : Py_NewRef(Py_None);
     PyBuffer_Release(&v);
-    return rest;
+    return PyLong_FromSize_t(sent); /* (nothing after the send can fail: what went, went) */
 }
 
 /* A histogram as ringaudio/server/metrics.py's BatchHistogram keeps it: float64 bounds[n] and int64

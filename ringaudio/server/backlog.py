@@ -11,8 +11,8 @@ knows more. For each audio socket the server adds up:
 - ``held``: bytes the peer's kernel has acknowledged but its application has not read: the peer's
   advertised receive window shrinks by exactly that (``tcp_info.tcpi_snd_wnd``, Linux ≥ 5.4),
   measured against a baseline, the largest window the client has advertised since the server last
-  re-based it (on the client's pong: a receive buffer can shrink after connect, so a window
-  advertised once is no proof it still can hold that much).
+  re-based it (on the pong to the ping a held-back client is sent: a receive buffer can shrink after
+  connect, so a window advertised once is no proof it still can hold that much).
 
 A client that reads as fast as the audio comes keeps ``held`` near zero and ``outq`` at about one
 round trip of audio; one that reads slower than real time shows a backlog that grows by the

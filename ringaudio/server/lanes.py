@@ -7,9 +7,9 @@ with nothing queued on its transport: from then on the kernel paces it (the same
 (:meth:`Laning._eject`) at whatever needs a look — a frame not like the last, an event's position,
 an overrun, a socket that did not take everything, or a client's backlog over its send limit (the
 kernel reads it every :data:`backlog.REFRESH` as the pump does, and hands the readings back with the
-lane) — and the server takes it back before anything else touches the session: a command from its client, a
-worker event, a write of the library's own (a pong, a close) or of ours (an event, a ping), its
-close. A session is in exactly one of: a lane, the schedule, neither (idle or paused).
+lane) — and the server takes it back before anything else touches the session: a command from its
+client, a worker event, a closing handshake, its close. A session is in exactly one of: a lane, the
+schedule, neither (idle or paused).
 
 The invariant that makes it safe: while a session is in a lane nothing but the lane writes to its
 socket, and nothing was queued on its transport when it entered. What the library writes for it (a
@@ -25,6 +25,8 @@ import logging
 import random
 from typing import Any
 
+from websockets.protocol import State
+
 from ..kernels import backend
 from ..ring import futex
 from . import backlog
@@ -33,6 +35,7 @@ from .session import ServerBase, Session
 log = logging.getLogger("ringaudio.server")
 _Lanes: Any = getattr(backend.hot, "Lanes", None) if futex.AVAILABLE else None
 _VISIT: int = getattr(backend.hot, "VISIT", -1)
+OPEN = State.OPEN
 # A lane's first reading of its client's backlog comes backlog.REFRESH after the pump's last, and up to
 # VISIT_SPREAD of that later: sessions that started together would otherwise all read theirs in the
 # same passes, a burst of syscalls that delays every other frame of those passes
@@ -141,24 +144,25 @@ class Laning(ServerBase):
             self.schedule.add(s, due)
 
     def _send_from_lane(self, s: Session, protocol: Any) -> None:
-        """What the library has to write (a ping, a pong, our event) for a session in a lane,
-        written to its socket between the lane's frames: the lane goes on. A half-close (an empty
-        write) takes the session out of its lane first and leaves the writes to the library, and a
-        socket that does not take them all takes it out with the rest queued first."""
+        """What the library has to write for a session in a lane (a ping, a pong, our event),
+        written to its socket between the lane's frames: the lane goes on. A connection that is no
+        longer open (a close frame, a half-close: nothing may follow them) takes the session out of
+        its lane first and leaves the writes to the library, and a socket that does not take them all
+        takes it out with the rest queued first."""
         transport = s.ws.transport
-        if transport is None or not all(protocol.writes):
+        if transport is None or protocol.state is not OPEN or not all(protocol.writes):
             self._eject(s)
             return
         writes = protocol.data_to_send()
         data = writes[0] if len(writes) == 1 else b"".join(writes)
         try:
-            rest = self.lanes.write(s.lane, data)
-        except Exception:  # (nothing was sent): the transport's way
+            sent = self.lanes.write(s.lane, data)
+        except Exception:  # (refused before the send): the transport's way
             log.exception("lane write failed")
-            rest = data
-        if rest is not None:
+            sent = 0
+        if sent < len(data):
             self._eject(s)
-            transport.write(rest)
+            transport.write(data[sent:])
 
     def _eject_with_listeners(self, s: Session) -> None:
         self._eject(s)

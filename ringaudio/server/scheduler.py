@@ -50,12 +50,17 @@ class Scheduling(Formats):
         for s in sessions:
             if s.closing or self.sessions.get(s.id) is not s:  # (gone since the round began)
                 continue
-            self._measure_rtt(s, now)
-            if s.quality is not None:
-                self._adapt(s, now)
-            depth = self.depth(s)
-            if depth is None:
-                continue
+            try:
+                self._watch_one(s, now)
+            except Exception:  # one session's figures must not cost the others their look
+                log.exception("watch failed", extra={"session_id": s.id})
+
+    def _watch_one(self, s: Session, now: float) -> None:
+        self._measure_rtt(s, now)
+        if s.quality is not None:
+            self._adapt(s, now)
+        depth = self.depth(s)
+        if depth is not None:
             if not s.high and depth >= self.high_frames:
                 s.high = True
                 s.episodes += 1
@@ -156,8 +161,11 @@ class Scheduling(Formats):
                 except Exception:  # (memory): that session stays in Python
                     log.exception("lane admission failed")
                 steady.clear()
-            if looked >= len(watching) and now - watched >= WATCH_EVERY:  # a new round
-                watching, looked, watched = list(self.sessions.values()), 0, now
+            if looked >= len(watching) and now - watched >= WATCH_EVERY:  # a new round, from when it was due
+                # (one that comes late, after an idle loop's second, is taken whole in this pass)
+                late = now - watched >= 2 * WATCH_EVERY
+                watched = now - WATCH_EVERY * WATCH_SPREAD if late else watched + WATCH_EVERY
+                watching, looked = list(self.sessions.values()), 0
             upto = min(len(watching), math.ceil(len(watching) * (now - watched) / (WATCH_EVERY * WATCH_SPREAD)))
             if upto > looked:
                 try:

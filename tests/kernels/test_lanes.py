@@ -113,6 +113,12 @@ def test_intervals_and_jitters_are_what_the_pump_observes(pair: tuple[socket.soc
         _, isum, jsum, _, _ = run(lanes, 10.07)
         assert (isum, jsum) == (pytest.approx(45.0), pytest.approx(20.0)) and observed(INTERVALS, isum)
         lanes.eject(0)
+        # values exactly on a bucket's bound count in it (le: at most), as numpy's searchsorted puts them
+        admit(lanes, 0, ring, a.fileno(), 3, tokens=1.0, last_send=0.5, last_interval=480.0)
+        _, isum, jsum, _, _ = run(lanes, 1.0)
+        assert (isum, jsum) == (500.0, 20.0) and 500.0 in INTERVALS.bounds and 20.0 in JITTERS.bounds
+        assert observed(INTERVALS, 500.0) and observed(JITTERS, 20.0)
+        lanes.eject(0)
 
 
 def test_a_lane_stops_at_a_new_utterance_at_its_limit_and_at_a_backlog_over_its_send_limit(
@@ -162,8 +168,26 @@ def test_a_lane_reads_its_clients_backlog_every_refresh_as_the_pump_would_and_go
         got = lanes.eject(0)
         assert [t for t, *_ in samples_of(got)] == [t for t, *_ in seen] == [0.02, 0.28, 0.54]
         assert [(int(n), int(q)) for _, n, q in samples_of(got)] == [(n, q) for _, n, q in seen]
-        assert seen[-1][2] > seen[0][2] > 0  # (a unix socket's send queue: what b has not read)
+        assert seen[-1][2] > seen[0][2] > 0  # (a unix socket's send queue: the memory of what b has not read)
         assert got[9:11] == (seen[-1][2], -1)  # the last reading's send queue; no TCP window on a unix socket
+
+
+def test_a_lane_hands_back_its_last_readings_oldest_first() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    lanes = Lanes()  # type: ignore[misc]
+    try:
+        with FrameRing.create(capacity=64) as ring:
+            fill(ring, 40)
+            admit(lanes, 0, ring, a.fileno(), 0, tokens=1.0, visit_at=0.0, refresh=0.015)
+            for i in range(40):  # a reading in each pass: more than the lane keeps
+                run(lanes, i * PERIOD)
+            kept = samples_of(lanes.eject(0))
+        assert [t for t, *_ in kept] == [pytest.approx(i * PERIOD) for i in range(24, 40)]
+        assert [n for _, n, _ in kept] == list(range(24, 40))  # frames taken before each: one per pass
+    finally:
+        a.close()
+        b.close()
 
 
 def tcp_pair(rcvbuf: int) -> tuple[socket.socket, socket.socket]:
@@ -188,12 +212,13 @@ def test_over_tcp_the_backlog_counts_what_the_clients_kernel_holds_unread_agains
         with FrameRing.create(capacity=64) as ring:
             fill(ring, 40)
             first = backlog.probe(a)
-            assert first.window is not None  # (Linux >= 5.4)
+            if first.window is None:
+                pytest.skip("this kernel's TCP_INFO has no tcpi_snd_wnd (Linux < 5.4)")
             admit(lanes, 0, ring, a.fileno(), 0, tokens=3.0, visit_at=0.0, refresh=0.1, max_window=first.window)
             run(lanes, 0.0)  # a reading, then 3 frames (the prebuffer's)
             mid = settled()
             run(lanes, 0.1)  # a reading, then 3 more (the bucket, full again)
-            a.send(b"z" * 40_000)  # more than the client's buffer: its window closes
+            sent = a.send(b"z" * 40_000)  # more than the client's buffer: its window closes
             last = settled()
             baseline = max(first.window, mid.window or 0)  # the largest window the lane has read
             want = [0, backlog.unconsumed(0, mid, first.window), backlog.unconsumed(0, last, baseline)]
@@ -201,7 +226,9 @@ def test_over_tcp_the_backlog_counts_what_the_clients_kernel_holds_unread_agains
             got = lanes.eject(0)
             assert stopped == []  # (its send limit is far off)
             assert [q for _, _, q in samples_of(got)] == want
-            assert want[2] >= 40_000  # (of the bytes sent and not read: the window measures at best to its baseline)
+            assert (
+                want[2] >= sent > 16_384
+            )  # (of the bytes sent and not read: the window measures at best to its baseline)
             assert [n for _, n, _ in samples_of(got)] == [0, 3, 6]
             assert got[8:11] == (baseline, last.outq, last.window)  # the baseline, the last reading
     finally:
@@ -257,15 +284,15 @@ def test_a_message_of_the_servers_own_goes_out_between_the_lanes_frames(
         fill(ring, 8)
         admit(lanes, 0, ring, a.fileno(), 0, tokens=2.0)
         run(lanes, 0.0)
-        assert lanes.write(0, b"\x89\x00") is None  # (a ping) all taken
+        assert lanes.write(0, b"\x89\x00") == 2  # (a ping) all taken
         run(lanes, 0.04)
-        assert lanes.write(0, memoryview(b"\x8a\x00")) is None
+        assert lanes.write(0, memoryview(b"\x8a\x00")) == 2
         assert received(b) == message(0) + message(1) + b"\x89\x00" + message(2) + message(3) + b"\x8a\x00"
         a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         big = bytes(range(256)) * 4096
-        rest = lanes.write(0, big)  # more than the socket takes: the rest, for the caller to queue
-        assert isinstance(rest, bytes) and 0 < len(rest) < len(big)
-        assert received(b) + rest == big
+        sent = lanes.write(0, big)  # more than the socket takes: the rest is the caller's to queue
+        assert 0 < sent < len(big)
+        assert received(b) == big[:sent]
         with pytest.raises(KeyError):
             lanes.write(1, b"x")  # no such lane
         lanes.eject(0)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ringaudio.collect import GENERATIONAL, FullCollections
+from ringaudio.collect import GENERATIONAL, MIN_GAP_S, FullCollections
 
 pytestmark = pytest.mark.skipif(not GENERATIONAL, reason="the collector here is not generational")
 
@@ -67,12 +67,28 @@ def test_a_full_collection_is_due_once_a_quarter_of_the_open_sessions_have_ended
     garbage = old_cycle()
     for _ in range(24):
         collections.ended_one()
-    assert not collections.maybe(collections.last + 1.0, live=100) and garbage() is not None
-    collections.ended_one()  # the 25th of 100: due now, whatever the clock says
-    assert collections.maybe(collections.last + 1.0, live=100) and garbage() is None
-    assert collections.ended == 0 and not collections.maybe(collections.last + 1.0, live=100)
+    assert not collections.maybe(collections.last + 6.0, live=100) and garbage() is not None
+    collections.ended_one()  # the 25th of 100: due now
+    assert collections.maybe(collections.last + 6.0, live=100) and garbage() is None
+    assert collections.ended == 0 and not collections.maybe(collections.last + 6.0, live=100)
     collections.ended_one()  # with nothing open, one ended session is enough
-    assert collections.maybe(collections.last + 1.0, live=0)
+    assert collections.maybe(collections.last + 6.0, live=0)
+
+
+def test_full_collections_are_at_least_the_gap_apart_while_many_sessions_close(restore_gc: None) -> None:
+    collections = FullCollections(backstop=600.0)
+    collections.settle()
+    start = collections.last
+    for _ in range(250):  # a quarter of 1 000: due, but not so soon after start-up
+        collections.ended_one()
+    assert not collections.maybe(start + MIN_GAP_S - 0.5, live=750)
+    assert collections.maybe(start + MIN_GAP_S + 0.5, live=750)
+    first = collections.last
+    for t, live in ((1.0, 500), (2.0, 250), (3.0, 0)):  # the rest close within seconds
+        for _ in range(250):
+            collections.ended_one()
+        assert not collections.maybe(first + t, live=live)  # each a quarter of what is open, and more
+    assert collections.maybe(first + MIN_GAP_S + 0.5, live=0) and collections.count == 2
 
 
 def test_an_unsettled_or_disabled_collector_never_collects_nor_touches_the_process(restore_gc: None) -> None:

@@ -168,10 +168,7 @@ class Scheduling(Formats):
                 watching, looked = list(self.sessions.values()), 0
             upto = min(len(watching), math.ceil(len(watching) * (now - watched) / (WATCH_EVERY * WATCH_SPREAD)))
             if upto > looked:
-                try:
-                    self._watch(watching[looked:upto], now)
-                except Exception:  # the scheduler of every session must not die of one session's figures
-                    log.exception("watch failed")
+                self._watch(watching[looked:upto], now)  # (each session's look catches its own failure)
                 looked = upto
             if now - folded > 1.0:
                 folded = now

@@ -34,9 +34,8 @@ from .pacing import Pacer, batch_slack
 from .quality import Quality
 from .relay import Relay
 
-CONSUMED_SAMPLES = (
-    48  # (time, frames consumed) samples kept: 12 s at one per backlog refresh (a lane hands back its last 4 s)
-)
+# (time, frames consumed) samples kept: 12 s at one per backlog refresh (a lane hands back its last 4 s)
+CONSUMED_SAMPLES = 48
 RTT_SAMPLES = 8
 
 
